@@ -1,0 +1,486 @@
+"""Typed, frozen views of MTLSIssuer and MTLSCertificate specs, parsed once at the edge.
+
+The CRD schema (with CEL) rejects most bad input at the API server; these parsers repeat the checks that
+matter for safety and add the ones CEL cannot express (DNS name syntax, IP parsing), raising
+:class:`SpecError` with a reason and a sentence. Nothing past the parser sees a raw dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from mtls_operator.api.constants import ISSUER_KIND, Reason
+from mtls_operator.api.durations import DurationError, parse_duration
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot act on; ``reason`` goes into the condition, ``message`` is a sentence."""
+
+    def __init__(self, message: str, reason: Reason = Reason.INVALID_SPEC) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class KeyAlgorithm(StrEnum):
+    RSA = "RSA"
+    ECDSA = "ECDSA"
+    ED25519 = "Ed25519"
+    MLDSA = "MLDSA"
+
+
+class RotationPolicy(StrEnum):
+    ALWAYS = "Always"
+    NEVER = "Never"
+
+
+class KeyEncoding(StrEnum):
+    PKCS1 = "PKCS1"  # "traditional" PEM: PKCS#1 for RSA, SEC1 for ECDSA; PKCS#8 for the others
+    PKCS8 = "PKCS8"
+
+
+class CleanupPolicy(StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class RolloutPolicy(StrEnum):
+    AUTO = "Auto"  # discovered consumers plus explicit targets
+    EXPLICIT = "Explicit"  # explicit targets only
+    NONE = "None"
+
+
+class Usage(StrEnum):
+    """cert-manager's usage names."""
+
+    SERVER_AUTH = "server auth"
+    CLIENT_AUTH = "client auth"
+    DIGITAL_SIGNATURE = "digital signature"
+    KEY_ENCIPHERMENT = "key encipherment"
+    CODE_SIGNING = "code signing"
+    EMAIL_PROTECTION = "email protection"
+    OCSP_SIGNING = "ocsp signing"
+
+
+EXTENDED_USAGES = frozenset(
+    {Usage.SERVER_AUTH, Usage.CLIENT_AUTH, Usage.CODE_SIGNING, Usage.EMAIL_PROTECTION, Usage.OCSP_SIGNING}
+)
+DEFAULT_USAGES: tuple[Usage, ...] = (Usage.SERVER_AUTH, Usage.CLIENT_AUTH)
+
+ALLOWED_SIZES: Mapping[KeyAlgorithm, tuple[int, ...]] = {
+    KeyAlgorithm.RSA: (2048, 3072, 4096),
+    KeyAlgorithm.ECDSA: (256, 384, 521),
+    KeyAlgorithm.ED25519: (),
+    KeyAlgorithm.MLDSA: (44, 65, 87),
+}
+DEFAULT_SIZES: Mapping[KeyAlgorithm, int] = {
+    KeyAlgorithm.RSA: 2048,
+    KeyAlgorithm.ECDSA: 256,
+    KeyAlgorithm.ED25519: 0,
+    KeyAlgorithm.MLDSA: 44,
+}
+
+DEFAULT_CERT_DURATION = timedelta(days=90)
+DEFAULT_CA_DURATION = timedelta(days=3650)
+MIN_DURATION = timedelta(minutes=1)
+MIN_RENEW_BEFORE = timedelta(seconds=5)
+
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:[^\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    algorithm: KeyAlgorithm = KeyAlgorithm.ECDSA
+    size: int = 256
+    rotation_policy: RotationPolicy = RotationPolicy.ALWAYS
+    encoding: KeyEncoding = KeyEncoding.PKCS8
+
+    @property
+    def label(self) -> str:
+        """A short human name, e.g. ``ECDSA-P256``, ``ML-DSA-65``, ``RSA-2048``, ``Ed25519``."""
+        if self.algorithm is KeyAlgorithm.ECDSA:
+            return f"ECDSA-P{self.size}"
+        if self.algorithm is KeyAlgorithm.MLDSA:
+            return f"ML-DSA-{self.size}"
+        if self.algorithm is KeyAlgorithm.RSA:
+            return f"RSA-{self.size}"
+        return "Ed25519"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    organizations: tuple[str, ...] = ()
+    organizational_units: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    provinces: tuple[str, ...] = ()
+    localities: tuple[str, ...] = ()
+    street_addresses: tuple[str, ...] = ()
+    postal_codes: tuple[str, ...] = ()
+    serial_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRef:
+    name: str
+    kind: str = ISSUER_KIND
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeyRef:
+    name: str
+    key: str = "password"
+
+
+@dataclass(frozen=True, slots=True)
+class PKCS12Spec:
+    create: bool = False
+    password_secret_ref: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretTemplate:
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRef:
+    kind: str  # Deployment | StatefulSet | DaemonSet
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutSpec:
+    policy: RolloutPolicy = RolloutPolicy.AUTO
+    targets: tuple[WorkloadRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSpec:
+    secret_name: str
+    issuer_ref: IssuerRef
+    common_name: str | None = None
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    email_addresses: tuple[str, ...] = ()
+    subject: Subject = field(default_factory=Subject)
+    usages: tuple[Usage, ...] = DEFAULT_USAGES
+    duration: timedelta = DEFAULT_CERT_DURATION
+    renew_before: timedelta | None = None
+    renew_before_percentage: int | None = None
+    private_key: KeySpec = field(default_factory=KeySpec)
+    secret_template: SecretTemplate = field(default_factory=SecretTemplate)
+    pkcs12: PKCS12Spec = field(default_factory=PKCS12Spec)
+    cleanup_policy: CleanupPolicy = CleanupPolicy.RETAIN
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
+
+    def identity_hash(self) -> str:
+        """A digest of everything that the issued certificate must reflect (names, usages, duration,
+        key algorithm and size, issuer). Stored on the Secret so a spec change is seen at once."""
+        doc = {
+            "cn": self.common_name,
+            "dns": sorted(self.dns_names),
+            "ip": sorted(self.ip_addresses),
+            "uri": sorted(self.uris),
+            "email": sorted(self.email_addresses),
+            "subject": [list(getattr(self.subject, f)) if isinstance(getattr(self.subject, f), tuple)
+                        else getattr(self.subject, f) for f in Subject.__slots__],
+            "usages": sorted(str(u) for u in self.usages),
+            "duration": int(self.duration.total_seconds()),
+            "key": [str(self.private_key.algorithm), self.private_key.size, str(self.private_key.encoding)],
+            "issuer": [self.issuer_ref.kind, self.issuer_ref.name],
+            "p12": self.pkcs12.create,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class SelfSignedCASpec:
+    secret_name: str
+    common_name: str
+    subject: Subject = field(default_factory=Subject)
+    duration: timedelta = DEFAULT_CA_DURATION
+    private_key: KeySpec = field(default_factory=KeySpec)
+
+
+@dataclass(frozen=True, slots=True)
+class CASecretSpec:
+    secret_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerSpec:
+    self_signed: SelfSignedCASpec | None = None
+    ca: CASecretSpec | None = None
+
+    @property
+    def ca_secret_name(self) -> str:
+        if self.self_signed is not None:
+            return self.self_signed.secret_name
+        assert self.ca is not None
+        return self.ca.secret_name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsing at the edge
+
+
+def _strs(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise SpecError(f"{what} must be a list of strings.")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise SpecError(f"{what} must be a list of strings, but holds {item!r}.")
+        out.append(item)
+    return tuple(out)
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{what} must be an object.")
+    return value
+
+
+def _duration(value: Any, what: str, default: timedelta | None) -> timedelta | None:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise SpecError(f"{what} must be a duration string such as 2160h, but is {value!r}.")
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise SpecError(f"{what} is invalid: {exc}.") from None
+
+
+def validate_dns_name(name: str) -> str | None:
+    """Return why ``name`` is not a valid DNS SAN (a leading ``*.`` wildcard is allowed), or None."""
+    if not name or len(name) > 253:
+        return f"DNS name {name!r} must be 1 to 253 characters long"
+    labels = name.split(".")
+    for i, label in enumerate(labels):
+        if i == 0 and label == "*" and len(labels) > 1:
+            continue
+        if not _DNS_LABEL.match(label):
+            return f"DNS name {name!r} is not a valid lower-case hostname (label {label!r})"
+    return None
+
+
+def parse_subject(raw: Any) -> Subject:
+    doc = _mapping(raw, "spec.subject")
+    serial = doc.get("serialNumber")
+    if serial is not None and not isinstance(serial, str):
+        raise SpecError("spec.subject.serialNumber must be a string.")
+    return Subject(
+        organizations=_strs(doc.get("organizations"), "spec.subject.organizations"),
+        organizational_units=_strs(doc.get("organizationalUnits"), "spec.subject.organizationalUnits"),
+        countries=_strs(doc.get("countries"), "spec.subject.countries"),
+        provinces=_strs(doc.get("provinces"), "spec.subject.provinces"),
+        localities=_strs(doc.get("localities"), "spec.subject.localities"),
+        street_addresses=_strs(doc.get("streetAddresses"), "spec.subject.streetAddresses"),
+        postal_codes=_strs(doc.get("postalCodes"), "spec.subject.postalCodes"),
+        serial_number=serial,
+    )
+
+
+def parse_key_spec(raw: Any, where: str = "spec.privateKey") -> KeySpec:
+    doc = _mapping(raw, where)
+    try:
+        algorithm = KeyAlgorithm(doc.get("algorithm") or KeyAlgorithm.ECDSA)
+    except ValueError:
+        raise SpecError(
+            f"{where}.algorithm {doc.get('algorithm')!r} is not one of RSA, ECDSA, Ed25519, MLDSA."
+        ) from None
+    size = doc.get("size")
+    if size in (None, 0):
+        size = DEFAULT_SIZES[algorithm]
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise SpecError(f"{where}.size must be a number.")
+    allowed = ALLOWED_SIZES[algorithm]
+    if allowed and size not in allowed:
+        sizes = ", ".join(str(s) for s in allowed)
+        raise SpecError(f"{where}.size {size} is not valid for {algorithm}: use one of {sizes}.")
+    if not allowed:
+        size = 0
+    try:
+        rotation = RotationPolicy(doc.get("rotationPolicy") or RotationPolicy.ALWAYS)
+        encoding = KeyEncoding(doc.get("encoding") or KeyEncoding.PKCS8)
+    except ValueError as exc:
+        raise SpecError(f"{where} is invalid: {exc}.") from None
+    return KeySpec(algorithm=algorithm, size=size, rotation_policy=rotation, encoding=encoding)
+
+
+def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
+    """Parse and validate an MTLSCertificate ``spec``; raise :class:`SpecError` on anything unusable."""
+    secret_name = spec.get("secretName")
+    if not isinstance(secret_name, str) or not secret_name:
+        raise SpecError("spec.secretName is required.")
+    ref = _mapping(spec.get("issuerRef"), "spec.issuerRef")
+    issuer_name = ref.get("name")
+    if not isinstance(issuer_name, str) or not issuer_name:
+        raise SpecError("spec.issuerRef.name is required.")
+    kind = ref.get("kind") or ISSUER_KIND
+    if kind != ISSUER_KIND:
+        raise SpecError(f"spec.issuerRef.kind {kind!r} is not supported: use {ISSUER_KIND}.")
+
+    common_name = spec.get("commonName") or None
+    if common_name is not None and (not isinstance(common_name, str) or len(common_name) > 64):
+        raise SpecError("spec.commonName must be a string of at most 64 characters.")
+    dns_names = _strs(spec.get("dnsNames"), "spec.dnsNames")
+    for name in dns_names:
+        problem = validate_dns_name(name)
+        if problem:
+            raise SpecError(f"spec.dnsNames: {problem}.")
+    ips: list[str] = []
+    for ip in _strs(spec.get("ipAddresses"), "spec.ipAddresses"):
+        try:
+            ips.append(str(ipaddress.ip_address(ip)))
+        except ValueError:
+            raise SpecError(f"spec.ipAddresses: {ip!r} is not an IPv4 or IPv6 address.") from None
+    uris = _strs(spec.get("uris"), "spec.uris")
+    for uri in uris:
+        if not _URI.match(uri):
+            raise SpecError(f"spec.uris: {uri!r} is not an absolute URI such as spiffe://domain/path.")
+    emails = _strs(spec.get("emailAddresses"), "spec.emailAddresses")
+    for email in emails:
+        if not _EMAIL.match(email):
+            raise SpecError(f"spec.emailAddresses: {email!r} is not an email address.")
+    if not (common_name or dns_names or ips or uris or emails):
+        raise SpecError("The certificate names nothing: set at least one of commonName, dnsNames, "
+                        "ipAddresses, uris or emailAddresses.")
+
+    raw_usages = _strs(spec.get("usages"), "spec.usages")
+    usages: list[Usage] = []
+    for u in raw_usages:
+        try:
+            usages.append(Usage(u))
+        except ValueError:
+            allowed = ", ".join(x.value for x in Usage)
+            raise SpecError(f"spec.usages: {u!r} is not a known usage ({allowed}).") from None
+    duration = _duration(spec.get("duration"), "spec.duration", DEFAULT_CERT_DURATION)
+    assert duration is not None
+    if duration < MIN_DURATION:
+        raise SpecError(f"spec.duration must be at least 1m, not {spec.get('duration')}.")
+    renew_before = _duration(spec.get("renewBefore"), "spec.renewBefore", None)
+    pct = spec.get("renewBeforePercentage")
+    if renew_before is not None and pct is not None:
+        raise SpecError("Set only one of spec.renewBefore and spec.renewBeforePercentage.")
+    if renew_before is not None and not (MIN_RENEW_BEFORE <= renew_before < duration):
+        raise SpecError(
+            f"spec.renewBefore ({spec.get('renewBefore')}) must be at least 5s and shorter than "
+            f"spec.duration ({spec.get('duration') or '2160h'})."
+        )
+    if pct is not None and (not isinstance(pct, int) or isinstance(pct, bool) or not 1 <= pct <= 99):
+        raise SpecError("spec.renewBeforePercentage must be a whole number from 1 to 99.")
+
+    key = parse_key_spec(spec.get("privateKey"))
+
+    template = _mapping(spec.get("secretTemplate"), "spec.secretTemplate")
+    labels = _mapping(template.get("labels"), "spec.secretTemplate.labels")
+    annotations = _mapping(template.get("annotations"), "spec.secretTemplate.annotations")
+    for k, v in [*labels.items(), *annotations.items()]:
+        if not isinstance(v, str):
+            raise SpecError(f"spec.secretTemplate: the value of {k!r} must be a string.")
+
+    keystores = _mapping(spec.get("keystores"), "spec.keystores")
+    p12 = _mapping(keystores.get("pkcs12"), "spec.keystores.pkcs12")
+    p12_ref = None
+    if p12.get("passwordSecretRef") is not None:
+        pref = _mapping(p12.get("passwordSecretRef"), "spec.keystores.pkcs12.passwordSecretRef")
+        if not pref.get("name"):
+            raise SpecError("spec.keystores.pkcs12.passwordSecretRef.name is required.")
+        p12_ref = SecretKeyRef(name=str(pref["name"]), key=str(pref.get("key") or "password"))
+    pkcs12 = PKCS12Spec(create=bool(p12.get("create", False)), password_secret_ref=p12_ref)
+    if pkcs12.create and key.algorithm is KeyAlgorithm.MLDSA:
+        raise SpecError("spec.keystores.pkcs12 cannot hold an ML-DSA key: PKCS#12 readers (Java, "
+                        "OpenSSL 3.0) do not support it yet. Remove keystores.pkcs12 or use a classical key.")
+
+    try:
+        cleanup = CleanupPolicy(spec.get("cleanupPolicy") or CleanupPolicy.RETAIN)
+    except ValueError:
+        raise SpecError("spec.cleanupPolicy must be Retain or Delete.") from None
+
+    rollout_doc = _mapping(spec.get("rollout"), "spec.rollout")
+    try:
+        rollout_policy = RolloutPolicy(rollout_doc.get("policy") or RolloutPolicy.AUTO)
+    except ValueError:
+        raise SpecError("spec.rollout.policy must be Auto, Explicit or None.") from None
+    targets: list[WorkloadRef] = []
+    for t in rollout_doc.get("targets") or []:
+        t = _mapping(t, "spec.rollout.targets[]")
+        if t.get("kind") not in ("Deployment", "StatefulSet", "DaemonSet") or not t.get("name"):
+            raise SpecError("spec.rollout.targets[] needs kind (Deployment, StatefulSet or DaemonSet) and name.")
+        targets.append(WorkloadRef(kind=str(t["kind"]), name=str(t["name"])))
+
+    return CertificateSpec(
+        secret_name=secret_name,
+        issuer_ref=IssuerRef(name=issuer_name, kind=kind),
+        common_name=common_name,
+        dns_names=dns_names,
+        ip_addresses=tuple(ips),
+        uris=uris,
+        email_addresses=emails,
+        subject=parse_subject(spec.get("subject")),
+        usages=tuple(usages) or DEFAULT_USAGES,
+        duration=duration,
+        renew_before=renew_before,
+        renew_before_percentage=pct,
+        private_key=key,
+        secret_template=SecretTemplate(
+            labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+            annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())),
+        ),
+        pkcs12=pkcs12,
+        cleanup_policy=cleanup,
+        rollout=RolloutSpec(policy=rollout_policy, targets=tuple(targets)),
+    )
+
+
+def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
+    """Parse and validate an MTLSIssuer ``spec``: exactly one of ``selfSigned`` and ``ca``."""
+    self_signed = spec.get("selfSigned")
+    ca = spec.get("ca")
+    if (self_signed is None) == (ca is None):
+        raise SpecError("Set exactly one of spec.selfSigned and spec.ca.")
+    if ca is not None:
+        doc = _mapping(ca, "spec.ca")
+        name = doc.get("secretName")
+        if not isinstance(name, str) or not name:
+            raise SpecError("spec.ca.secretName is required.")
+        return IssuerSpec(ca=CASecretSpec(secret_name=name))
+    doc = _mapping(self_signed, "spec.selfSigned")
+    name = doc.get("secretName")
+    if not isinstance(name, str) or not name:
+        raise SpecError("spec.selfSigned.secretName is required.")
+    cn = doc.get("commonName")
+    if not isinstance(cn, str) or not cn:
+        raise SpecError("spec.selfSigned.commonName is required.")
+    duration = _duration(doc.get("duration"), "spec.selfSigned.duration", DEFAULT_CA_DURATION)
+    assert duration is not None
+    if duration < MIN_DURATION:
+        raise SpecError("spec.selfSigned.duration must be at least 1m.")
+    key = parse_key_spec(doc.get("privateKey"), "spec.selfSigned.privateKey")
+    return IssuerSpec(
+        self_signed=SelfSignedCASpec(
+            secret_name=name,
+            common_name=cn,
+            subject=parse_subject(doc.get("subject")),
+            duration=duration,
+            private_key=key,
+        )
+    )

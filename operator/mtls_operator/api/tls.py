@@ -1,0 +1,76 @@
+"""Plain-data facts about TLS material, produced by ``pki`` and judged by ``policy``.
+
+``policy`` may not import ``cryptography``; it decides from these frozen values instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from mtls_operator.api.constants import Reason
+from mtls_operator.api.models import KeyAlgorithm, Usage
+
+
+class TLSMaterialError(ValueError):
+    """The bytes of a Secret are not usable TLS material. Always carries a reason and a sentence."""
+
+    def __init__(self, message: str, reason: Reason = Reason.SECRET_CORRUPT) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class CAError(ValueError):
+    """A CA key pair that cannot issue: not a CA, no keyCertSign, key mismatch, expired, unsupported."""
+
+    def __init__(self, message: str, reason: Reason = Reason.CA_INVALID) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class CertFacts:
+    """What a certificate says, in comparable form (names sorted, IPs normalised)."""
+
+    serial_number: str  # lower-case hex, no separators
+    fingerprint: str  # sha256 of the DER, lower-case hex
+    not_before: datetime
+    not_after: datetime
+    common_name: str | None
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    uris: tuple[str, ...]
+    email_addresses: tuple[str, ...]
+    usages: frozenset[Usage]  # extended usages plus "digital signature"/"key encipherment" from KU
+    is_ca: bool
+    key_algorithm: KeyAlgorithm
+    key_size: int  # RSA bits, ECDSA curve bits, ML-DSA parameter set (44/65/87), 0 for Ed25519
+    public_key_fingerprint: str  # sha256 of the SubjectPublicKeyInfo DER
+    issuer_fingerprint: str | None  # sha256 of the CA certificate whose signature verified, if one did
+
+
+@dataclass(frozen=True, slots=True)
+class SecretFacts:
+    """The verdict on one ``kubernetes.io/tls`` Secret's data, checked against the issuer's CA."""
+
+    leaf: CertFacts
+    key_matches: bool  # tls.key is the private key of the tls.crt leaf
+    signed_by_current_ca: bool  # the leaf verifies under the issuer's current CA certificate
+    ca_bundle_matches: bool  # ca.crt holds the issuer's root certificate
+    chain_complete: bool  # tls.crt carries the issuer's intermediates after the leaf
+    has_keystores: bool  # keystore.p12 and truststore.p12 are present
+
+
+@dataclass(frozen=True, slots=True)
+class CAFacts:
+    """What the issuer's CA is, for status and for judging leaves."""
+
+    fingerprint: str
+    not_before: datetime
+    not_after: datetime
+    subject: str  # RFC 4514
+    key_algorithm: KeyAlgorithm
+    key_size: int
+    root_fingerprint: str  # the trust anchor (same as fingerprint for a self-signed root)
