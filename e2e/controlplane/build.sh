@@ -9,7 +9,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/go.mod")"
+K8S_VERSION="$(grep -E '^(require)?[[:space:]]*k8s.io/kubernetes v' "$here/go.mod" | awk '{print $NF}' | head -n1)"
+[[ -n "$K8S_VERSION" ]] || { echo "controlplane: cannot read the k8s.io/kubernetes version from $here/go.mod" >&2; exit 1; }
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 MTLS_CACHE="${MTLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mtls-operator}"
 BIN="$MTLS_CACHE/controlplane/$K8S_VERSION/bin"
