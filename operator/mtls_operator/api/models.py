@@ -194,8 +194,12 @@ class CertificateSpec:
             "ip": sorted(self.ip_addresses),
             "uri": sorted(self.uris),
             "email": sorted(self.email_addresses),
-            "subject": [list(getattr(self.subject, f)) if isinstance(getattr(self.subject, f), tuple)
-                        else getattr(self.subject, f) for f in Subject.__slots__],
+            "subject": [
+                list(getattr(self.subject, f))
+                if isinstance(getattr(self.subject, f), tuple)
+                else getattr(self.subject, f)
+                for f in Subject.__slots__
+            ],
             "usages": sorted(str(u) for u in self.usages),
             "duration": int(self.duration.total_seconds()),
             "key": [str(self.private_key.algorithm), self.private_key.size, str(self.private_key.encoding)],
@@ -361,8 +365,10 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
         if not _EMAIL.match(email):
             raise SpecError(f"spec.emailAddresses: {email!r} is not an email address.")
     if not (common_name or dns_names or ips or uris or emails):
-        raise SpecError("The certificate names nothing: set at least one of commonName, dnsNames, "
-                        "ipAddresses, uris or emailAddresses.")
+        raise SpecError(
+            "The certificate names nothing: set at least one of commonName, dnsNames, "
+            "ipAddresses, uris or emailAddresses."
+        )
 
     raw_usages = _strs(spec.get("usages"), "spec.usages")
     usages: list[Usage] = []
@@ -407,8 +413,10 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
         p12_ref = SecretKeyRef(name=str(pref["name"]), key=str(pref.get("key") or "password"))
     pkcs12 = PKCS12Spec(create=bool(p12.get("create", False)), password_secret_ref=p12_ref)
     if pkcs12.create and key.algorithm is KeyAlgorithm.MLDSA:
-        raise SpecError("spec.keystores.pkcs12 cannot hold an ML-DSA key: PKCS#12 readers (Java, "
-                        "OpenSSL 3.0) do not support it yet. Remove keystores.pkcs12 or use a classical key.")
+        raise SpecError(
+            "spec.keystores.pkcs12 cannot hold an ML-DSA key: PKCS#12 readers (Java, "
+            "OpenSSL 3.0) do not support it yet. Remove keystores.pkcs12 or use a classical key."
+        )
 
     try:
         cleanup = CleanupPolicy(spec.get("cleanupPolicy") or CleanupPolicy.RETAIN)
@@ -424,7 +432,9 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
     for t in rollout_doc.get("targets") or []:
         t = _mapping(t, "spec.rollout.targets[]")
         if t.get("kind") not in ("Deployment", "StatefulSet", "DaemonSet") or not t.get("name"):
-            raise SpecError("spec.rollout.targets[] needs kind (Deployment, StatefulSet or DaemonSet) and name.")
+            raise SpecError(
+                "spec.rollout.targets[] needs kind (Deployment, StatefulSet or DaemonSet) and name."
+            )
         targets.append(WorkloadRef(kind=str(t["kind"]), name=str(t["name"])))
 
     return CertificateSpec(

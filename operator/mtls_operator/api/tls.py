@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -74,3 +75,18 @@ class CAFacts:
     key_algorithm: KeyAlgorithm
     key_size: int
     root_fingerprint: str  # the trust anchor (same as fingerprint for a self-signed root)
+
+
+def effective_usages(usages: Iterable[Usage], key_algorithm: KeyAlgorithm) -> frozenset[Usage]:
+    """The usages a certificate issued for ``usages`` and a ``key_algorithm`` key actually carries.
+
+    ``pki`` signs exactly this set and ``policy`` compares :attr:`CertFacts.usages` against it, so the two
+    cannot disagree: "digital signature" is always present, "key encipherment" only for RSA keys (it is
+    meaningless for ECDSA, Ed25519 and ML-DSA, and is dropped even when the spec asks for it).
+    """
+    out = {*usages, Usage.DIGITAL_SIGNATURE}
+    if key_algorithm is KeyAlgorithm.RSA:
+        out.add(Usage.KEY_ENCIPHERMENT)
+    else:
+        out.discard(Usage.KEY_ENCIPHERMENT)
+    return frozenset(out)

@@ -1,0 +1,3 @@
+from mtls_operator.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,903 @@
+"""The operator's runtime: stores fed by watches, one work queue, and the gather/decide/act loops.
+
+kopf only watches and dispatches (``on.event`` handlers, which write nothing on their own); every write
+the operator makes is made here, deliberately, and only when the decided state differs from the world.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from mtls_operator.api import conditions as cond
+from mtls_operator.api.constants import (
+    ANN_CA_FOR_ISSUER,
+    ANN_CERTIFICATE_NAME,
+    ANN_CERTIFICATE_UID,
+    ANN_COMMON_NAME,
+    ANN_DNS_NAMES,
+    ANN_EMAILS,
+    ANN_FINGERPRINT,
+    ANN_IP_ADDRESSES,
+    ANN_ISSUER_KIND,
+    ANN_ISSUER_NAME,
+    ANN_NOT_AFTER,
+    ANN_RENEW_REQUESTED,
+    ANN_REVISION,
+    ANN_SERIAL,
+    ANN_SPEC_HASH,
+    ANN_URIS,
+    API_VERSION,
+    CERTIFICATE_KIND,
+    CERTIFICATE_PLURAL,
+    ISSUER_KIND,
+    ISSUER_PLURAL,
+    LABEL_MANAGED_BY,
+    MANAGED_BY_VALUE,
+    SECRET_TYPE_TLS,
+    TLS_KEY,
+    Reason,
+)
+from mtls_operator.api.models import (
+    CertificateSpec,
+    CleanupPolicy,
+    IssuerSpec,
+    KeyAlgorithm,
+    KeySpec,
+    SpecError,
+    parse_certificate_spec,
+    parse_issuer_spec,
+)
+from mtls_operator.api.tls import CAError, SecretFacts, TLSMaterialError
+from mtls_operator.controllers.stores import ObjectStore
+from mtls_operator.controllers.workqueue import WorkQueue
+from mtls_operator.k8s.api import ApiClient, ApiError
+from mtls_operator.k8s.resources import (
+    SecretObject,
+    encode_data,
+    patch_status,
+    post_event,
+    read_secret,
+    write_secret,
+)
+from mtls_operator.pki.ca import CAKeyPair, create_self_signed_ca, load_ca
+from mtls_operator.pki.issuance import IssuedMaterial, issue_tls_material
+from mtls_operator.pki.material import inspect_tls_secret
+from mtls_operator.policy import backoff
+from mtls_operator.policy.certificate import (
+    Action,
+    CertificateInput,
+    IssuerView,
+    Plan,
+    SecretView,
+    Violation,
+    plan,
+)
+from mtls_operator.policy.renewal import renewal_time
+
+logger = logging.getLogger("mtls_operator")
+T = TypeVar("T")
+Key = tuple[str, str]
+WorkKey = tuple[str, str, str]  # (kind, namespace, name)
+CERT = "cert"
+ISSUER = "issuer"
+
+
+@dataclass(frozen=True)
+class Settings:
+    workers: int = 8
+    crypto_threads: int = 2
+    backoff_base: timedelta = backoff.DEFAULT_BASE
+    backoff_cap: timedelta = backoff.DEFAULT_CAP
+    issuer_recheck: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A cached judgement of one certificate's Secret, valid while resourceVersion and CA are unchanged."""
+
+    secret_name: str
+    resource_version: str | None
+    ca_fingerprint: str | None
+    view: SecretView
+
+
+@dataclass
+class IssuerState:
+    spec: IssuerSpec | None
+    view: IssuerView
+    ca: CAKeyPair | None = None
+    secret_rv: str | None = None
+
+
+@dataclass
+class Stats:
+    issued: int = 0
+    failed: int = 0
+    by_algorithm: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    def __init__(
+        self, api: ApiClient, settings: Settings | None = None, clock: Callable[[], datetime] = _now
+    ):
+        self.api = api
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.certs = ObjectStore(ref_field="secretName")
+        self.certs_by_issuer: dict[Key, set[str]] = defaultdict(set)
+        self.issuers = ObjectStore(ref_field="issuerRef.name")  # issuers have no issuerRef: unused index
+        self.issuer_states: dict[Key, IssuerState] = {}
+        self.secret_rv: dict[Key, str] = {}
+        self.verdicts: dict[Key, Verdict] = {}
+        self.stats = Stats()
+        self.executor = ThreadPoolExecutor(self.settings.crypto_threads, thread_name_prefix="mtls-crypto")
+        self.queue: WorkQueue[WorkKey] = WorkQueue(self._process, workers=self.settings.workers, name="mtls")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.queue.start()
+
+    async def stop(self) -> None:
+        await self.queue.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        await self.api.close()
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    async def _process(self, key: WorkKey) -> None:
+        kind, namespace, name = key
+        if kind == CERT:
+            await self.reconcile_certificate((namespace, name))
+        else:
+            await self.reconcile_issuer((namespace, name))
+
+    # ------------------------------------------------------------------ watch events (from kopf)
+
+    def on_certificate_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        old = self.certs.get(key)
+        if old is not None:
+            old_issuer = (old.get("spec") or {}).get("issuerRef", {}).get("name")
+            self.certs_by_issuer[(key[0], old_issuer)].discard(key[1])
+        if event_type == "DELETED":
+            others = self.certs.remove(key)
+            self.verdicts.pop(key, None)
+            self.queue.forget((CERT, *key))
+        else:
+            others = self.certs.put(key, body)
+            issuer = (body.get("spec") or {}).get("issuerRef", {}).get("name")
+            if issuer:
+                self.certs_by_issuer[(key[0], issuer)].add(key[1])
+            self.queue.add((CERT, *key))
+        for other in others:  # certificates sharing a secretName re-judge their duplicate condition
+            if other != key[1]:
+                self.queue.add((CERT, key[0], other))
+
+    def on_issuer_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self.issuers.remove(key)
+            self.issuer_states.pop(key, None)
+            self.queue.forget((ISSUER, *key))
+            self._enqueue_issuer_certificates(key)
+            return
+        self.issuers.put(key, body)
+        self.queue.add((ISSUER, *key))
+
+    def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        key = (namespace, name)
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        named_by_certs = self.certs.naming(namespace, name)
+        issuers = [
+            ikey
+            for ikey, obj in self.issuers.objects.items()
+            if ikey[0] == namespace and _issuer_secret_name(obj) == name
+        ]
+        relevant = named_by_certs or issuers or labels.get(LABEL_MANAGED_BY) == MANAGED_BY_VALUE
+        if not relevant:
+            return
+        if event_type == "DELETED":
+            self.secret_rv.pop(key, None)
+        else:
+            rv = meta.get("resourceVersion", "")
+            if self.secret_rv.get(key) == rv:
+                return  # our own write, already judged
+            self.secret_rv[key] = rv
+        owner = annotations.get(ANN_CERTIFICATE_NAME)
+        if owner:
+            named_by_certs.add(owner)
+        for cert in named_by_certs:
+            self.queue.add((CERT, namespace, cert))
+        for ikey in issuers:
+            self.queue.add((ISSUER, *ikey))
+
+    def _enqueue_issuer_certificates(self, issuer: Key) -> None:
+        for name in self.certs_by_issuer.get(issuer, ()):
+            self.queue.add((CERT, issuer[0], name))
+
+    # ------------------------------------------------------------------ issuers
+
+    async def reconcile_issuer(self, key: Key) -> None:
+        obj = self.issuers.get(key)
+        if obj is None:
+            return
+        namespace, name = key
+        meta, status = obj["metadata"], obj.get("status") or {}
+        now = self.clock()
+        previous = self.issuer_states.get(key)
+        state = await self._gather_issuer(key, obj, now, previous)
+        self.issuer_states[key] = state
+        view = state.view
+        new_status: dict[str, Any] = {
+            "conditions": cond.set_condition(
+                status.get("conditions"),
+                cond.READY,
+                view.ready,
+                view.reason,
+                view.message,
+                meta["generation"],
+                now,
+            ),
+            "observedGeneration": meta["generation"],
+        }
+        if view.ca is not None:
+            new_status.update(
+                notBefore=cond.rfc3339(view.ca.not_before),
+                notAfter=cond.rfc3339(view.ca.not_after),
+                fingerprint=view.ca.fingerprint,
+                algorithm=_algorithm_label(view.ca.key_algorithm, view.ca.key_size),
+                subject=view.ca.subject,
+            )
+        changed = _status_changed(status, new_status)
+        if changed:
+            await self._patch_status(ISSUER_PLURAL, key, new_status, self.issuers)
+        old_ready = cond.find(status.get("conditions"), cond.READY)
+        if (
+            old_ready is None
+            or old_ready.get("reason") != view.reason
+            or (old_ready.get("status") == "True") != view.ready
+        ):
+            await post_event(
+                self.api,
+                kind=ISSUER_KIND,
+                namespace=namespace,
+                name=name,
+                uid=meta["uid"],
+                event_type="Normal" if view.ready else "Warning",
+                reason=view.reason,
+                message=view.message,
+            )
+        old_fp = previous.view.ca.fingerprint if previous and previous.view.ca else None
+        new_fp = view.ca.fingerprint if view.ca else None
+        if previous is None or old_fp != new_fp or previous.view.ready != view.ready:
+            self._enqueue_issuer_certificates(key)
+        # Look again at expiry (a CA that expires makes the issuer NotReady) and periodically.
+        recheck = now + self.settings.issuer_recheck
+        if view.ca is not None and view.ca.not_after < recheck:
+            recheck = view.ca.not_after + timedelta(seconds=1)
+        self.queue.add_at((ISSUER, *key), recheck)
+
+    async def _gather_issuer(
+        self, key: Key, obj: Mapping[str, Any], now: datetime, previous: IssuerState | None
+    ) -> IssuerState:
+        namespace, name = key
+        try:
+            spec = parse_issuer_spec(obj.get("spec") or {})
+        except SpecError as exc:
+            return IssuerState(None, IssuerView(True, False, exc.reason, exc.message))
+        secret_name = spec.ca_secret_name
+        secret = await read_secret(self.api, namespace, secret_name)
+        if secret is None and spec.self_signed is not None:
+            secret = await self._create_self_signed_ca(namespace, name, spec, now)
+            if secret is None:  # lost a create race: the next pass reads the winner's CA
+                self.queue.add((ISSUER, *key))
+                return previous or IssuerState(spec, IssuerView(True, False, Reason.CA_SECRET_MISSING, ""))
+        if secret is None:
+            return IssuerState(
+                spec,
+                IssuerView(
+                    True,
+                    False,
+                    Reason.CA_SECRET_MISSING,
+                    f"Secret {namespace}/{secret_name} with the CA key pair does not exist.",
+                ),
+            )
+        self.secret_rv[(namespace, secret_name)] = secret.resource_version
+        if previous and previous.ca is not None and previous.secret_rv == secret.resource_version:
+            ca = previous.ca  # parsed once, cached while the Secret is unchanged
+            if now >= ca.facts.not_after:
+                return IssuerState(
+                    spec,
+                    IssuerView(
+                        True,
+                        False,
+                        Reason.CA_EXPIRED,
+                        f"The CA certificate in Secret {secret_name} expired at "
+                        f"{ca.facts.not_after.isoformat()}.",
+                    ),
+                    None,
+                    secret.resource_version,
+                )
+            return IssuerState(spec, previous.view, ca, secret.resource_version)
+        try:
+            ca = await self._in_thread(load_ca, secret.data, now)
+        except CAError as exc:
+            return IssuerState(
+                spec,
+                IssuerView(True, False, exc.reason, f"Secret {namespace}/{secret_name}: {exc.message}"),
+                None,
+                secret.resource_version,
+            )
+        facts = ca.facts
+        message = (
+            f"The CA {facts.subject} ({_algorithm_label(facts.key_algorithm, facts.key_size)}) is valid "
+            f"until {cond.rfc3339(facts.not_after)}."
+        )
+        return IssuerState(
+            spec,
+            IssuerView(True, True, Reason.KEY_PAIR_VERIFIED, message, facts),
+            ca,
+            secret.resource_version,
+        )
+
+    async def _create_self_signed_ca(
+        self, namespace: str, issuer: str, spec: IssuerSpec, now: datetime
+    ) -> SecretObject | None:
+        assert spec.self_signed is not None
+        key_pem, cert_pem = await self._in_thread(create_self_signed_ca, spec.self_signed, now)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": SECRET_TYPE_TLS,
+            "metadata": {
+                "name": spec.self_signed.secret_name,
+                "namespace": namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE},
+                "annotations": {ANN_CA_FOR_ISSUER: issuer},
+            },
+            "data": encode_data({"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": cert_pem}),
+        }
+        try:
+            created = await write_secret(self.api, body, replace_version=None)
+        except ApiError as exc:
+            if exc.conflict:
+                return None
+            raise
+        logger.info("Created the self-signed CA for MTLSIssuer %s/%s.", namespace, issuer)
+        return created
+
+    # ------------------------------------------------------------------ certificates
+
+    async def reconcile_certificate(self, key: Key) -> None:
+        obj = self.certs.get(key)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        now = self.clock()
+        inp, secret = await self._gather_certificate(key, obj, now)
+        decision = plan(inp)
+        await self._act_certificate(key, obj, inp, decision, secret)
+
+    async def _gather_certificate(
+        self, key: Key, obj: Mapping[str, Any], now: datetime
+    ) -> tuple[CertificateInput, SecretObject | None]:
+        namespace, name = key
+        meta, status = obj["metadata"], obj.get("status") or {}
+        spec: CertificateSpec | None = None
+        spec_error: Violation | None = None
+        try:
+            spec = parse_certificate_spec(obj.get("spec") or {})
+        except SpecError as exc:
+            spec_error = Violation(exc.reason, exc.message)
+
+        issuer_view = IssuerView()
+        ca: CAKeyPair | None = None
+        if spec is not None:
+            state = self.issuer_states.get((namespace, spec.issuer_ref.name))
+            if state is not None:
+                issuer_view, ca = state.view, state.ca
+            elif self.issuers.get((namespace, spec.issuer_ref.name)) is not None:
+                issuer_view = IssuerView(True, False, Reason.ISSUER_NOT_READY, "it has not been checked yet.")
+
+        secret_view, secret = SecretView(), None
+        if spec is not None:
+            secret_view, secret = await self._gather_secret(key, spec, ca)
+
+        duplicates = tuple(sorted(self.certs.naming(namespace, spec.secret_name) - {name})) if spec else ()
+        ready = cond.find(status.get("conditions"), cond.READY)
+        failures = int(status.get("failedIssuanceAttempts") or 0)
+        last_reason: Reason | None = None
+        if failures and ready is not None and ready.get("status") == "False":
+            try:
+                last_reason = Reason(str(ready.get("reason")))
+            except ValueError:
+                last_reason = None
+        return (
+            CertificateInput(
+                namespace=namespace,
+                name=name,
+                uid=meta["uid"],
+                generation=meta["generation"],
+                spec=spec,
+                spec_error=spec_error,
+                secret=secret_view,
+                issuer=issuer_view,
+                now=now,
+                duplicates=duplicates,
+                renew_requested_at=cond.parse_rfc3339(meta["annotations"].get(ANN_RENEW_REQUESTED)),
+                failed_attempts=failures,
+                last_failure_time=cond.parse_rfc3339(status.get("lastFailureTime")),
+                last_failure_generation=int(ready.get("observedGeneration", 0)) if ready else None,
+                last_failure_reason=last_reason,
+                backoff_base=self.settings.backoff_base,
+                backoff_cap=self.settings.backoff_cap,
+            ),
+            secret,
+        )
+
+    async def _gather_secret(
+        self, key: Key, spec: CertificateSpec, ca: CAKeyPair | None
+    ) -> tuple[SecretView, SecretObject | None]:
+        namespace, _ = key
+        ca_fp = ca.facts.fingerprint if ca else None
+        seen_rv = self.secret_rv.get((namespace, spec.secret_name))
+        cached = self.verdicts.get(key)
+        if (
+            cached is not None
+            and cached.secret_name == spec.secret_name
+            and cached.ca_fingerprint == ca_fp
+            and cached.resource_version is not None
+            and cached.resource_version == seen_rv
+        ):
+            return cached.view, None
+        secret = await read_secret(self.api, namespace, spec.secret_name)
+        view = await self._judge_secret(key, secret, ca)
+        rv = secret.resource_version if secret else None
+        if rv is not None:
+            self.secret_rv[(namespace, spec.secret_name)] = rv
+        else:
+            self.secret_rv.pop((namespace, spec.secret_name), None)
+        self.verdicts[key] = Verdict(spec.secret_name, rv, ca_fp, view)
+        return view, secret
+
+    async def _judge_secret(self, key: Key, secret: SecretObject | None, ca: CAKeyPair | None) -> SecretView:
+        if secret is None:
+            obj = self.certs.get(key) or {}
+            return SecretView(exists=False, revision=int((obj.get("status") or {}).get("revision") or 0))
+        owner = secret.annotations.get(ANN_CERTIFICATE_NAME)
+        revision = _int(secret.annotations.get(ANN_REVISION))
+        facts: SecretFacts | None = None
+        error: Violation | None = None
+        try:
+            facts = await self._in_thread(inspect_tls_secret, secret.data, ca)
+        except TLSMaterialError as exc:
+            error = Violation(exc.reason, exc.message)
+        return SecretView(
+            exists=True,
+            owner_certificate=owner,
+            managed=secret.managed,
+            facts=facts,
+            error=error,
+            spec_hash=secret.annotations.get(ANN_SPEC_HASH),
+            revision=revision,
+        )
+
+    async def _act_certificate(
+        self,
+        key: Key,
+        obj: Mapping[str, Any],
+        inp: CertificateInput,
+        decision: Plan,
+        secret: SecretObject | None,
+    ) -> None:
+        namespace, name = key
+        status = obj.get("status") or {}
+        now = inp.now
+        if decision.action is Action.ISSUE:
+            await self._issue(key, obj, inp, decision, secret)
+            return
+        if decision.action is Action.FAIL:
+            assert decision.violation is not None
+            await self._record_failure(key, obj, inp, decision.violation)
+            return
+        new_status: dict[str, Any]
+        violation = decision.violation
+        if decision.action is Action.NOTHING:
+            new_status = self._ready_status(inp, status, inp.secret.facts, inp.secret.revision, now)
+        elif decision.action is Action.WAIT:
+            assert violation is not None
+            ready = cond.find(status.get("conditions"), cond.READY) or {}
+            new_status = {
+                "conditions": cond.set_condition(
+                    cond.set_condition(
+                        status.get("conditions"),
+                        cond.READY,
+                        False,
+                        str(ready.get("reason") or violation.reason),
+                        str(ready.get("message") or violation.message),
+                        int(ready.get("observedGeneration") or inp.generation),
+                        now,
+                    ),
+                    cond.ISSUING,
+                    True,
+                    violation.reason,
+                    f"{violation.message} The next attempt is at {cond.rfc3339(decision.next_check)}.",
+                    inp.generation,
+                    now,
+                ),
+                "nextAttemptTime": cond.rfc3339(decision.next_check),
+            }
+        else:  # BLOCKED
+            assert violation is not None
+            new_status = {
+                "conditions": cond.set_condition(
+                    cond.set_condition(
+                        status.get("conditions"),
+                        cond.READY,
+                        False,
+                        violation.reason,
+                        violation.message,
+                        inp.generation,
+                        now,
+                    ),
+                    cond.ISSUING,
+                    False,
+                    violation.reason,
+                    violation.message,
+                    inp.generation,
+                    now,
+                ),
+            }
+        if _status_changed(status, new_status):
+            await self._patch_status(CERTIFICATE_PLURAL, key, new_status, self.certs)
+            if violation is not None and _ready_reason(status) != _ready_reason(new_status):
+                await post_event(
+                    self.api,
+                    kind=CERTIFICATE_KIND,
+                    namespace=namespace,
+                    name=name,
+                    uid=inp.uid,
+                    event_type="Warning",
+                    reason=violation.reason,
+                    message=violation.message,
+                )
+        if decision.next_check is not None:
+            self.queue.add_at((CERT, *key), decision.next_check)
+
+    def _ready_status(
+        self,
+        inp: CertificateInput,
+        status: Mapping[str, Any],
+        facts: SecretFacts | None,
+        revision: int,
+        now: datetime,
+    ) -> dict[str, Any]:
+        assert facts is not None and inp.spec is not None
+        leaf = facts.leaf
+        renew_at = renewal_time(
+            leaf.not_before, leaf.not_after, inp.spec.renew_before, inp.spec.renew_before_percentage, inp.uid
+        )
+        message = f"The certificate is up to date and valid until {cond.rfc3339(leaf.not_after)}."
+        conditions = cond.set_condition(
+            status.get("conditions"), cond.READY, True, Reason.UP_TO_DATE, message, inp.generation, now
+        )
+        conditions = cond.set_condition(
+            conditions, cond.ISSUING, False, Reason.UP_TO_DATE, "No issuance is needed.", inp.generation, now
+        )
+        return {
+            "conditions": conditions,
+            "notBefore": cond.rfc3339(leaf.not_before),
+            "notAfter": cond.rfc3339(leaf.not_after),
+            "renewalTime": cond.rfc3339(renew_at),
+            "serialNumber": leaf.serial_number,
+            "fingerprint": leaf.fingerprint,
+            "revision": max(revision, int(status.get("revision") or 0)),
+            "algorithm": inp.spec.private_key.label,
+            "secretName": inp.spec.secret_name,
+            "issuerFingerprint": inp.issuer.ca.fingerprint if inp.issuer.ca else None,
+            "failedIssuanceAttempts": None,
+            "lastFailureTime": None,
+            "nextAttemptTime": None,
+        }
+
+    async def _issue(
+        self,
+        key: Key,
+        obj: Mapping[str, Any],
+        inp: CertificateInput,
+        decision: Plan,
+        secret: SecretObject | None,
+    ) -> None:
+        namespace, name = key
+        spec = inp.spec
+        assert spec is not None and decision.violation is not None
+        state = self.issuer_states.get((namespace, spec.issuer_ref.name))
+        assert state is not None and state.ca is not None
+        ca = state.ca
+        now = inp.now
+        status = obj.get("status") or {}
+        if inp.secret.exists and secret is None:  # judged from cache: read it for the write guard
+            secret = await read_secret(self.api, namespace, spec.secret_name)
+            if secret is None:
+                self.verdicts.pop(key, None)
+                self.queue.add((CERT, *key))
+                return
+        try:
+            existing_key = secret.data.get(TLS_KEY) if (decision.reuse_key and secret) else None
+            password = await self._pkcs12_password(namespace, spec) if spec.pkcs12.create else None
+            material: IssuedMaterial = await self._in_thread(
+                issue_tls_material,
+                spec,
+                ca,
+                now,
+                existing_key_pem=existing_key,
+                pkcs12_password=password,
+                friendly_name=name,
+            )
+        except (TLSMaterialError, CAError, _PasswordError) as exc:
+            await self._record_failure(key, obj, inp, Violation(Reason.ISSUANCE_FAILED, exc.message))
+            return
+        revision = max(inp.secret.revision, int(status.get("revision") or 0)) + 1
+        body = self._secret_body(namespace, name, inp, spec, material, revision, secret)
+        try:
+            written = await write_secret(
+                self.api, body, replace_version=secret.resource_version if secret else None
+            )
+        except ApiError as exc:
+            if exc.conflict:
+                # Someone else wrote first (another replica, or a user): decide again from what is there.
+                logger.info(
+                    "Secret %s/%s changed while issuing; deciding again.", namespace, spec.secret_name
+                )
+                self.verdicts.pop(key, None)
+                self.queue.add((CERT, *key))
+                return
+            if exc.status == 422 or exc.status == 403:
+                await self._record_failure(
+                    key,
+                    obj,
+                    inp,
+                    Violation(
+                        Reason.ISSUANCE_FAILED, f"Writing Secret {spec.secret_name} failed: {exc.message}"
+                    ),
+                )
+                return
+            raise
+        self.secret_rv[(namespace, spec.secret_name)] = written.resource_version
+        view = SecretView(
+            exists=True,
+            owner_certificate=name,
+            managed=True,
+            facts=material.facts,
+            spec_hash=spec.identity_hash(),
+            revision=revision,
+        )
+        self.verdicts[key] = Verdict(spec.secret_name, written.resource_version, ca.facts.fingerprint, view)
+        self.stats.issued += 1
+        self.stats.by_algorithm[spec.private_key.label] += 1
+        leaf = material.facts.leaf
+        new_status = self._ready_status(inp, status, material.facts, revision, now)
+        await self._patch_status(CERTIFICATE_PLURAL, key, new_status, self.certs)
+        await post_event(
+            self.api,
+            kind=CERTIFICATE_KIND,
+            namespace=namespace,
+            name=name,
+            uid=inp.uid,
+            event_type="Normal",
+            reason=Reason.ISSUED,
+            message=(
+                f"Issued revision {revision} ({spec.private_key.label}, serial {leaf.serial_number}) into "
+                f"Secret {spec.secret_name}, valid until {cond.rfc3339(leaf.not_after)}: "
+                f"{decision.violation.message}"
+            ),
+        )
+        logger.info(
+            "Issued %s/%s revision %d (%s, serial %s): %s",
+            namespace,
+            name,
+            revision,
+            spec.private_key.label,
+            leaf.serial_number,
+            decision.violation.reason,
+        )
+        renew_at = cond.parse_rfc3339(new_status["renewalTime"])
+        if renew_at is not None:
+            self.queue.add_at((CERT, *key), min(renew_at, leaf.not_after))
+
+    def _secret_body(
+        self,
+        namespace: str,
+        name: str,
+        inp: CertificateInput,
+        spec: CertificateSpec,
+        material: IssuedMaterial,
+        revision: int,
+        existing: SecretObject | None,
+    ) -> dict[str, Any]:
+        leaf = material.facts.leaf
+        labels = dict(spec.secret_template.labels)
+        labels[LABEL_MANAGED_BY] = MANAGED_BY_VALUE
+        annotations = dict(spec.secret_template.annotations)
+        annotations.update(
+            {
+                ANN_CERTIFICATE_NAME: name,
+                ANN_CERTIFICATE_UID: inp.uid,
+                ANN_ISSUER_NAME: spec.issuer_ref.name,
+                ANN_ISSUER_KIND: spec.issuer_ref.kind,
+                ANN_COMMON_NAME: spec.common_name or "",
+                ANN_DNS_NAMES: ",".join(spec.dns_names),
+                ANN_IP_ADDRESSES: ",".join(spec.ip_addresses),
+                ANN_URIS: ",".join(spec.uris),
+                ANN_EMAILS: ",".join(spec.email_addresses),
+                ANN_SERIAL: leaf.serial_number,
+                ANN_NOT_AFTER: cond.rfc3339(leaf.not_after) or "",
+                ANN_FINGERPRINT: leaf.fingerprint,
+                ANN_REVISION: str(revision),
+                ANN_SPEC_HASH: spec.identity_hash(),
+            }
+        )
+        metadata: dict[str, Any] = {
+            "name": spec.secret_name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        }
+        if spec.cleanup_policy is CleanupPolicy.DELETE:
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": CERTIFICATE_KIND,
+                    "name": name,
+                    "uid": inp.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ]
+        elif existing is not None:
+            # Keep owner references that others set; drop ours if the policy changed to Retain.
+            refs = [r for r in existing.owner_refs if r.get("uid") != inp.uid]
+            if refs:
+                metadata["ownerReferences"] = refs
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": SECRET_TYPE_TLS,
+            "metadata": metadata,
+            "data": encode_data(material.data),
+        }
+
+    async def _pkcs12_password(self, namespace: str, spec: CertificateSpec) -> bytes:
+        ref = spec.pkcs12.password_secret_ref
+        if ref is None:
+            return b""
+        secret = await read_secret(self.api, namespace, ref.name)
+        if secret is None or ref.key not in secret.data:
+            raise _PasswordError(
+                f"The PKCS#12 password Secret {ref.name} (key {ref.key}) does not exist in {namespace}."
+            )
+        return secret.data[ref.key]
+
+    async def _record_failure(
+        self, key: Key, obj: Mapping[str, Any], inp: CertificateInput, violation: Violation
+    ) -> None:
+        namespace, name = key
+        status = obj.get("status") or {}
+        now = inp.now
+        failures = int(status.get("failedIssuanceAttempts") or 0) + 1
+        retry_at = backoff.next_attempt(failures, now, inp.backoff_base, inp.backoff_cap)
+        assert retry_at is not None
+        self.stats.failed += 1
+        new_status = {
+            "conditions": cond.set_condition(
+                cond.set_condition(
+                    status.get("conditions"),
+                    cond.READY,
+                    False,
+                    violation.reason,
+                    violation.message,
+                    inp.generation,
+                    now,
+                ),
+                cond.ISSUING,
+                True,
+                violation.reason,
+                f"Attempt {failures} failed; the next attempt is at {cond.rfc3339(retry_at)}.",
+                inp.generation,
+                now,
+            ),
+            "failedIssuanceAttempts": failures,
+            "lastFailureTime": cond.rfc3339(now),
+            "nextAttemptTime": cond.rfc3339(retry_at),
+        }
+        await self._patch_status(CERTIFICATE_PLURAL, key, new_status, self.certs)
+        await post_event(
+            self.api,
+            kind=CERTIFICATE_KIND,
+            namespace=namespace,
+            name=name,
+            uid=inp.uid,
+            event_type="Warning",
+            reason=violation.reason,
+            message=f"{violation.message} Attempt {failures}; retrying at {cond.rfc3339(retry_at)}.",
+        )
+        logger.warning(
+            "Issuance of %s/%s failed (attempt %d): %s", namespace, name, failures, violation.message
+        )
+        self.queue.add_at((CERT, *key), retry_at)
+
+    async def _patch_status(self, plural: str, key: Key, new_status: Mapping[str, Any], store: Any) -> None:
+        try:
+            await patch_status(self.api, plural, key[0], key[1], dict(new_status))
+        except ApiError as exc:
+            if exc.not_found:
+                return  # deleted meanwhile
+            raise
+        obj = store.get(key)
+        if obj is not None:
+            merged = dict(obj.get("status") or {})
+            for k, v in new_status.items():
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+            store.update_status(key, merged)
+
+
+class _PasswordError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _issuer_secret_name(obj: Mapping[str, Any]) -> str | None:
+    spec = obj.get("spec") or {}
+    for kind in ("selfSigned", "ca"):
+        section = spec.get(kind)
+        if isinstance(section, Mapping) and isinstance(section.get("secretName"), str):
+            return str(section["secretName"])
+    return None
+
+
+def _algorithm_label(algorithm: Any, size: int) -> str:
+    return KeySpec(algorithm=KeyAlgorithm(algorithm), size=size).label
+
+
+def _ready_reason(status: Mapping[str, Any]) -> tuple[Any, Any]:
+    ready = cond.find(status.get("conditions"), cond.READY) or {}
+    return ready.get("status"), ready.get("reason")
+
+
+def _status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    for k, v in desired.items():
+        if v is None:
+            if current.get(k) is not None:
+                return True
+        elif current.get(k) != v:
+            return True
+    return False

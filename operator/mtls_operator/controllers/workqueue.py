@@ -1,0 +1,119 @@
+"""A level-based work queue, as controller-runtime's: keys not events, coalesced, never processed twice
+at once, with delayed adds served by one timer task (10k waiting renewals are 10k heap entries, not tasks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+logger = logging.getLogger(__name__)
+
+
+class WorkQueue(Generic[K]):
+    def __init__(
+        self, handler: Callable[[K], Awaitable[None]], *, workers: int = 8, name: str = "queue"
+    ) -> None:
+        self._handler = handler
+        self._workers = workers
+        self._name = name
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._pending: set[K] = set()  # queued and not yet picked up
+        self._active: set[K] = set()  # being processed
+        self._dirty: set[K] = set()  # re-added while active: run once more afterwards
+        self._delayed: list[tuple[float, int, K]] = []  # (monotonic due, seq, key)
+        self._due: dict[K, float] = {}  # the earliest due time wanted per key
+        self._seq = 0
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.processed = 0
+
+    def start(self) -> None:
+        for i in range(self._workers):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"{self._name}-worker-{i}"))
+        self._tasks.append(asyncio.create_task(self._timer(), name=f"{self._name}-timer"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._due)
+
+    @property
+    def busy(self) -> int:
+        return len(self._active)
+
+    def add(self, key: K) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+            return
+        if key in self._pending:
+            return
+        self._pending.add(key)
+        self._queue.put_nowait(key)
+
+    def add_at(self, key: K, when: datetime) -> None:
+        """Process ``key`` at wall-clock ``when`` (or at once if that has passed)."""
+        delay = (when - datetime.now(UTC)).total_seconds()
+        if delay <= 0:
+            self.add(key)
+            return
+        due = time.monotonic() + delay
+        current = self._due.get(key)
+        if current is not None and current <= due:
+            return
+        self._due[key] = due
+        self._seq += 1
+        heapq.heappush(self._delayed, (due, self._seq, key))
+        self._wakeup.set()
+
+    def forget(self, key: K) -> None:
+        self._due.pop(key, None)
+
+    async def _timer(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                due, _, key = heapq.heappop(self._delayed)
+                if self._due.get(key) == due:
+                    del self._due[key]
+                    self.add(key)
+            timeout = self._delayed[0][0] - now if self._delayed else None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=min(timeout, 60.0) if timeout else 60.0)
+            except TimeoutError:
+                pass
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._pending.discard(key)
+            self._active.add(key)
+            try:
+                await self._handler(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("Unexpected error while processing %s; it is retried in 30 s.", key)
+                self._active.discard(key)
+                self.add_at(key, datetime.fromtimestamp(time.time() + 30, UTC))
+            finally:
+                self._active.discard(key)
+                self.processed += 1
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.add(key)

@@ -1,0 +1,147 @@
+"""Typed verbs on the objects the operator reads and writes: Secrets, status, events."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mtls_operator.api.constants import (
+    API_VERSION,
+    COMPONENT,
+    GROUP,
+    LABEL_MANAGED_BY,
+    MANAGED_BY_VALUE,
+    VERSION,
+    Reason,
+)
+from mtls_operator.k8s.api import JSON, MERGE_PATCH, ApiClient, ApiError, core_path, group_path
+
+
+@dataclass(frozen=True, slots=True)
+class SecretObject:
+    """A Secret as read: decoded data plus the metadata the operator decides on."""
+
+    namespace: str
+    name: str
+    resource_version: str
+    uid: str
+    type: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    data: Mapping[str, bytes]
+    owner_refs: tuple[dict[str, Any], ...]
+
+    @property
+    def managed(self) -> bool:
+        return self.labels.get(LABEL_MANAGED_BY) == MANAGED_BY_VALUE
+
+
+def decode_secret(body: Mapping[str, Any]) -> SecretObject:
+    meta = body.get("metadata") or {}
+    data: dict[str, bytes] = {}
+    for key, value in (body.get("data") or {}).items():
+        try:
+            data[key] = base64.b64decode(value or "")
+        except (ValueError, TypeError):
+            data[key] = b""
+    return SecretObject(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        resource_version=meta.get("resourceVersion", ""),
+        uid=meta.get("uid", ""),
+        type=body.get("type", ""),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        data=data,
+        owner_refs=tuple(dict(ref) for ref in meta.get("ownerReferences") or []),
+    )
+
+
+def data_digest(data: Mapping[str, bytes]) -> str:
+    """A digest of a Secret's data, to tell whether anything in it changed."""
+    h = hashlib.sha256()
+    for key in sorted(data):
+        h.update(key.encode() + b"\0" + hashlib.sha256(data[key]).digest())
+    return h.hexdigest()
+
+
+def encode_data(data: Mapping[str, bytes]) -> dict[str, str]:
+    return {key: base64.b64encode(value).decode() for key, value in data.items()}
+
+
+async def read_secret(api: ApiClient, namespace: str, name: str) -> SecretObject | None:
+    body = await api.get_or_none(core_path(namespace, "secrets", name))
+    return None if body is None else decode_secret(body)
+
+
+async def write_secret(api: ApiClient, body: JSON, *, replace_version: str | None) -> SecretObject:
+    """Create the Secret, or replace it guarded by ``replace_version`` (the resourceVersion read).
+
+    Either way the write is atomic: readers see the old complete Secret or the new complete one. A
+    concurrent writer makes this raise :class:`ApiError` 409, and the caller decides again.
+    """
+    meta = body["metadata"]
+    if replace_version is None:
+        created = await api.request("POST", core_path(meta["namespace"], "secrets"), body=body)
+        return decode_secret(created)
+    meta["resourceVersion"] = replace_version
+    replaced = await api.request("PUT", core_path(meta["namespace"], "secrets", meta["name"]), body=body)
+    return decode_secret(replaced)
+
+
+async def patch_status(api: ApiClient, plural: str, namespace: str, name: str, status: JSON) -> None:
+    await api.request(
+        "PATCH",
+        group_path(GROUP, VERSION, namespace, plural, name, "status"),
+        body={"status": status},
+        content_type=MERGE_PATCH,
+    )
+
+
+async def get_custom(api: ApiClient, plural: str, namespace: str, name: str) -> JSON | None:
+    return await api.get_or_none(group_path(GROUP, VERSION, namespace, plural, name))
+
+
+async def post_event(
+    api: ApiClient,
+    *,
+    kind: str,
+    namespace: str,
+    name: str,
+    uid: str,
+    event_type: str,
+    reason: Reason | str,
+    message: str,
+    now: datetime | None = None,
+) -> None:
+    """Post a core/v1 Event about an object. Failures to post are swallowed: events are hints."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{name}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
+        },
+        "reason": str(reason),
+        "message": message[:1024],
+        "type": event_type,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": COMPONENT,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    try:
+        await api.request("POST", core_path(namespace, "events"), body=body)
+    except ApiError:
+        pass
