@@ -1,0 +1,93 @@
+"""Helpers to create MTLSIssuers and MTLSCertificates and wait on them through the real API server."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from helpers import wait_for
+
+GROUP, VERSION = "mtls.dev", "v1alpha1"
+
+
+def create_issuer(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MTLSIssuer",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    result: dict[str, Any] = cluster.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "mtlsissuers", body
+    )
+    return result
+
+
+def self_signed(name: str, algorithm: str = "ECDSA", size: int | None = None, **extra: Any) -> dict[str, Any]:
+    key: dict[str, Any] = {"algorithm": algorithm}
+    if size is not None:
+        key["size"] = size
+    return {
+        "selfSigned": {"secretName": f"{name}-ca", "commonName": f"{name} root", "privateKey": key, **extra}
+    }
+
+
+def create_certificate(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MTLSCertificate",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    result: dict[str, Any] = cluster.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "mtlscertificates", body
+    )
+    return result
+
+
+def get(cluster: Any, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name
+    )
+    return result
+
+
+def condition(obj: dict[str, Any], kind: str = "Ready") -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None
+
+
+def wait_condition(
+    cluster: Any,
+    namespace: str,
+    plural: str,
+    name: str,
+    status: str = "True",
+    reason: str | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(cluster, namespace, plural, name)
+        cond = condition(obj)
+        if cond and cond.get("status") == status and (reason is None or cond.get("reason") == reason):
+            return obj
+        return None
+
+    return wait_for(
+        check, timeout=timeout, message=f"{plural} {namespace}/{name} Ready={status} {reason or ''}"
+    )
+
+
+def wait_ready(cluster: Any, namespace: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
+    return wait_condition(cluster, namespace, "mtlscertificates", name, "True", timeout=timeout)
+
+
+def wait_issuer_ready(cluster: Any, namespace: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
+    return wait_condition(cluster, namespace, "mtlsissuers", name, "True", timeout=timeout)
+
+
+def secret_data(cluster: Any, namespace: str, name: str) -> dict[str, bytes]:
+    secret = cluster.core.read_namespaced_secret(name, namespace)
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
