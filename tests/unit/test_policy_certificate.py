@@ -101,7 +101,7 @@ def leaf(**changes: object) -> SecretView:
         pytest.param(
             state(secret=leaf(dns_names=("other.example",))),
             Action.ISSUE,
-            Reason.SPEC_CHANGED,
+            Reason.NAMES_MISMATCH,
             id="re-issues when tls.crt names other hosts",
         ),
         pytest.param(

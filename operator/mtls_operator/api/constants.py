@@ -62,6 +62,8 @@ class Reason(StrEnum):
     KEY_MISMATCH = "KeyMismatch"
     KEY_SPEC_CHANGED = "KeySpecChanged"
     SPEC_CHANGED = "SpecChanged"
+    NAMES_MISMATCH = "NamesMismatch"
+    USAGES_MISMATCH = "UsagesMismatch"
     ISSUER_CHANGED = "IssuerChanged"
     CA_BUNDLE_MISMATCH = "CABundleMismatch"
     KEYSTORE_MISSING = "KeystoreMissing"

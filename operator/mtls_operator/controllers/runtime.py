@@ -589,6 +589,7 @@ class Runtime:
         facts: SecretFacts | None,
         revision: int,
         now: datetime,
+        trigger: Violation | None = None,
     ) -> dict[str, Any]:
         assert facts is not None and inp.spec is not None
         leaf = facts.leaf
@@ -599,9 +600,28 @@ class Runtime:
         conditions = cond.set_condition(
             status.get("conditions"), cond.READY, True, Reason.UP_TO_DATE, message, inp.generation, now
         )
-        conditions = cond.set_condition(
-            conditions, cond.ISSUING, False, Reason.UP_TO_DATE, "No issuance is needed.", inp.generation, now
-        )
+        issuing = cond.find(conditions, cond.ISSUING)
+        if trigger is not None:
+            # The check that caused this issuance stays visible until the next one.
+            conditions = cond.set_condition(
+                conditions,
+                cond.ISSUING,
+                False,
+                trigger.reason,
+                f"Issued revision {revision} because: {trigger.message}",
+                inp.generation,
+                now,
+            )
+        elif issuing is None or issuing.get("status") != "False":
+            conditions = cond.set_condition(
+                conditions,
+                cond.ISSUING,
+                False,
+                Reason.UP_TO_DATE,
+                "No issuance is needed.",
+                inp.generation,
+                now,
+            )
         return {
             "conditions": conditions,
             "notBefore": cond.rfc3339(leaf.not_before),
@@ -694,7 +714,7 @@ class Runtime:
         self.stats.issued += 1
         self.stats.by_algorithm[spec.private_key.label] += 1
         leaf = material.facts.leaf
-        new_status = self._ready_status(inp, status, material.facts, revision, now)
+        new_status = self._ready_status(inp, status, material.facts, revision, now, decision.violation)
         await self._patch_status(CERTIFICATE_PLURAL, key, new_status, self.certs)
         await post_event(
             self.api,

@@ -199,7 +199,7 @@ def names_changed(s: CertificateInput) -> Violation | None:
     for what, have, want in pairs:
         if have != want:
             return Violation(
-                Reason.SPEC_CHANGED, f"The certificate's {what} {have!r} do not match the spec's {want!r}."
+                Reason.NAMES_MISMATCH, f"The certificate's {what} {have!r} do not match the spec's {want!r}."
             )
     return None
 
@@ -214,7 +214,7 @@ def usages_changed(s: CertificateInput) -> Violation | None:
     if want == have:
         return None
     return Violation(
-        Reason.SPEC_CHANGED,
+        Reason.USAGES_MISMATCH,
         f"The certificate's usages {sorted(have)} do not match the spec's {sorted(want)}.",
     )
 
