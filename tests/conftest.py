@@ -1,0 +1,155 @@
+"""Fixtures shared by every suite.
+
+* `cluster` (session): a real control plane (etcd, kube-apiserver, kube-controller-manager) started in a
+  temporary directory, with ready `kubernetes` clients. Without the binaries it skips, naming
+  `make controlplane`; with CI=true it fails instead, so CI never passes by skipping.
+* `namespace`: a fresh namespace per test, deleted afterwards.
+* When a test that uses `cluster` fails, the report gets the tail of each component's log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import uuid
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Test modules import shared code as `tests.<module>`; pytest (prepend import mode) puts only tests/ on
+# sys.path, so put the repository root there too. A no-op when pytest runs as `python -m pytest` from it.
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.helpers import Cluster  # noqa: E402
+
+from mtls_operator.testing.controlplane import (  # noqa: E402
+    Binaries,
+    BinariesMissingError,
+    ControlPlane,
+    ControlPlaneError,
+    default_bin_dir,
+    find_binaries,
+)
+
+CONTROL_PLANE = pytest.StashKey[ControlPlane]()
+LOG_TAIL_LINES = 30
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def _announce(config: pytest.Config, line: str) -> None:
+    """Write a line to the terminal even while output is captured."""
+    reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
+    capture: Any = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        print(line)
+        return
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        binaries = find_binaries()
+    except BinariesMissingError:
+        try:
+            where = str(default_bin_dir())
+        except ControlPlaneError as error:
+            where = str(error)
+        return f"controlplane: binaries missing ({where}); `make controlplane` builds them"
+    return f"controlplane: binaries in {binaries.bin_dir}"
+
+
+@pytest.fixture(scope="session")
+def controlplane_binaries() -> Binaries:
+    """The built control-plane binaries; skips without them (fails instead when CI=true)."""
+    try:
+        return find_binaries()
+    except BinariesMissingError as error:
+        if _in_ci():
+            pytest.fail(f"CI=true and {error}", pytrace=False)
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, controlplane_binaries: Binaries
+) -> Iterator[Cluster]:
+    from kubernetes import client, config
+
+    run_dir = tmp_path_factory.mktemp("controlplane")
+    plane = ControlPlane.start(run_dir, bin_dir=controlplane_binaries.bin_dir, die_with_parent=True)
+    request.config.stash[CONTROL_PLANE] = plane
+    api_client = None
+    try:
+        version = plane.version()
+        _announce(
+            request.config,
+            f"controlplane: kube-apiserver {version} ready at {plane.server} in {plane.started_in:.1f}s "
+            f"(logs in {run_dir / 'logs'})",
+        )
+        api_client = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        yield Cluster(
+            control_plane=plane,
+            kubeconfig=plane.kubeconfig,
+            server=plane.server,
+            version=version,
+            api_client=api_client,
+            core=client.CoreV1Api(api_client),
+            apps=client.AppsV1Api(api_client),
+            rbac=client.RbacAuthorizationV1Api(api_client),
+            custom=client.CustomObjectsApi(api_client),
+            apiextensions=client.ApiextensionsV1Api(api_client),
+        )
+    finally:
+        if api_client is not None:
+            api_client.close()
+        del request.config.stash[CONTROL_PLANE]
+        plane.stop()
+
+
+def _namespace_name(test_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:48].rstrip("-")
+    return f"t-{slug}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The name of a namespace made for this test; deleted (without waiting for it to go) afterwards."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    name = _namespace_name(request.node.name)
+    cluster.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"mtls.dev/test": "true"}))
+    )
+    yield name
+    try:
+        cluster.core.delete_namespace(name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.failed and "cluster" in getattr(item, "fixturenames", ()):
+        plane = item.config.stash.get(CONTROL_PLANE, None)
+        if plane is not None:
+            report.sections.append(
+                ("control plane log tails", plane.format_log_tails(LOG_TAIL_LINES) or "(no logs)")
+            )
+    return report
