@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # kopf logs every handled event at INFO: at 10k objects that drowns what matters.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import mtls_operator.controllers.handlers  # noqa: F401  (registers the kopf handlers)
 
     settings = Settings(

@@ -68,7 +68,7 @@ def crds(cluster: Any) -> Any:
 def operator(crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator, watching every namespace, with a short retry base so backoff is testable."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(crds.kubeconfig, log, "--all-namespaces", env={"MTLS_BACKOFF_BASE": "2"})
+    proc = OperatorProcess(crds.kubeconfig, log, "--namespace", "t-*", env={"MTLS_BACKOFF_BASE": "2"})
     proc.start()
     yield proc
     proc.stop()

@@ -311,11 +311,13 @@ def parse_key_spec(raw: Any, where: str = "spec.privateKey") -> KeySpec:
             f"{where}.algorithm {doc.get('algorithm')!r} is not one of RSA, ECDSA, Ed25519, MLDSA."
         ) from None
     size = doc.get("size")
-    if size in (None, 0):
+    if size is None or (size == 0 and algorithm is not KeyAlgorithm.ED25519):
         size = DEFAULT_SIZES[algorithm]
     if not isinstance(size, int) or isinstance(size, bool):
         raise SpecError(f"{where}.size must be a number.")
     allowed = ALLOWED_SIZES[algorithm]
+    if not allowed and size != 0:
+        raise SpecError(f"{where}.size must be left out for {algorithm}: the algorithm has one size.")
     if allowed and size not in allowed:
         sizes = ", ".join(str(s) for s in allowed)
         raise SpecError(f"{where}.size {size} is not valid for {algorithm}: use one of {sizes}.")
@@ -416,6 +418,11 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
         raise SpecError(
             "spec.keystores.pkcs12 cannot hold an ML-DSA key: PKCS#12 readers (Java, "
             "OpenSSL 3.0) do not support it yet. Remove keystores.pkcs12 or use a classical key."
+        )
+    if pkcs12.create and p12_ref is None:
+        raise SpecError(
+            "spec.keystores.pkcs12.passwordSecretRef is required when keystores.pkcs12.create is true: "
+            "PKCS#12 files are always encrypted."
         )
 
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ from mtls_operator.k8s.api import ApiClient, ApiError
 from mtls_operator.k8s.resources import (
     SecretObject,
     encode_data,
+    get_custom,
     patch_status,
     post_event,
     read_secret,
@@ -142,7 +144,10 @@ class Runtime:
         self.verdicts: dict[Key, Verdict] = {}
         self.stats = Stats()
         self.executor = ThreadPoolExecutor(self.settings.crypto_threads, thread_name_prefix="mtls-crypto")
-        self.queue: WorkQueue[WorkKey] = WorkQueue(self._process, workers=self.settings.workers, name="mtls")
+        self.queue: WorkQueue[WorkKey] = WorkQueue(
+            self._process, workers=self.settings.workers, name="mtls", on_idle=self._idle
+        )
+        self._idle_logged_at = (0, 0.0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,6 +158,21 @@ class Runtime:
         await self.queue.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         await self.api.close()
+
+    def _idle(self) -> None:
+        """Log when the queue drains (at most once a second): tests and operators see a quiet operator."""
+        processed, last = self._idle_logged_at
+        now = time.monotonic()
+        if self.queue.processed != processed and now - last >= 1.0:
+            self._idle_logged_at = (self.queue.processed, now)
+            logger.info(
+                "Queue idle: processed=%d writes=%d reads=%d issued=%d waiting=%d",
+                self.queue.processed,
+                self.api.writes,
+                self.api.reads,
+                self.stats.issued,
+                self.queue.waiting,
+            )
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -258,6 +278,8 @@ class Runtime:
                 now,
             ),
             "observedGeneration": meta["generation"],
+            "type": _issuer_type(state.spec),
+            "secretName": state.spec.ca_secret_name if state.spec else None,
         }
         if view.ca is not None:
             new_status.update(
@@ -391,10 +413,33 @@ class Runtime:
         obj = self.certs.get(key)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return
+        if not await self._issuer_judged(key[0], obj):
+            return  # the issuer's first reconcile re-queues every certificate that names it
         now = self.clock()
         inp, secret = await self._gather_certificate(key, obj, now)
         decision = plan(inp)
         await self._act_certificate(key, obj, inp, decision, secret)
+
+    async def _issuer_judged(self, namespace: str, obj: Mapping[str, Any]) -> bool:
+        """Whether the issuer this certificate names has been judged (or surely does not exist).
+
+        After a restart the certificate watch may deliver before the issuer watch: deciding then would
+        flap Ready to IssuerNotFound/NotReady and back, two needless writes. Ask the API server instead.
+        """
+        ref = (obj.get("spec") or {}).get("issuerRef") or {}
+        name = ref.get("name") if isinstance(ref, Mapping) else None
+        if not isinstance(name, str) or not name:
+            return True
+        ikey = (namespace, name)
+        if ikey in self.issuer_states:
+            return True
+        if self.issuers.get(ikey) is None:
+            body = await get_custom(self.api, ISSUER_PLURAL, namespace, name)
+            if body is None:
+                return True  # truly absent: the certificate reports IssuerNotFound
+            self.issuers.put(ikey, body)
+        self.queue.add((ISSUER, *ikey))
+        return False
 
     async def _gather_certificate(
         self, key: Key, obj: Mapping[str, Any], now: datetime
@@ -902,6 +947,12 @@ def _issuer_secret_name(obj: Mapping[str, Any]) -> str | None:
         if isinstance(section, Mapping) and isinstance(section.get("secretName"), str):
             return str(section["secretName"])
     return None
+
+
+def _issuer_type(spec: IssuerSpec | None) -> str | None:
+    if spec is None:
+        return None
+    return "SelfSigned" if spec.self_signed is not None else "CA"
 
 
 def _algorithm_label(algorithm: Any, size: int) -> str:

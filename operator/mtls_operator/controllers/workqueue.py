@@ -18,9 +18,15 @@ logger = logging.getLogger(__name__)
 
 class WorkQueue(Generic[K]):
     def __init__(
-        self, handler: Callable[[K], Awaitable[None]], *, workers: int = 8, name: str = "queue"
+        self,
+        handler: Callable[[K], Awaitable[None]],
+        *,
+        workers: int = 8,
+        name: str = "queue",
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._handler = handler
+        self._on_idle = on_idle
         self._workers = workers
         self._name = name
         self._queue: asyncio.Queue[K] = asyncio.Queue()
@@ -117,3 +123,5 @@ class WorkQueue(Generic[K]):
             if key in self._dirty:
                 self._dirty.discard(key)
                 self.add(key)
+            if self._on_idle is not None and not self._pending and not self._active:
+                self._on_idle()
