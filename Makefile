@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,5 +42,8 @@ cluster-up: $(STAMP) controlplane ## start a local control plane; kubeconfig in 
 
 cluster-down: $(STAMP) ## stop the local control plane and remove its processes
 	$(BIN)/python -m mtls_operator.testing.controlplane down --dir .local
+
+# Each area adds its own targets in mk/<area>.mk (demo, bench, chart, interop, ...).
+-include mk/*.mk
 
 .PHONY: help venv controlplane lint unit integration test cluster-up cluster-down

@@ -68,6 +68,7 @@ from mtls_operator.k8s.resources import (
     read_secret,
     write_secret,
 )
+from mtls_operator.observability.metrics import Metrics
 from mtls_operator.pki.ca import CAKeyPair, create_self_signed_ca, load_ca
 from mtls_operator.pki.issuance import IssuedMaterial, issue_tls_material
 from mtls_operator.pki.material import inspect_tls_secret
@@ -131,9 +132,15 @@ def _now() -> datetime:
 
 class Runtime:
     def __init__(
-        self, api: ApiClient, settings: Settings | None = None, clock: Callable[[], datetime] = _now
+        self,
+        api: ApiClient,
+        settings: Settings | None = None,
+        clock: Callable[[], datetime] = _now,
+        metrics: Metrics | None = None,
     ):
         self.api = api
+        self.metrics = metrics or Metrics()
+        api.on_write = lambda verb: self.metrics.api_write(verb=verb)
         self.settings = settings or Settings()
         self.clock = clock
         self.certs = ObjectStore(ref_field="secretName")
@@ -148,6 +155,7 @@ class Runtime:
             self._process, workers=self.settings.workers, name="mtls", on_idle=self._idle
         )
         self._idle_logged_at = (0, 0.0)
+        self._idle_pending = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -160,19 +168,28 @@ class Runtime:
         await self.api.close()
 
     def _idle(self) -> None:
-        """Log when the queue drains (at most once a second): tests and operators see a quiet operator."""
+        """Log when the queue drains, at most once a second and always after the last drain, so tests and
+        people see a quiet operator and how many writes it took to get there."""
+        if self._idle_pending:
+            return
         processed, last = self._idle_logged_at
-        now = time.monotonic()
-        if self.queue.processed != processed and now - last >= 1.0:
-            self._idle_logged_at = (self.queue.processed, now)
-            logger.info(
-                "Queue idle: processed=%d writes=%d reads=%d issued=%d waiting=%d",
-                self.queue.processed,
-                self.api.writes,
-                self.api.reads,
-                self.stats.issued,
-                self.queue.waiting,
-            )
+        if self.queue.processed == processed:
+            return
+        delay = max(0.0, 1.0 - (time.monotonic() - last))
+        self._idle_pending = True
+        asyncio.get_running_loop().call_later(delay, self._log_idle)
+
+    def _log_idle(self) -> None:
+        self._idle_pending = False
+        self._idle_logged_at = (self.queue.processed, time.monotonic())
+        logger.info(
+            "Queue idle: processed=%d writes=%d reads=%d issued=%d waiting=%d",
+            self.queue.processed,
+            self.api.writes,
+            self.api.reads,
+            self.stats.issued,
+            self.queue.waiting,
+        )
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -197,6 +214,7 @@ class Runtime:
         if event_type == "DELETED":
             others = self.certs.remove(key)
             self.verdicts.pop(key, None)
+            self.metrics.forget_certificate(*key)
             self.queue.forget((CERT, *key))
         else:
             others = self.certs.put(key, body)
@@ -214,6 +232,7 @@ class Runtime:
         if event_type == "DELETED":
             self.issuers.remove(key)
             self.issuer_states.pop(key, None)
+            self.metrics.forget_issuer(*key)
             self.queue.forget((ISSUER, *key))
             self._enqueue_issuer_certificates(key)
             return
@@ -267,6 +286,13 @@ class Runtime:
         state = await self._gather_issuer(key, obj, now, previous)
         self.issuer_states[key] = state
         view = state.view
+        self.metrics.observe_issuer(
+            namespace,
+            name,
+            ca_not_after=view.ca.not_after if view.ca else None,
+            ready=view.ready,
+            reason=str(view.reason),
+        )
         new_status: dict[str, Any] = {
             "conditions": cond.set_condition(
                 status.get("conditions"),
@@ -419,6 +445,26 @@ class Runtime:
         inp, secret = await self._gather_certificate(key, obj, now)
         decision = plan(inp)
         await self._act_certificate(key, obj, inp, decision, secret)
+        self._observe_certificate(key)
+
+    def _observe_certificate(self, key: Key) -> None:
+        obj = self.certs.get(key)
+        if obj is None:
+            return
+        verdict = self.verdicts.get(key)
+        facts = verdict.view.facts if verdict else None
+        status = obj.get("status") or {}
+        ready = cond.find(status.get("conditions"), cond.READY) or {}
+        ref = (obj.get("spec") or {}).get("issuerRef") or {}
+        self.metrics.observe_certificate(
+            key[0],
+            key[1],
+            str(ref.get("name", "")) if isinstance(ref, Mapping) else "",
+            not_after=facts.leaf.not_after if facts else None,
+            renewal_time=cond.parse_rfc3339(status.get("renewalTime")) if facts else None,
+            ready=ready.get("status") == "True",
+            reason=str(ready.get("reason", "")),
+        )
 
     async def _issuer_judged(self, namespace: str, obj: Mapping[str, Any]) -> bool:
         """Whether the issuer this certificate names has been judged (or surely does not exist).
@@ -708,6 +754,7 @@ class Runtime:
         try:
             existing_key = secret.data.get(TLS_KEY) if (decision.reuse_key and secret) else None
             password = await self._pkcs12_password(namespace, spec) if spec.pkcs12.create else None
+            started = time.monotonic()
             material: IssuedMaterial = await self._in_thread(
                 issue_tls_material,
                 spec,
@@ -757,6 +804,9 @@ class Runtime:
         )
         self.verdicts[key] = Verdict(spec.secret_name, written.resource_version, ca.facts.fingerprint, view)
         self.stats.issued += 1
+        self.metrics.issuance(
+            result="success", algorithm=spec.private_key.label, seconds=time.monotonic() - started
+        )
         self.stats.by_algorithm[spec.private_key.label] += 1
         leaf = material.facts.leaf
         new_status = self._ready_status(inp, status, material.facts, revision, now, decision.violation)
@@ -871,6 +921,9 @@ class Runtime:
         retry_at = backoff.next_attempt(failures, now, inp.backoff_base, inp.backoff_cap)
         assert retry_at is not None
         self.stats.failed += 1
+        self.metrics.issuance(
+            result="failure", algorithm=inp.spec.private_key.label if inp.spec else "unknown", seconds=0.0
+        )
         new_status = {
             "conditions": cond.set_condition(
                 cond.set_condition(

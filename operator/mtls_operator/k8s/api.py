@@ -13,7 +13,7 @@ import base64
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,7 @@ class ApiClient:
         self._limit = asyncio.Semaphore(concurrency)
         self.writes = 0  # counted for benchmarks and the API-economy tests
         self.reads = 0
+        self.on_write: Callable[[str], None] | None = None
 
     @property
     def default_namespace(self) -> str | None:
@@ -147,6 +148,8 @@ class ApiClient:
             self.reads += 1
         else:
             self.writes += 1
+            if self.on_write is not None:
+                self.on_write(method)
         headers = {"Content-Type": content_type} if body is not None else {}
         attempts = 0
         while True:
