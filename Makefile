@@ -7,6 +7,11 @@ BIN := $(VENV)/bin
 export MTLS_CACHE ?= $(HOME)/.cache/mtls-operator
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
+# Extra prerequisites of `make test` (system packages, toolchains): each mk/<area>.mk appends to it.
+TEST_DEPS :=
+# Each area adds its own targets in mk/<area>.mk (demo, bench, chart, interop, ...), included here so
+# that their additions to TEST_DEPS are seen by the `test` rule below.
+-include mk/*.mk
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,7 +39,7 @@ unit: $(STAMP) ## unit tests (no cluster)
 integration: $(STAMP) controlplane ## integration tests against the real control plane
 	$(BIN)/pytest tests/integration -q
 
-test: $(STAMP) controlplane lint ## everything CI runs: lint, unit and integration tests
+test: $(STAMP) controlplane $(TEST_DEPS) lint ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest tests -q
 
 cluster-up: $(STAMP) controlplane ## start a local control plane; kubeconfig in .local/kubeconfig
@@ -42,8 +47,5 @@ cluster-up: $(STAMP) controlplane ## start a local control plane; kubeconfig in 
 
 cluster-down: $(STAMP) ## stop the local control plane and remove its processes
 	$(BIN)/python -m mtls_operator.testing.controlplane down --dir .local
-
-# Each area adds its own targets in mk/<area>.mk (demo, bench, chart, interop, ...).
--include mk/*.mk
 
 .PHONY: help venv controlplane lint unit integration test cluster-up cluster-down
