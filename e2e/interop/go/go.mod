@@ -1,0 +1,3 @@
+module mtls-operator/e2e/interop/go
+
+go 1.27
