@@ -65,3 +65,18 @@ async def issuer_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event("v1", "secrets")
 async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _runtime(memo).on_secret_event(event.get("type"), event["object"])
+
+
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _runtime(memo).on_workload_event("Deployment", event.get("type"), event["object"])
+
+
+@kopf.on.event("apps", "v1", "statefulsets")
+async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _runtime(memo).on_workload_event("StatefulSet", event.get("type"), event["object"])
+
+
+@kopf.on.event("apps", "v1", "daemonsets")
+async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _runtime(memo).on_workload_event("DaemonSet", event.get("type"), event["object"])

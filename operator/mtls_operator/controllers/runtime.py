@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,7 @@ from mtls_operator.api.models import (
     parse_issuer_spec,
 )
 from mtls_operator.api.tls import CAError, SecretFacts, TLSMaterialError
+from mtls_operator.controllers.rollouts import RolloutManager, Stamped, Workload
 from mtls_operator.controllers.stores import ObjectStore
 from mtls_operator.controllers.workqueue import WorkQueue
 from mtls_operator.k8s.api import ApiClient, ApiError
@@ -83,6 +85,7 @@ from mtls_operator.policy.certificate import (
     plan,
 )
 from mtls_operator.policy.renewal import renewal_time
+from mtls_operator.policy.rollout import Pacing, SecretVersion
 
 logger = logging.getLogger("mtls_operator")
 T = TypeVar("T")
@@ -90,6 +93,11 @@ Key = tuple[str, str]
 WorkKey = tuple[str, str, str]  # (kind, namespace, name)
 CERT = "cert"
 ISSUER = "issuer"
+ROLLOUT_BLOCKED = "RolloutBlocked"
+
+
+def key_of(inp: CertificateInput) -> tuple[str, str]:
+    return (inp.namespace, inp.name)
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,24 @@ class Settings:
     backoff_base: timedelta = backoff.DEFAULT_BASE
     backoff_cap: timedelta = backoff.DEFAULT_CAP
     issuer_recheck: timedelta = timedelta(minutes=10)
+    pacing: Pacing = field(default_factory=lambda: pacing_from_env(os.environ))
+
+
+def pacing_from_env(env: Mapping[str, str]) -> Pacing:
+    """Rollout pacing from MTLS_ROLLOUT_* variables (the chart sets them from values)."""
+    base = Pacing()
+
+    def seconds(name: str, default: timedelta) -> timedelta:
+        value = env.get(name)
+        return timedelta(seconds=float(value)) if value else default
+
+    return Pacing(
+        max_in_flight=int(env.get("MTLS_ROLLOUT_MAX_IN_FLIGHT") or base.max_in_flight),
+        min_interval=seconds("MTLS_ROLLOUT_MIN_INTERVAL", base.min_interval),
+        coalesce=seconds("MTLS_ROLLOUT_COALESCE", base.coalesce),
+        max_per_hour=int(env.get("MTLS_ROLLOUT_MAX_PER_HOUR") or base.max_per_hour),
+        timeout=seconds("MTLS_ROLLOUT_TIMEOUT", base.timeout),
+    )
 
 
 @dataclass(frozen=True)
@@ -156,13 +182,27 @@ class Runtime:
         )
         self._idle_logged_at = (0, 0.0)
         self._idle_pending = False
+        self.rollouts = RolloutManager(
+            api,
+            self._secret_version,
+            pacing=self.settings.pacing,
+            metrics=self.metrics,
+            on_stamped=self._rollout_stamped,
+            on_blocked=self._rollout_blocked,
+            clock=clock,
+        )
+        self.rollout_records: dict[Key, list[dict[str, Any]]] = {}
+        self.rollout_blocks: dict[Key, tuple[str, str] | None] = {}
+        self._seen_fingerprint: dict[Key, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         self.queue.start()
+        self.rollouts.start()
 
     async def stop(self) -> None:
+        await self.rollouts.stop()
         await self.queue.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         await self.api.close()
@@ -211,6 +251,7 @@ class Runtime:
         if old is not None:
             old_issuer = (old.get("spec") or {}).get("issuerRef", {}).get("name")
             self.certs_by_issuer[(key[0], old_issuer)].discard(key[1])
+        self._update_rollout_targets(key, old, None if event_type == "DELETED" else body)
         if event_type == "DELETED":
             others = self.certs.remove(key)
             self.verdicts.pop(key, None)
@@ -225,6 +266,34 @@ class Runtime:
         for other in others:  # certificates sharing a secretName re-judge their duplicate condition
             if other != key[1]:
                 self.queue.add((CERT, key[0], other))
+
+    def _update_rollout_targets(
+        self, key: Key, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+    ) -> None:
+        def targets(body: Mapping[str, Any] | None) -> tuple[str, str, list[tuple[str, str]]]:
+            spec = (body or {}).get("spec") or {}
+            rollout = spec.get("rollout") or {}
+            pairs = [
+                (str(t.get("kind")), str(t.get("name")))
+                for t in rollout.get("targets") or []
+                if isinstance(t, Mapping) and t.get("kind") and t.get("name")
+            ]
+            return str(spec.get("secretName") or ""), str(rollout.get("policy") or "Auto"), pairs
+
+        old_secret, _, old_targets = targets(old)
+        new_secret, policy, new_targets = targets(new)
+        if old_secret and old_secret != new_secret:
+            self.rollouts.set_certificate_targets(key[0], old_secret, "Auto", [], old_targets)
+            old_targets = []
+        if new is None:
+            if old_secret:
+                self.rollouts.set_certificate_targets(key[0], old_secret, "Auto", [], old_targets)
+            return
+        if new_secret:
+            self.rollouts.set_certificate_targets(key[0], new_secret, policy, new_targets, old_targets)
+
+    def on_workload_event(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self.rollouts.on_workload_event(kind, event_type, body)
 
     def on_issuer_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -446,6 +515,8 @@ class Runtime:
         decision = plan(inp)
         await self._act_certificate(key, obj, inp, decision, secret)
         self._observe_certificate(key)
+        if inp.spec is not None:
+            self._note_secret_version(key, inp.spec.secret_name)
 
     def _observe_certificate(self, key: Key) -> None:
         obj = self.certs.get(key)
@@ -659,6 +730,7 @@ class Runtime:
             }
         if _status_changed(status, new_status):
             await self._patch_status(CERTIFICATE_PLURAL, key, new_status, self.certs)
+            await self._post_rollout_event(key, inp, status, new_status)
             if violation is not None and _ready_reason(status) != _ready_reason(new_status):
                 await post_event(
                     self.api,
@@ -672,6 +744,23 @@ class Runtime:
                 )
         if decision.next_check is not None:
             self.queue.add_at((CERT, *key), decision.next_check)
+
+    async def _post_rollout_event(
+        self, key: Key, inp: CertificateInput, old: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> None:
+        before = cond.find(old.get("conditions"), ROLLOUT_BLOCKED) or {}
+        after = cond.find(new.get("conditions"), ROLLOUT_BLOCKED) or {}
+        if after.get("status") == "True" and before.get("status") != "True":
+            await post_event(
+                self.api,
+                kind=CERTIFICATE_KIND,
+                namespace=key[0],
+                name=key[1],
+                uid=inp.uid,
+                event_type="Warning",
+                reason=str(after.get("reason")),
+                message=str(after.get("message")),
+            )
 
     def _ready_status(
         self,
@@ -713,7 +802,7 @@ class Runtime:
                 inp.generation,
                 now,
             )
-        return {
+        result: dict[str, Any] = {
             "conditions": conditions,
             "notBefore": cond.rfc3339(leaf.not_before),
             "notAfter": cond.rfc3339(leaf.not_after),
@@ -728,6 +817,90 @@ class Runtime:
             "lastFailureTime": None,
             "nextAttemptTime": None,
         }
+        rollout = self._rollout_status(key_of(inp), status, leaf.fingerprint, inp.generation, now)
+        blocked = rollout.pop("conditions_rollout", None)
+        if blocked is not None:
+            result["conditions"] = cond.set_condition(
+                result["conditions"], ROLLOUT_BLOCKED, blocked[0], blocked[1], blocked[2], inp.generation, now
+            )
+        result.update(rollout)
+        return result
+
+    # ------------------------------------------------------------------ rollouts
+
+    def _secret_version(
+        self, namespace: str, secret: str, kind: str, name: str
+    ) -> SecretVersion | str | None:
+        certs = self.certs.naming(namespace, secret)
+        if not certs:
+            return None  # not a Secret this operator manages
+        cert = sorted(certs)[0]
+        obj = self.certs.get((namespace, cert)) or {}
+        policy = ((obj.get("spec") or {}).get("rollout") or {}).get("policy") or "Auto"
+        if policy == "None":
+            return None
+        verdict = self.verdicts.get((namespace, cert))
+        if verdict is None:
+            return "unknown"
+        facts = verdict.view.facts
+        if facts is None or not facts.key_matches:
+            return None  # nothing valid to roll out (yet)
+        return SecretVersion(secret, facts.leaf.fingerprint, verdict.view.revision, facts.leaf.not_before)
+
+    def _note_secret_version(self, key: Key, secret_name: str) -> None:
+        """Tell the rollout manager when a certificate's Secret holds something new (or was first judged)."""
+        verdict = self.verdicts.get(key)
+        facts = verdict.view.facts if verdict else None
+        if facts is None:
+            return
+        if self._seen_fingerprint.get(key) != facts.leaf.fingerprint:
+            self._seen_fingerprint[key] = facts.leaf.fingerprint
+            self.rollouts.secret_changed(key[0], secret_name)
+
+    def _rollout_stamped(self, stamped: Stamped) -> None:
+        for secret in stamped.secrets:
+            for cert in self.certs.naming(stamped.namespace, secret):
+                key = (stamped.namespace, cert)
+                records = [
+                    r
+                    for r in self.rollout_records.get(key, [])
+                    if (r["kind"], r["name"]) != (stamped.kind, stamped.name)
+                ]
+                records.append(
+                    {
+                        "kind": stamped.kind,
+                        "name": stamped.name,
+                        "fingerprint": stamped.fingerprints[secret],
+                        "time": cond.rfc3339(stamped.time),
+                    }
+                )
+                self.rollout_records[key] = records[-64:]
+                self.rollout_blocks[key] = None
+                self.queue.add((CERT, *key))
+
+    def _rollout_blocked(self, workload: Workload, secrets: Sequence[str], reason: str, message: str) -> None:
+        for secret in secrets:
+            for cert in self.certs.naming(workload.namespace, secret):
+                key = (workload.namespace, cert)
+                self.rollout_blocks[key] = (reason, message)
+                self.queue.add((CERT, *key))
+
+    def _rollout_status(
+        self, key: Key, status: Mapping[str, Any], fingerprint: str, generation: int, now: datetime
+    ) -> dict[str, Any]:
+        """The rollout part of a Ready certificate's status: restarts for this fingerprint, loop guard."""
+        out: dict[str, Any] = {}
+        records = [r for r in self.rollout_records.get(key, []) if r["fingerprint"] == fingerprint]
+        known = [r for r in status.get("rollouts") or [] if r.get("fingerprint") == fingerprint]
+        merged = {(r["kind"], r["name"]): r for r in [*known, *records]}
+        out["rollouts"] = sorted(merged.values(), key=lambda r: (r["kind"], r["name"])) or None
+        block = self.rollout_blocks.get(key)
+        existing = cond.find(status.get("conditions"), ROLLOUT_BLOCKED)
+        if block is not None:
+            out["conditions_rollout"] = (True, block[0], block[1])
+        elif existing is not None and existing.get("status") == "True" and key in self.rollout_blocks:
+            out["conditions_rollout"] = (False, "RolloutAllowed", "Workloads are restarted again.")
+        return out
 
     async def _issue(
         self,
