@@ -14,6 +14,7 @@ import kopf
 from mtls_operator.api.constants import CERTIFICATE_PLURAL, GROUP, ISSUER_PLURAL, KOPF_PREFIX, VERSION
 from mtls_operator.controllers.runtime import Runtime, Settings
 from mtls_operator.k8s.api import ApiClient, credentials_from_kopf
+from mtls_operator.observability.metrics import Metrics
 
 logger = logging.getLogger("mtls_operator")
 
@@ -39,7 +40,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if info is None:
         raise kopf.PermanentError("No credentials: set KUBECONFIG or run in-cluster with a service account.")
     op_settings: Settings = getattr(memo, "settings", None) or Settings()
-    runtime = Runtime(ApiClient(credentials_from_kopf(info)), op_settings)
+    metrics: Metrics = getattr(memo, "metrics", None) or Metrics()
+    runtime = Runtime(ApiClient(credentials_from_kopf(info)), op_settings, metrics=metrics)
     runtime.start()
     memo.runtime = runtime
     logger.info("mtls-operator started with %d workers.", op_settings.workers)
