@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,13 +60,40 @@ def _context(cert: Path | None, key: Path | None, ca: Path, server: bool) -> SSL
     return ctx
 
 
-def _ok(_conn: object, _cert: object, _errno: int, _depth: int, preverify_ok: int) -> bool:
+# X509_V_ERR_* codes a peer's certificate commonly fails with (OpenSSL's x509_vfy.h), for messages.
+_VERIFY_ERRORS = {
+    2: "unable to get issuer certificate",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    24: "invalid CA certificate",
+    26: "unsupported certificate purpose",
+    62: "hostname mismatch",
+}
+
+
+def _ok(conn: SSL.Connection, _cert: object, errno: int, depth: int, preverify_ok: int) -> bool:
+    if not preverify_ok and conn.get_app_data() is None:
+        what = _VERIFY_ERRORS.get(errno, f"X509 verify error {errno}")
+        where = "the peer certificate" if depth == 0 else f"certificate {depth} of the peer chain"
+        conn.set_app_data(f"{what} at {where}")  # the first failure explains the refusal best
     return bool(preverify_ok)
 
 
+def _with_verify_error(conn: SSL.Connection, reason: str) -> str:
+    detail = conn.get_app_data()
+    return f"{reason} ({detail})" if isinstance(detail, str) else reason
+
+
 def _describe(conn: SSL.Connection) -> dict[str, object]:
-    chain = conn.get_peer_cert_chain(as_cryptography=True) or []
-    leaf = chain[0] if chain else None
+    chain = list(conn.get_peer_cert_chain(as_cryptography=True) or [])
+    leaf = conn.get_peer_certificate(as_cryptography=True)
+    if leaf is not None and (not chain or chain[0] != leaf):
+        chain.insert(0, leaf)  # a server's view of the client chain leaves out the client's certificate
     sig = None
     key = None
     if leaf is not None:
@@ -108,6 +136,7 @@ def client_handshake(
     if server_name:
         conn.set_tlsext_host_name(server_name.encode())  # the name itself is checked after the handshake
     conn.set_connect_state()
+    info: dict[str, object] = {}  # what the handshake showed, kept when the peer refuses us afterwards
     try:
         conn.do_handshake()
         info = _describe(conn)
@@ -118,10 +147,12 @@ def client_handshake(
         if not echo:
             return HandshakeResult(False, "the server closed the connection without answering", **info)  # type: ignore[arg-type]
         return HandshakeResult(True, None, echo=echo, **info)  # type: ignore[arg-type]
+    except SSL.SysCallError as exc:
+        return HandshakeResult(False, f"connection failed: {_reason(exc)}", **info)  # type: ignore[arg-type]
     except SSL.Error as exc:
-        return HandshakeResult(False, _reason(exc))
-    except (OSError, SSL.SysCallError) as exc:
-        return HandshakeResult(False, f"connection failed: {exc}")
+        return HandshakeResult(False, _with_verify_error(conn, _reason(exc)), **info)  # type: ignore[arg-type]
+    except OSError as exc:
+        return HandshakeResult(False, f"connection failed: {exc}", **info)  # type: ignore[arg-type]
     finally:
         try:
             conn.shutdown()
@@ -168,6 +199,7 @@ class EchoServer:
     host: str = "127.0.0.1"
     port: int = 0
     results: list[HandshakeResult] = field(default_factory=list)
+    on_result: Callable[[HandshakeResult], None] | None = None  # called as each connection ends
 
     def __post_init__(self) -> None:
         self._ctx = _context(self.cert, self.key, self.ca, server=True)
@@ -199,12 +231,19 @@ class EchoServer:
             info = _describe(conn)
             data = conn.recv(4096)
             conn.sendall(data)
-            self.results.append(HandshakeResult(True, None, **info))  # type: ignore[arg-type]
-            conn.shutdown()
+            result = HandshakeResult(True, None, echo=data, **info)  # type: ignore[arg-type]
         except (SSL.Error, OSError) as exc:
-            self.results.append(HandshakeResult(False, _reason(exc)))
+            result = HandshakeResult(False, _with_verify_error(conn, _reason(exc)))
+        else:
+            try:
+                conn.shutdown()
+            except (SSL.Error, OSError):
+                pass  # the exchange is done; a peer that hangs up first is no failure
         finally:
             raw.close()
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
 
     def start(self) -> EchoServer:
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
