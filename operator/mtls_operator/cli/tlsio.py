@@ -189,6 +189,19 @@ def _reason(exc: Exception) -> str:
     return "; ".join(p for p in parts if p) or type(exc).__name__
 
 
+def _linger(raw: socket.socket, seconds: float = 1.0) -> None:
+    """After refusing a peer, let it read our alert: closing a socket with unread input (the client's
+    first bytes of data, sent right after its half of a TLS 1.3 handshake) makes the kernel send a
+    reset that can destroy the alert before the client reads it. Half-close, then drain briefly."""
+    try:
+        raw.shutdown(socket.SHUT_WR)
+        raw.settimeout(seconds)
+        while raw.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
 @dataclass
 class EchoServer:
     """A small mutual-TLS echo server; each accepted handshake is recorded in ``results``."""
@@ -234,6 +247,7 @@ class EchoServer:
             result = HandshakeResult(True, None, echo=data, **info)  # type: ignore[arg-type]
         except (SSL.Error, OSError) as exc:
             result = HandshakeResult(False, _with_verify_error(conn, _reason(exc)))
+            _linger(raw)
         else:
             try:
                 conn.shutdown()
