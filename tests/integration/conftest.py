@@ -64,11 +64,21 @@ def crds(cluster: Any) -> Any:
     return cluster
 
 
+# No kubelet runs here, so no rollout ever completes: a short rollout timeout frees in-flight slots.
+FAST_ROLLOUTS = {
+    "MTLS_BACKOFF_BASE": "2",
+    "MTLS_ROLLOUT_COALESCE": "2",
+    "MTLS_ROLLOUT_MIN_INTERVAL": "3",
+    "MTLS_ROLLOUT_TIMEOUT": "3",
+    "MTLS_ROLLOUT_MAX_PER_HOUR": "4",
+}
+
+
 @pytest.fixture(scope="session")
 def operator(crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator, watching every namespace, with a short retry base so backoff is testable."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(crds.kubeconfig, log, "--namespace", "t-*", env={"MTLS_BACKOFF_BASE": "2"})
+    proc = OperatorProcess(crds.kubeconfig, log, "--namespace", "t-*", env=FAST_ROLLOUTS)
     proc.start()
     yield proc
     proc.stop()

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from helpers import wait_for
 from kubernetes import client, watch
+
+from helpers import wait_for
 from mtls_objects import condition, create_certificate, create_issuer, self_signed, wait_issuer_ready
 from operator_process import OperatorProcess
 
@@ -44,6 +45,12 @@ class SecretRecorder:
         self._thread.start()
 
     def _run(self, cluster: Any, namespace: str) -> None:
+        try:
+            self._stream(cluster, namespace)
+        except Exception:  # the stream ends with the test (watch stopped, namespace or cluster gone)
+            return
+
+    def _stream(self, cluster: Any, namespace: str) -> None:
         for event in self._watch.stream(cluster.core.list_namespaced_secret, namespace, timeout_seconds=600):
             secret = event["object"]
             ann = secret.metadata.annotations or {}
