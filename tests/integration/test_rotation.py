@@ -9,6 +9,7 @@ timeout.
 from __future__ import annotations
 
 import base64
+import itertools
 import threading
 import time
 import uuid
@@ -183,7 +184,7 @@ def test_a_failing_issuer_backs_off_then_issues_promptly_once_fixed(
     assert ready["reason"] == "IssuerNotReady"
     gaps = [(failures[n + 1] - failures[n]).total_seconds() for n in (1, 2, 3) if n + 1 in failures]
     assert len(gaps) >= 2
-    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+    assert all(later > earlier for earlier, later in itertools.pairwise(gaps)), gaps
     # Fix the issuer: the certificate is issued promptly, not at the next backoff step.
     key = ec.generate_private_key(ec.SECP256R1())
     from test_bad_input import _cert, _pem_key
