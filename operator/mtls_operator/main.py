@@ -110,6 +110,17 @@ def build_info() -> dict[str, str]:
     }
 
 
+def needs_cluster_scan(namespaces: list[str] | None) -> bool:
+    """Whether kopf must list/watch Namespaces and CRDs cluster-wide: not for a list of exact namespaces.
+
+    With exact names (no globs) kopf's scanning is turned off, so a namespaced install needs no
+    cluster-scoped RBAC at all (see charts/mtls-operator/templates/rbac.yaml).
+    """
+    if not namespaces:
+        return True
+    return any(ch in ns for ns in namespaces for ch in "*?[!")
+
+
 def _login() -> Credentials:
     """The operator's credentials, the way kopf finds them (in-cluster service account, else KUBECONFIG)."""
     settings = kopf.OperatorSettings()
@@ -187,11 +198,15 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             holder = asyncio.create_task(elector.hold(lost))
         metrics.set_leader(True)
         namespaces = args.namespace or None
+        kopf_settings = kopf.OperatorSettings()
+        # Exact namespaces need no cluster-wide listing of Namespaces and CRDs (least RBAC).
+        kopf_settings.scanning.disabled = not needs_cluster_scan(namespaces)
         await kopf.operator(
             standalone=True,
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
             memo=kopf.Memo(settings=settings, metrics=metrics),
+            settings=kopf_settings,
             stop_flag=stop,
         )
         return 0
