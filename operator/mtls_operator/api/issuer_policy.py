@@ -1,0 +1,354 @@
+"""Typed, frozen views of an MTLSIssuer's ``spec.policy`` and an MTLSCertificate's ``spec.spiffe``.
+
+``spec.policy`` says which certificates an issuer will sign: which namespaces may use it (a label selector
+on the namespace), which names (glob patterns with ``{namespace}`` and ``{trustDomain}`` templates), which
+IP ranges, usages, key algorithms (with minimum sizes) and the longest duration. The decision itself is
+pure and lives in :mod:`mtls_operator.policy.issuance_policy`; this module only parses and types.
+
+Semantics of the lists: a field left out places no restriction; an empty list allows nothing of that kind.
+
+``spec.spiffe`` asks for the SPIFFE ID URI SAN ``spiffe://{trustDomain}/ns/{namespace}/sa/{serviceAccount}``;
+:func:`with_spiffe_uri` adds it to a parsed :class:`CertificateSpec` once the namespace and the issuer's
+trust domain are known.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+from mtls_operator.api.durations import DurationError, parse_duration
+from mtls_operator.api.models import (
+    ALLOWED_SIZES,
+    CertificateSpec,
+    KeyAlgorithm,
+    SpecError,
+    Usage,
+)
+
+DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
+TEMPLATE_VARIABLES: Final = ("namespace", "trustDomain")
+
+# SPIFFE trust domains: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec 2.1).
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
+# Kubernetes object names (DNS-1123 subdomain), as service account names are.
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelectorRequirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelector:
+    """metav1.LabelSelector: every matchLabels pair and every matchExpressions requirement must hold; an
+    empty selector matches everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    def __str__(self) -> str:
+        """kubectl's selector syntax, e.g. ``team=a,env in (prod,staging),!legacy``."""
+        parts = [f"{k}={v}" for k, v in self.match_labels]
+        for r in self.match_expressions:
+            if r.operator is SelectorOperator.EXISTS:
+                parts.append(r.key)
+            elif r.operator is SelectorOperator.DOES_NOT_EXIST:
+                parts.append(f"!{r.key}")
+            else:
+                word = "in" if r.operator is SelectorOperator.IN else "notin"
+                parts.append(f"{r.key} {word} ({','.join(r.values)})")
+        return ",".join(parts) or "(everything)"
+
+
+@dataclass(frozen=True, slots=True)
+class AlgorithmRule:
+    """One allowed key algorithm; ``min_size`` counts as :class:`KeySpec` does (RSA bits, ECDSA curve
+    bits, ML-DSA parameter set) and is 0 for "any size" (and always for Ed25519)."""
+
+    algorithm: KeyAlgorithm
+    min_size: int = 0
+
+    def __str__(self) -> str:
+        if self.algorithm is KeyAlgorithm.ED25519:
+            return "Ed25519"
+        if self.min_size == 0:
+            return f"{self.algorithm} of any size"
+        if self.algorithm is KeyAlgorithm.RSA:
+            return f"RSA-{self.min_size} or larger"
+        if self.algorithm is KeyAlgorithm.ECDSA:
+            return f"ECDSA-P{self.min_size} or larger"
+        return f"ML-DSA-{self.min_size} or stronger"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerPolicy:
+    """What an issuer will sign. ``None`` means unrestricted; an empty tuple allows nothing of that kind.
+
+    Name patterns are kept as written (with ``{namespace}`` and ``{trustDomain}``); the evaluator renders
+    them for the requesting namespace.
+    """
+
+    allowed_namespaces: LabelSelector | None = None
+    allowed_common_names: tuple[str, ...] | None = None
+    allowed_dns_names: tuple[str, ...] | None = None
+    allowed_ip_ranges: tuple[str, ...] | None = None  # normalised CIDRs
+    allowed_uris: tuple[str, ...] | None = None
+    allowed_emails: tuple[str, ...] | None = None
+    allowed_usages: tuple[Usage, ...] | None = None
+    max_duration: timedelta | None = None
+    allowed_algorithms: tuple[AlgorithmRule, ...] | None = None
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+
+    @property
+    def unrestricted(self) -> bool:
+        return self == IssuerPolicy(trust_domain=self.trust_domain)
+
+
+@dataclass(frozen=True, slots=True)
+class SpiffeSpec:
+    """``spec.spiffe`` of an MTLSCertificate; ``trust_domain`` None means the issuer's (or cluster.local)."""
+
+    service_account: str
+    trust_domain: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsing at the edge
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{what} must be an object.")
+    return value
+
+
+def _optional_strs(value: Any, what: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise SpecError(f"{what} must be a list of strings.")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise SpecError(f"{what} must be a list of non-empty strings, but holds {item!r}.")
+        out.append(item)
+    return tuple(dict.fromkeys(out))
+
+
+def _patterns(value: Any, what: str, *, lower: bool = False) -> tuple[str, ...] | None:
+    patterns = _optional_strs(value, what)
+    if patterns is None:
+        return None
+    for pattern in patterns:
+        for name in _PLACEHOLDER.findall(pattern):
+            if name not in TEMPLATE_VARIABLES:
+                raise SpecError(
+                    f"{what}: {pattern!r} uses the unknown template variable {{{name}}}; "
+                    "use {namespace} or {trustDomain}."
+                )
+        if _PLACEHOLDER.sub("", pattern).count("{") or _PLACEHOLDER.sub("", pattern).count("}"):
+            raise SpecError(f"{what}: {pattern!r} has an unmatched brace.")
+    return tuple(p.lower() for p in patterns) if lower else patterns
+
+
+def parse_label_selector(raw: Any, where: str) -> LabelSelector:
+    doc = _mapping(raw, where)
+    labels = _mapping(doc.get("matchLabels"), f"{where}.matchLabels")
+    for k, v in labels.items():
+        if not isinstance(k, str) or not _LABEL_KEY.match(k) or not isinstance(v, str):
+            raise SpecError(f"{where}.matchLabels: {k!r}: {v!r} is not a label key and string value.")
+    expressions: list[LabelSelectorRequirement] = []
+    raw_exprs = doc.get("matchExpressions") or []
+    if not isinstance(raw_exprs, Sequence) or isinstance(raw_exprs, str | bytes):
+        raise SpecError(f"{where}.matchExpressions must be a list.")
+    for i, item in enumerate(raw_exprs):
+        path = f"{where}.matchExpressions[{i}]"
+        expr = _mapping(item, path)
+        key = expr.get("key")
+        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+            raise SpecError(f"{path}.key must be a label key, not {key!r}.")
+        try:
+            operator = SelectorOperator(str(expr.get("operator")))
+        except ValueError:
+            raise SpecError(
+                f"{path}.operator must be In, NotIn, Exists or DoesNotExist, not {expr.get('operator')!r}."
+            ) from None
+        values = _optional_strs(expr.get("values"), f"{path}.values") or ()
+        if operator in (SelectorOperator.IN, SelectorOperator.NOT_IN) and not values:
+            raise SpecError(f"{path}.values must not be empty for operator {operator}.")
+        if operator in (SelectorOperator.EXISTS, SelectorOperator.DOES_NOT_EXIST) and values:
+            raise SpecError(f"{path}.values must be empty for operator {operator}.")
+        expressions.append(LabelSelectorRequirement(key, operator, values))
+    return LabelSelector(
+        match_labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        match_expressions=tuple(expressions),
+    )
+
+
+def _ip_ranges(value: Any, what: str) -> tuple[str, ...] | None:
+    ranges = _optional_strs(value, what)
+    if ranges is None:
+        return None
+    out: list[str] = []
+    for cidr in ranges:
+        try:
+            out.append(str(ipaddress.ip_network(cidr, strict=True)))
+        except ValueError as exc:
+            raise SpecError(f"{what}: {cidr!r} is not a CIDR range such as 10.0.0.0/8 ({exc}).") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _usages(value: Any, what: str) -> tuple[Usage, ...] | None:
+    names = _optional_strs(value, what)
+    if names is None:
+        return None
+    out: list[Usage] = []
+    for name in names:
+        try:
+            out.append(Usage(name))
+        except ValueError:
+            allowed = ", ".join(u.value for u in Usage)
+            raise SpecError(f"{what}: {name!r} is not a known usage ({allowed}).") from None
+    return tuple(out)
+
+
+def _algorithms(value: Any, what: str) -> tuple[AlgorithmRule, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise SpecError(f"{what} must be a list of {{algorithm, minSize}} objects.")
+    rules: dict[KeyAlgorithm, AlgorithmRule] = {}
+    for i, item in enumerate(value):
+        path = f"{what}[{i}]"
+        doc = _mapping(item, path)
+        try:
+            algorithm = KeyAlgorithm(str(doc.get("algorithm")))
+        except ValueError:
+            raise SpecError(
+                f"{path}.algorithm {doc.get('algorithm')!r} is not one of RSA, ECDSA, Ed25519, MLDSA."
+            ) from None
+        if algorithm in rules:
+            raise SpecError(f"{path}: {algorithm} is listed twice.")
+        min_size = doc.get("minSize", 0)
+        if min_size is None:
+            min_size = 0
+        if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 0:
+            raise SpecError(f"{path}.minSize must be a non-negative whole number.")
+        sizes = ALLOWED_SIZES[algorithm]
+        if not sizes and min_size:
+            raise SpecError(f"{path}.minSize must be left out for Ed25519: the algorithm has one size.")
+        if sizes and min_size > max(sizes):
+            raise SpecError(
+                f"{path}.minSize {min_size} allows no {algorithm} key: the largest is {max(sizes)}."
+            )
+        rules[algorithm] = AlgorithmRule(algorithm, min_size)
+    return tuple(rules.values())
+
+
+def validate_trust_domain(trust_domain: str) -> str | None:
+    """Why ``trust_domain`` is not a SPIFFE trust domain name, or None."""
+    if not _TRUST_DOMAIN.match(trust_domain):
+        return (
+            f"trust domain {trust_domain!r} must be 1 to 255 lower-case letters, digits, dots, dashes "
+            "or underscores"
+        )
+    return None
+
+
+def parse_issuer_policy(raw: Any) -> IssuerPolicy:
+    """Parse an MTLSIssuer's ``spec.policy`` (None: no policy, everything allowed); raise
+    :class:`SpecError` naming the field on anything unusable."""
+    doc = _mapping(raw, "spec.policy")
+    where = "spec.policy"
+    trust_domain = doc.get("trustDomain") or DEFAULT_TRUST_DOMAIN
+    if not isinstance(trust_domain, str):
+        raise SpecError(f"{where}.trustDomain must be a string.")
+    problem = validate_trust_domain(trust_domain)
+    if problem:
+        raise SpecError(f"{where}.trustDomain: {problem}.")
+    max_duration = None
+    if doc.get("maxDuration") is not None:
+        value = doc["maxDuration"]
+        if not isinstance(value, str):
+            raise SpecError(f"{where}.maxDuration must be a duration string such as 720h, not {value!r}.")
+        try:
+            max_duration = parse_duration(value)
+        except DurationError as exc:
+            raise SpecError(f"{where}.maxDuration is invalid: {exc}.") from None
+        if max_duration <= timedelta(0):
+            raise SpecError(f"{where}.maxDuration must be longer than 0s.")
+    selector = doc.get("allowedNamespaces")
+    return IssuerPolicy(
+        allowed_namespaces=(
+            None if selector is None else parse_label_selector(selector, f"{where}.allowedNamespaces")
+        ),
+        allowed_common_names=_patterns(doc.get("allowedCommonNames"), f"{where}.allowedCommonNames"),
+        allowed_dns_names=_patterns(doc.get("allowedDNSNames"), f"{where}.allowedDNSNames", lower=True),
+        allowed_ip_ranges=_ip_ranges(doc.get("allowedIPRanges"), f"{where}.allowedIPRanges"),
+        allowed_uris=_patterns(doc.get("allowedURIs"), f"{where}.allowedURIs"),
+        allowed_emails=_patterns(doc.get("allowedEmails"), f"{where}.allowedEmails"),
+        allowed_usages=_usages(doc.get("allowedUsages"), f"{where}.allowedUsages"),
+        max_duration=max_duration,
+        allowed_algorithms=_algorithms(doc.get("allowedAlgorithms"), f"{where}.allowedAlgorithms"),
+        trust_domain=trust_domain,
+    )
+
+
+def parse_spiffe(raw: Any) -> SpiffeSpec | None:
+    """Parse an MTLSCertificate's ``spec.spiffe`` (None when absent); raise :class:`SpecError`."""
+    if raw is None:
+        return None
+    doc = _mapping(raw, "spec.spiffe")
+    account = doc.get("serviceAccount")
+    if not isinstance(account, str) or not account:
+        raise SpecError("spec.spiffe.serviceAccount is required.")
+    if len(account) > 253 or not _SUBDOMAIN.match(account):
+        raise SpecError(f"spec.spiffe.serviceAccount {account!r} is not a valid service account name.")
+    trust_domain = doc.get("trustDomain") or None
+    if trust_domain is not None:
+        if not isinstance(trust_domain, str):
+            raise SpecError("spec.spiffe.trustDomain must be a string.")
+        problem = validate_trust_domain(trust_domain)
+        if problem:
+            raise SpecError(f"spec.spiffe.trustDomain: {problem}.")
+    return SpiffeSpec(service_account=account, trust_domain=trust_domain)
+
+
+def spiffe_uri(namespace: str, service_account: str, trust_domain: str) -> str:
+    """The Kubernetes-style SPIFFE ID of a service account: ``spiffe://td/ns/<namespace>/sa/<account>``."""
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def with_spiffe_uri(
+    spec: CertificateSpec,
+    spiffe: SpiffeSpec | None,
+    namespace: str,
+    policy: IssuerPolicy | None = None,
+) -> CertificateSpec:
+    """``spec`` with the SPIFFE ID of ``spiffe`` as its first URI SAN (once); unchanged when ``spiffe`` is
+    None. The trust domain is the certificate's own, else the issuer policy's, else cluster.local."""
+    if spiffe is None:
+        return spec
+    trust_domain = spiffe.trust_domain or (policy.trust_domain if policy else DEFAULT_TRUST_DOMAIN)
+    uri = spiffe_uri(namespace, spiffe.service_account, trust_domain)
+    return replace(spec, uris=(uri, *(u for u in spec.uris if u != uri)))

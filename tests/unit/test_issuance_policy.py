@@ -1,0 +1,567 @@
+"""Issuance policy: which certificates an MTLSIssuer signs, across namespaces, names, URIs, usages,
+durations and key algorithms; the parser of spec.policy and spec.spiffe."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from mtls_operator.api.constants import Reason
+from mtls_operator.api.issuer_policy import (
+    IssuerPolicy,
+    LabelSelector,
+    SpiffeSpec,
+    parse_issuer_policy,
+    parse_spiffe,
+    spiffe_uri,
+    with_spiffe_uri,
+)
+from mtls_operator.api.models import (
+    CertificateSpec,
+    IssuerRef,
+    KeyAlgorithm,
+    KeySpec,
+    SpecError,
+    Usage,
+    parse_certificate_spec,
+)
+from mtls_operator.policy.certificate import Violation
+from mtls_operator.policy.issuance_policy import evaluate, glob_matches, selector_matches
+
+TEAM_A = {"kubernetes.io/metadata.name": "team-a", "team": "a", "env": "prod"}
+TEAM_B = {"kubernetes.io/metadata.name": "team-b", "team": "b", "env": "dev"}
+
+POLICY = parse_issuer_policy(
+    {
+        "allowedNamespaces": {
+            "matchLabels": {"env": "prod"},
+            "matchExpressions": [{"key": "team", "operator": "In", "values": ["a", "c"]}],
+        },
+        "allowedDNSNames": ["*.{namespace}.svc", "*.{namespace}.svc.cluster.local"],
+        "allowedIPRanges": ["10.0.0.0/16", "fd00::/8"],
+        "allowedURIs": ["spiffe://{trustDomain}/ns/{namespace}/sa/*"],
+        "allowedEmails": ["*@{namespace}.example.com"],
+        "allowedUsages": ["server auth", "client auth"],
+        "maxDuration": "720h",
+        "allowedAlgorithms": [
+            {"algorithm": "ECDSA", "minSize": 256},
+            {"algorithm": "RSA", "minSize": 3072},
+            {"algorithm": "MLDSA", "minSize": 65},
+            {"algorithm": "Ed25519"},
+        ],
+        "trustDomain": "mesh.example",
+    }
+)
+
+
+def cert(**overrides: Any) -> CertificateSpec:
+    fields: dict[str, Any] = {
+        "secret_name": "api-tls",
+        "issuer_ref": IssuerRef("mesh-ca"),
+        "dns_names": ("api.team-a.svc", "api.team-a.svc.cluster.local"),
+        "duration": timedelta(hours=24),
+    }
+    fields.update(overrides)
+    return CertificateSpec(**fields)
+
+
+def denied(message: str) -> Violation:
+    return Violation(Reason.POLICY_DENIED, message)
+
+
+@pytest.mark.parametrize(
+    ("spec", "namespace", "labels", "expected"),
+    [
+        pytest.param(cert(), "team-a", TEAM_A, None, id="allows a service name in the requesting namespace"),
+        pytest.param(
+            cert(dns_names=("api.other.svc",)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "dnsNames entry api.other.svc is not allowed by MTLSIssuer policy: allowed are "
+                "*.team-a.svc, *.team-a.svc.cluster.local."
+            ),
+            id="denies a DNS name of another namespace, naming the entry and the rendered patterns",
+        ),
+        pytest.param(
+            cert(dns_names=("api.team-a.svc",)),
+            "team-b",
+            TEAM_B,
+            denied(
+                "Namespace team-b is not allowed by MTLSIssuer policy: its labels do not match "
+                "allowedNamespaces (env=prod,team in (a,c))."
+            ),
+            id="denies a namespace whose labels do not match the selector before looking at names",
+        ),
+        pytest.param(
+            cert(dns_names=("x.api.team-a.svc",)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "dnsNames entry x.api.team-a.svc is not allowed by MTLSIssuer policy: allowed are "
+                "*.team-a.svc, *.team-a.svc.cluster.local."
+            ),
+            id="a single star matches one DNS label only",
+        ),
+        pytest.param(
+            cert(dns_names=("*.team-a.svc",)),
+            "team-a",
+            TEAM_A,
+            None,
+            id="allows a wildcard DNS name that the pattern covers",
+        ),
+        pytest.param(
+            cert(ip_addresses=("10.0.3.4", "fd00::1")),
+            "team-a",
+            TEAM_A,
+            None,
+            id="allows IPv4 and IPv6 addresses inside the allowed ranges",
+        ),
+        pytest.param(
+            cert(ip_addresses=("10.1.0.1",)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "ipAddresses entry 10.1.0.1 is not allowed by MTLSIssuer policy: allowed are "
+                "10.0.0.0/16, fd00::/8."
+            ),
+            id="denies an IP address outside every allowed range",
+        ),
+        pytest.param(
+            cert(uris=("spiffe://mesh.example/ns/team-a/sa/api",)),
+            "team-a",
+            TEAM_A,
+            None,
+            id="allows the SPIFFE ID of a service account in the namespace and trust domain",
+        ),
+        pytest.param(
+            cert(uris=("spiffe://mesh.example/ns/team-b/sa/api",)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "uris entry spiffe://mesh.example/ns/team-b/sa/api is not allowed by MTLSIssuer policy: "
+                "allowed are spiffe://mesh.example/ns/team-a/sa/*."
+            ),
+            id="denies the SPIFFE ID of another namespace's service account",
+        ),
+        pytest.param(
+            cert(uris=("spiffe://mesh.example/ns/team-a/sa/api/extra",)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "uris entry spiffe://mesh.example/ns/team-a/sa/api/extra is not allowed by MTLSIssuer "
+                "policy: allowed are spiffe://mesh.example/ns/team-a/sa/*."
+            ),
+            id="a single star in a URI pattern does not cross a path segment",
+        ),
+        pytest.param(
+            cert(uris=("spiffe://other.example/ns/team-a/sa/api",)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "uris entry spiffe://other.example/ns/team-a/sa/api is not allowed by MTLSIssuer policy: "
+                "allowed are spiffe://mesh.example/ns/team-a/sa/*."
+            ),
+            id="denies a SPIFFE ID in another trust domain",
+        ),
+        pytest.param(
+            cert(email_addresses=("ops@team-a.example.com",)),
+            "team-a",
+            TEAM_A,
+            None,
+            id="allows an email address matching the namespace template",
+        ),
+        pytest.param(
+            cert(email_addresses=("ops@evil.example.com",)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "emailAddresses entry ops@evil.example.com is not allowed by MTLSIssuer policy: allowed "
+                "are *@team-a.example.com."
+            ),
+            id="denies an email address in another domain",
+        ),
+        pytest.param(
+            cert(usages=(Usage.SERVER_AUTH, Usage.CODE_SIGNING)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "usages entry code signing is not allowed by MTLSIssuer policy: allowed are server auth, "
+                "client auth."
+            ),
+            id="denies a usage the policy does not list",
+        ),
+        pytest.param(
+            cert(usages=(Usage.SERVER_AUTH, Usage.DIGITAL_SIGNATURE)),
+            "team-a",
+            TEAM_A,
+            None,
+            id="never denies digital signature, which every certificate carries",
+        ),
+        pytest.param(
+            cert(duration=timedelta(hours=721)),
+            "team-a",
+            TEAM_A,
+            denied("duration 721h is longer than the MTLSIssuer policy's maxDuration 720h."),
+            id="denies a duration longer than maxDuration",
+        ),
+        pytest.param(
+            cert(duration=timedelta(hours=720)),
+            "team-a",
+            TEAM_A,
+            None,
+            id="allows a duration of exactly maxDuration",
+        ),
+        pytest.param(
+            cert(private_key=KeySpec(KeyAlgorithm.RSA, 2048)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "privateKey RSA-2048 is not allowed by MTLSIssuer policy: allowed are ECDSA-P256 or larger, "
+                "RSA-3072 or larger, ML-DSA-65 or stronger, Ed25519."
+            ),
+            id="denies an RSA key below the minimum size",
+        ),
+        pytest.param(
+            cert(private_key=KeySpec(KeyAlgorithm.RSA, 4096)),
+            "team-a",
+            TEAM_A,
+            None,
+            id="allows an RSA key above the minimum size",
+        ),
+        pytest.param(
+            cert(private_key=KeySpec(KeyAlgorithm.MLDSA, 44)),
+            "team-a",
+            TEAM_A,
+            denied(
+                "privateKey ML-DSA-44 is not allowed by MTLSIssuer policy: allowed are ECDSA-P256 or larger, "
+                "RSA-3072 or larger, ML-DSA-65 or stronger, Ed25519."
+            ),
+            id="denies ML-DSA-44 when the policy asks for ML-DSA-65 or stronger",
+        ),
+        pytest.param(
+            cert(private_key=KeySpec(KeyAlgorithm.MLDSA, 87)),
+            "team-a",
+            TEAM_A,
+            None,
+            id="allows ML-DSA-87 when the policy asks for ML-DSA-65 or stronger",
+        ),
+        pytest.param(
+            cert(private_key=KeySpec(KeyAlgorithm.ED25519, 0)),
+            "team-a",
+            TEAM_A,
+            None,
+            id="allows Ed25519 when the policy lists it",
+        ),
+        pytest.param(
+            cert(dns_names=("api.other.svc",), duration=timedelta(hours=1000)),
+            "team-a",
+            TEAM_A,
+            denied("duration 1000h is longer than the MTLSIssuer policy's maxDuration 720h."),
+            id="reports the first violation in check order: duration before names",
+        ),
+    ],
+)
+def test_policy_decides_each_request(
+    spec: CertificateSpec, namespace: str, labels: dict[str, str], expected: Violation | None
+) -> None:
+    assert evaluate(POLICY, spec, namespace, labels) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "spec", "expected"),
+    [
+        pytest.param(None, cert(dns_names=("anything.example",)), None, id="no policy allows everything"),
+        pytest.param(
+            {"allowedURIs": []},
+            cert(uris=("spiffe://cluster.local/ns/team-a/sa/x",)),
+            "uris entry spiffe://cluster.local/ns/team-a/sa/x is not allowed by MTLSIssuer policy: the "
+            "policy allows no URIs.",
+            id="an empty list allows nothing of that kind",
+        ),
+        pytest.param(
+            {"allowedURIs": []},
+            cert(),
+            None,
+            id="an empty list does not deny a certificate that asks for nothing of that kind",
+        ),
+        pytest.param(
+            {"allowedDNSNames": ["**.{namespace}.svc"]},
+            cert(dns_names=("a.b.team-a.svc",)),
+            None,
+            id="a double star crosses DNS labels",
+        ),
+        pytest.param(
+            {"allowedDNSNames": ["*.{namespace}.svc"]},
+            cert(dns_names=("team-a.svc",)),
+            "dnsNames entry team-a.svc is not allowed by MTLSIssuer policy: allowed are *.team-a.svc.",
+            id="a star needs at least one character",
+        ),
+        pytest.param(
+            {"allowedCommonNames": ["{namespace}-*"]},
+            cert(common_name="team-b-api"),
+            "commonName team-b-api is not allowed by MTLSIssuer policy: allowed are team-a-*.",
+            id="denies a common name outside allowedCommonNames",
+        ),
+        pytest.param(
+            {"allowedURIs": ["spiffe://{trustDomain}/ns/{namespace}/sa/*"]},
+            cert(uris=("spiffe://cluster.local/ns/team-a/sa/web",)),
+            None,
+            id="the trust domain defaults to cluster.local",
+        ),
+        pytest.param(
+            {"allowedIPRanges": []},
+            cert(ip_addresses=("10.0.0.1",)),
+            "ipAddresses entry 10.0.0.1 is not allowed by MTLSIssuer policy: the policy allows no IP "
+            "addresses.",
+            id="an empty IP range list allows no IP address",
+        ),
+        pytest.param(
+            {"allowedIPRanges": ["::/0"]},
+            cert(ip_addresses=("10.0.0.1",)),
+            "ipAddresses entry 10.0.0.1 is not allowed by MTLSIssuer policy: allowed are ::/0.",
+            id="an IPv6 range does not cover IPv4 addresses",
+        ),
+        pytest.param(
+            {"allowedNamespaces": {"matchExpressions": [{"key": "legacy", "operator": "DoesNotExist"}]}},
+            cert(),
+            None,
+            id="DoesNotExist matches a namespace without the label",
+        ),
+        pytest.param(
+            {"allowedNamespaces": {}},
+            cert(),
+            None,
+            id="an empty namespace selector matches every namespace",
+        ),
+    ],
+)
+def test_policy_field_semantics(raw: Any, spec: CertificateSpec, expected: str | None) -> None:
+    violation = evaluate(parse_issuer_policy(raw), spec, "team-a", TEAM_A)
+    assert (violation.message if violation else None) == expected
+    if violation:
+        assert violation.reason is Reason.POLICY_DENIED
+
+
+@pytest.mark.parametrize(
+    ("expression", "labels", "matches"),
+    [
+        pytest.param({"key": "team", "operator": "In", "values": ["a"]}, {"team": "a"}, True, id="In holds"),
+        pytest.param({"key": "team", "operator": "In", "values": ["a"]}, {}, False, id="In needs the key"),
+        pytest.param(
+            {"key": "team", "operator": "NotIn", "values": ["a"]}, {}, True, id="NotIn holds without the key"
+        ),
+        pytest.param(
+            {"key": "team", "operator": "NotIn", "values": ["a"]}, {"team": "a"}, False, id="NotIn refuses"
+        ),
+        pytest.param({"key": "team", "operator": "Exists"}, {"team": ""}, True, id="Exists holds"),
+        pytest.param({"key": "team", "operator": "DoesNotExist"}, {"team": "a"}, False, id="DoesNotExist"),
+    ],
+)
+def test_selector_follows_kubernetes_semantics(
+    expression: dict[str, Any], labels: dict[str, str], matches: bool
+) -> None:
+    policy = parse_issuer_policy({"allowedNamespaces": {"matchExpressions": [expression]}})
+    assert policy.allowed_namespaces is not None
+    assert selector_matches(policy.allowed_namespaces, labels) is matches
+
+
+def test_selector_renders_like_kubectl() -> None:
+    policy = parse_issuer_policy(
+        {
+            "allowedNamespaces": {
+                "matchLabels": {"team": "a"},
+                "matchExpressions": [
+                    {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                    {"key": "legacy", "operator": "DoesNotExist"},
+                    {"key": "mesh", "operator": "Exists"},
+                ],
+            }
+        }
+    )
+    assert str(policy.allowed_namespaces) == "team=a,env notin (dev),!legacy,mesh"
+    assert str(LabelSelector()) == "(everything)"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "separator", "matches"),
+    [
+        pytest.param("*.svc", "a.svc", ".", True, id="star matches a label"),
+        pytest.param("*.svc", "a.b.svc", ".", False, id="star stops at a dot"),
+        pytest.param("**.svc", "a.b.svc", ".", True, id="double star crosses dots"),
+        pytest.param("a.svc", "a.svc.evil", ".", False, id="patterns are anchored at the end"),
+        pytest.param("a.svc", "evil.a.svc", ".", False, id="patterns are anchored at the start"),
+        pytest.param("a+b.svc", "a+b.svc", ".", True, id="regex characters are literal"),
+        pytest.param("a.svc", "aXsvc", ".", False, id="a dot is a literal dot"),
+    ],
+)
+def test_glob_matching(pattern: str, value: str, separator: str, matches: bool) -> None:
+    assert glob_matches(pattern, value, separator) is matches
+
+
+def test_policy_parses_every_field() -> None:
+    assert POLICY.trust_domain == "mesh.example"
+    assert POLICY.max_duration == timedelta(hours=720)
+    assert POLICY.allowed_usages == (Usage.SERVER_AUTH, Usage.CLIENT_AUTH)
+    assert POLICY.allowed_ip_ranges == ("10.0.0.0/16", "fd00::/8")
+    assert not POLICY.unrestricted
+    assert parse_issuer_policy(None) == IssuerPolicy()
+    assert parse_issuer_policy({}).unrestricted
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param([], "spec.policy must be an object.", id="refuses a policy that is not an object"),
+        pytest.param(
+            {"allowedDNSNames": ["*.{ns}.svc"]},
+            "spec.policy.allowedDNSNames: '*.{ns}.svc' uses the unknown template variable {ns}; use "
+            "{namespace} or {trustDomain}.",
+            id="refuses an unknown template variable",
+        ),
+        pytest.param(
+            {"allowedURIs": ["spiffe://{trustDomain/x"]},
+            "spec.policy.allowedURIs: 'spiffe://{trustDomain/x' has an unmatched brace.",
+            id="refuses an unmatched brace",
+        ),
+        pytest.param(
+            {"allowedIPRanges": ["10.0.0.1/16"]},
+            "spec.policy.allowedIPRanges: '10.0.0.1/16' is not a CIDR range such as 10.0.0.0/8 "
+            "(10.0.0.1/16 has host bits set).",
+            id="refuses a CIDR with host bits set",
+        ),
+        pytest.param(
+            {"allowedUsages": ["signing"]},
+            "spec.policy.allowedUsages: 'signing' is not a known usage",
+            id="refuses an unknown usage",
+        ),
+        pytest.param(
+            {"maxDuration": "forever"},
+            "spec.policy.maxDuration is invalid",
+            id="refuses a duration that does not parse",
+        ),
+        pytest.param(
+            {"maxDuration": "0s"},
+            "spec.policy.maxDuration must be longer than 0s.",
+            id="refuses a zero maxDuration",
+        ),
+        pytest.param(
+            {"allowedAlgorithms": [{"algorithm": "DSA"}]},
+            "spec.policy.allowedAlgorithms[0].algorithm 'DSA' is not one of RSA, ECDSA, Ed25519, MLDSA.",
+            id="refuses an unknown algorithm",
+        ),
+        pytest.param(
+            {"allowedAlgorithms": [{"algorithm": "RSA"}, {"algorithm": "RSA", "minSize": 4096}]},
+            "spec.policy.allowedAlgorithms[1]: RSA is listed twice.",
+            id="refuses an algorithm listed twice",
+        ),
+        pytest.param(
+            {"allowedAlgorithms": [{"algorithm": "MLDSA", "minSize": 100}]},
+            "spec.policy.allowedAlgorithms[0].minSize 100 allows no MLDSA key: the largest is 87.",
+            id="refuses a minimum size no key reaches",
+        ),
+        pytest.param(
+            {"allowedAlgorithms": [{"algorithm": "Ed25519", "minSize": 256}]},
+            "spec.policy.allowedAlgorithms[0].minSize must be left out for Ed25519",
+            id="refuses a minimum size for Ed25519",
+        ),
+        pytest.param(
+            {"allowedNamespaces": {"matchExpressions": [{"key": "team", "operator": "In"}]}},
+            "spec.policy.allowedNamespaces.matchExpressions[0].values must not be empty for operator In.",
+            id="refuses In without values",
+        ),
+        pytest.param(
+            {"allowedNamespaces": {"matchExpressions": [{"key": "team", "operator": "Has"}]}},
+            "spec.policy.allowedNamespaces.matchExpressions[0].operator must be In, NotIn, Exists or "
+            "DoesNotExist",
+            id="refuses an unknown selector operator",
+        ),
+        pytest.param(
+            {"trustDomain": "Mesh.Example"},
+            "spec.policy.trustDomain: trust domain 'Mesh.Example' must be 1 to 255 lower-case letters",
+            id="refuses an upper-case trust domain",
+        ),
+    ],
+)
+def test_parser_refuses_bad_policies(raw: Any, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_issuer_policy(raw)
+    assert caught.value.message.startswith(message)
+    assert caught.value.reason is Reason.INVALID_SPEC
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SPIFFE
+
+
+def test_spiffe_uri_is_the_kubernetes_spiffe_id() -> None:
+    assert spiffe_uri("team-a", "api", "cluster.local") == "spiffe://cluster.local/ns/team-a/sa/api"
+
+
+@pytest.mark.parametrize(
+    ("raw", "policy", "uri"),
+    [
+        pytest.param(
+            {"serviceAccount": "api"},
+            None,
+            "spiffe://cluster.local/ns/team-a/sa/api",
+            id="defaults to cluster.local",
+        ),
+        pytest.param(
+            {"serviceAccount": "api"},
+            POLICY,
+            "spiffe://mesh.example/ns/team-a/sa/api",
+            id="takes the trust domain of the issuer policy",
+        ),
+        pytest.param(
+            {"serviceAccount": "api", "trustDomain": "other.example"},
+            POLICY,
+            "spiffe://other.example/ns/team-a/sa/api",
+            id="the certificate's own trust domain wins",
+        ),
+    ],
+)
+def test_with_spiffe_uri_adds_the_spiffe_id(raw: Any, policy: IssuerPolicy | None, uri: str) -> None:
+    spec = with_spiffe_uri(cert(uris=("urn:x",)), parse_spiffe(raw), "team-a", policy)
+    assert spec.uris == (uri, "urn:x")
+    assert with_spiffe_uri(spec, parse_spiffe(raw), "team-a", policy) == spec
+
+
+def test_spiffe_certificate_passes_a_spiffe_policy() -> None:
+    spec = parse_certificate_spec(
+        {"secretName": "api-tls", "issuerRef": {"name": "mesh-ca"}, "commonName": "api", "duration": "24h"}
+    )
+    spec = with_spiffe_uri(replace(spec, common_name=None), SpiffeSpec("api"), "team-a", POLICY)
+    assert evaluate(POLICY, spec, "team-a", TEAM_A) is None
+    assert with_spiffe_uri(spec, None, "team-a", POLICY) is spec
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param({}, "spec.spiffe.serviceAccount is required.", id="needs a service account"),
+        pytest.param(
+            {"serviceAccount": "API"},
+            "spec.spiffe.serviceAccount 'API' is not a valid service account name.",
+            id="refuses a service account that is not a Kubernetes name",
+        ),
+        pytest.param(
+            {"serviceAccount": "api", "trustDomain": "a/b"},
+            "spec.spiffe.trustDomain: trust domain 'a/b' must be",
+            id="refuses a trust domain with a slash",
+        ),
+        pytest.param("api", "spec.spiffe must be an object.", id="refuses a string"),
+    ],
+)
+def test_parse_spiffe_refuses_bad_input(raw: Any, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spiffe(raw)
+    assert caught.value.message.startswith(message)
+
+
+def test_parse_spiffe_absent_is_none() -> None:
+    assert parse_spiffe(None) is None
+    assert parse_spiffe({"serviceAccount": "api"}) == SpiffeSpec("api", None)
