@@ -196,7 +196,7 @@ def test_bad_certificates_are_refused_and_others_still_served(
         {"secretName": "good-tls", "issuerRef": {"name": "ca"}, "commonName": "good"},
     )
     wait_ready(cluster, namespace, "good")
-    for name, (spec, reason, _) in bad.items():
+    for name, (_spec, reason, _) in bad.items():
         obj = wait_condition(cluster, namespace, "mtlscertificates", name, "False", reason)
         ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
         assert ready["message"].endswith("."), ready["message"]
