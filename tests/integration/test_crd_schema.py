@@ -209,6 +209,7 @@ BAD_SPECS = [
         "size 4096 is not valid for ECDSA",
     ),
     (
+        "rejects a size on an Ed25519 key",
         CERTIFICATE_KIND,
         cert(privateKey={"algorithm": "Ed25519", "size": 256}),
         "Ed25519 keys have a fixed size: leave size unset or 0, not 256",
