@@ -1,0 +1,115 @@
+// An independent TLS 1.3 peer for the interop tests: Node.js's tls module (Node >= 24 on OpenSSL 3.5,
+// which signs and verifies ML-DSA and offers X25519MLKEM768 by default), as a mutual-TLS client or echo
+// server. Every handshake is reported as one JSON line on stdout:
+//   {"ok":true,"version":"TLSv1.3","group":"X25519MLKEM768","peerSignatureAlgorithm":"ML-DSA-65",...}
+//
+//   node peer.mjs server --cert tls.crt --key tls.key --ca ca.crt [--count N]   (prints {"listening":PORT})
+//   node peer.mjs client --connect HOST:PORT --cert tls.crt --key tls.key --ca ca.crt [--servername NAME]
+//   node peer.mjs key --key tls.key --cert tls.crt   (loads the key, signs, verifies with the certificate)
+import { readFileSync } from "node:fs";
+import crypto from "node:crypto";
+import tls from "node:tls";
+import { parseArgs } from "node:util";
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    cert: { type: "string" },
+    key: { type: "string" },
+    ca: { type: "string" },
+    connect: { type: "string" },
+    servername: { type: "string" },
+    count: { type: "string", default: "0" },
+  },
+});
+
+const emit = (doc) => process.stdout.write(JSON.stringify(doc) + "\n");
+
+function describe(socket) {
+  const peer = socket.getPeerX509Certificate();
+  const chain = [];
+  for (let c = socket.getPeerCertificate(true), seen = new Set(); c && c.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
+    seen.add(c.fingerprint256);
+    chain.push(c.subject ? Object.entries(c.subject).map(([k, v]) => `${k}=${v}`).join(",") : "");
+  }
+  const eph = socket.getEphemeralKeyInfo ? socket.getEphemeralKeyInfo() : null;
+  return {
+    ok: true,
+    version: socket.getProtocol(),
+    cipher: socket.getCipher().standardName,
+    group: (eph && eph.name) || null,
+    peerChain: chain,
+    peerSignatureAlgorithm: peer ? peer.signatureAlgorithm : null,
+    peerKey: peer ? peer.publicKey.asymmetricKeyType : null,
+    sharedSigalgs: socket.getSharedSigalgs ? socket.getSharedSigalgs() : null,
+  };
+}
+
+function options() {
+  return {
+    cert: readFileSync(values.cert),
+    key: readFileSync(values.key),
+    ca: readFileSync(values.ca),
+    minVersion: "TLSv1.3",
+  };
+}
+
+const mode = positionals[0];
+if (mode === "client") {
+  const [host, port] = [values.connect.slice(0, values.connect.lastIndexOf(":")), Number(values.connect.slice(values.connect.lastIndexOf(":") + 1))];
+  let report = null;
+  const socket = tls.connect({ ...options(), host, port, servername: values.servername || undefined, timeout: 5000 }, () => {
+    report = describe(socket);
+    socket.write("ping\n");
+  });
+  socket.on("data", (data) => {
+    report.echo = data.toString();
+    emit(report);
+    socket.end();
+    process.exitCode = 0;
+  });
+  socket.on("timeout", () => socket.destroy(new Error("timed out")));
+  socket.on("error", (err) => {
+    emit({ ...(report || {}), ok: false, error: `${err.code || ""} ${err.message}`.trim() });
+    process.exitCode = 1;
+  });
+  socket.on("close", () => {
+    if (report && report.echo === undefined && process.exitCode === undefined) {
+      emit({ ...report, ok: false, error: "the server closed the connection without answering" });
+      process.exitCode = 1;
+    }
+  });
+} else if (mode === "server") {
+  const limit = Number(values.count);
+  let served = 0;
+  const done = () => { if (limit && ++served >= limit) server.close(); };
+  const server = tls.createServer({ ...options(), requestCert: true, rejectUnauthorized: true }, (socket) => {
+    const report = describe(socket);
+    socket.setTimeout(5000, () => socket.destroy());
+    socket.once("data", (data) => {
+      socket.end(data);
+      emit({ ...report, echo: data.toString() });
+      done();
+    });
+  });
+  server.on("tlsClientError", (err) => {
+    emit({ ok: false, error: `${err.code || ""} ${err.message}`.trim() });
+    done();
+  });
+  server.listen(0, "127.0.0.1", () => emit({ listening: server.address().port }));
+} else if (mode === "key") {
+  const key = crypto.createPrivateKey(readFileSync(values.key));
+  const cert = new crypto.X509Certificate(readFileSync(values.cert));
+  const message = Buffer.from("mtls-operator interop");
+  const signature = crypto.sign(null, message, key);
+  emit({
+    asymmetricKeyType: key.asymmetricKeyType,
+    certificateKeyType: cert.publicKey.asymmetricKeyType,
+    matches: cert.checkPrivateKey(key),
+    verifies: crypto.verify(null, message, cert.publicKey, signature),
+    signatureLength: signature.length,
+  });
+} else {
+  process.stderr.write("usage: node peer.mjs server|client|key [options]\n");
+  process.exitCode = 2;
+}
