@@ -3,6 +3,7 @@ durations and key algorithms; the parser of spec.policy and spec.spiffe."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -11,11 +12,21 @@ import pytest
 
 from mtls_operator.api.constants import Reason
 from mtls_operator.api.issuer_policy import (
+    CARotationSpec,
     IssuerPolicy,
     LabelSelector,
+    NameConstraintsSpec,
+    RevocationPolicy,
+    RevocationSpec,
     SpiffeSpec,
+    TrustBundleSpec,
+    parse_ca_rotation,
+    parse_intermediate,
     parse_issuer_policy,
+    parse_revocation,
+    parse_revocation_policy,
     parse_spiffe,
+    parse_trust_bundle,
     spiffe_uri,
     with_spiffe_uri,
 )
@@ -565,3 +576,167 @@ def test_parse_spiffe_refuses_bad_input(raw: Any, message: str) -> None:
 def test_parse_spiffe_absent_is_none() -> None:
     assert parse_spiffe(None) is None
     assert parse_spiffe({"serviceAccount": "api"}) == SpiffeSpec("api", None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The other trust-lifecycle fields
+
+
+def test_parse_revocation() -> None:
+    assert parse_revocation(None) is None
+    spec = parse_revocation({"crlURL": "http://ca.example/mesh.crl", "ocspURL": "http://ca.example/ocsp"})
+    assert spec == RevocationSpec("http://ca.example/mesh.crl", "http://ca.example/ocsp", timedelta(hours=24))
+    assert parse_revocation({"crlValidity": "6h"}) == RevocationSpec(None, None, timedelta(hours=6))
+
+
+def test_parse_trust_bundle() -> None:
+    assert parse_trust_bundle(None) is None
+    spec = parse_trust_bundle(
+        {
+            "configMapName": "mesh-ca-bundle",
+            "namespaceSelector": {"matchLabels": {"mesh": "on"}},
+            "pkcs12": {"create": True, "passwordSecretRef": {"name": "bundle-password"}},
+        }
+    )
+    assert spec == TrustBundleSpec(
+        "mesh-ca-bundle", LabelSelector(match_labels=(("mesh", "on"),)), ("bundle-password", "password")
+    )
+    assert parse_trust_bundle({"configMapName": "b"}) == TrustBundleSpec("b")
+
+
+def test_parse_intermediate() -> None:
+    assert parse_intermediate(None) is None
+    spec = parse_intermediate(
+        {
+            "issuerRef": {"name": "offline-root"},
+            "secretName": "team-a-ca",
+            "commonName": "team-a intermediate",
+            "duration": "720h",
+            "privateKey": {"algorithm": "MLDSA", "size": 65},
+            "pathLength": 0,
+            "nameConstraints": {
+                "permittedDNSDomains": ["team-a.svc"],
+                "excludedDNSDomains": [".kube-system.svc"],
+            },
+        }
+    )
+    assert spec is not None
+    assert spec.issuer_name == "offline-root"
+    assert spec.ca.secret_name == "team-a-ca"
+    assert spec.ca.duration == timedelta(hours=720)
+    assert spec.ca.private_key == KeySpec(KeyAlgorithm.MLDSA, 65)
+    assert spec.path_length == 0
+    assert spec.name_constraints == NameConstraintsSpec(("team-a.svc",), (".kube-system.svc",))
+    minimal = parse_intermediate({"issuerRef": {"name": "root"}, "secretName": "s", "commonName": "i"})
+    assert minimal is not None
+    assert (minimal.ca.duration, minimal.path_length) == (timedelta(days=365), None)
+
+
+def test_parse_ca_rotation() -> None:
+    assert parse_ca_rotation({"selfSigned": {"renewBefore": "720h"}}) == CARotationSpec(timedelta(hours=720))
+    assert parse_ca_rotation({"selfSigned": {}}) == CARotationSpec()
+    assert parse_ca_rotation({"intermediate": {"renewBefore": "24h"}}) == CARotationSpec(timedelta(hours=24))
+    assert parse_ca_rotation(
+        {"ca": {"secretName": "a", "rotation": {"nextSecretName": "b"}}}
+    ) == CARotationSpec(next_secret_name="b")
+    assert parse_ca_rotation({"ca": {"secretName": "a"}}) == CARotationSpec()
+
+
+def test_parse_revocation_policy() -> None:
+    assert parse_revocation_policy(None) is RevocationPolicy.NONE
+    assert parse_revocation_policy("Revoke") is RevocationPolicy.REVOKE
+
+
+@pytest.mark.parametrize(
+    ("parse", "raw", "message"),
+    [
+        pytest.param(
+            parse_revocation,
+            {"crlURL": "ldap://ca.example/crl"},
+            "spec.revocation.crlURL 'ldap://ca.example/crl' must be an absolute http:// URL",
+            id="refuses a CRL URL that is not http",
+        ),
+        pytest.param(
+            parse_revocation,
+            {"ocspURL": "ocsp.example"},
+            "spec.revocation.ocspURL 'ocsp.example' must be an absolute http:// URL",
+            id="refuses a relative OCSP URL",
+        ),
+        pytest.param(
+            parse_revocation,
+            {"crlValidity": "30s"},
+            "spec.revocation.crlValidity must be at least 1m.",
+            id="refuses a CRL validity under a minute",
+        ),
+        pytest.param(
+            parse_trust_bundle,
+            {},
+            "spec.trustBundle.configMapName is required.",
+            id="a bundle needs a ConfigMap name",
+        ),
+        pytest.param(
+            parse_trust_bundle,
+            {"configMapName": "b", "pkcs12": {"create": True}},
+            "spec.trustBundle.pkcs12.passwordSecretRef.name is required.",
+            id="a PKCS#12 bundle needs a password Secret",
+        ),
+        pytest.param(
+            parse_intermediate,
+            {"secretName": "s", "commonName": "i"},
+            "spec.intermediate.issuerRef.name is required.",
+            id="an intermediate needs a parent issuer",
+        ),
+        pytest.param(
+            parse_intermediate,
+            {"issuerRef": {"name": "r"}, "secretName": "s", "commonName": "i", "pathLength": -1},
+            "spec.intermediate.pathLength must be a whole number of 0 or more.",
+            id="refuses a negative path length",
+        ),
+        pytest.param(
+            parse_intermediate,
+            {
+                "issuerRef": {"name": "r"},
+                "secretName": "s",
+                "commonName": "i",
+                "nameConstraints": {"permittedDNSDomains": ["*.svc"]},
+            },
+            "spec.intermediate.nameConstraints.permittedDNSDomains: '*.svc' is not a DNS domain",
+            id="refuses a wildcard name constraint",
+        ),
+        pytest.param(
+            parse_intermediate,
+            {
+                "issuerRef": {"name": "r"},
+                "secretName": "s",
+                "commonName": "i",
+                "privateKey": {"algorithm": "DSA"},
+            },
+            "spec.intermediate.privateKey.algorithm 'DSA' is not one of",
+            id="refuses an unknown key algorithm",
+        ),
+        pytest.param(
+            parse_ca_rotation,
+            {"ca": {"secretName": "a", "rotation": {"nextSecretName": "a"}}},
+            "spec.ca.rotation.nextSecretName must differ from spec.ca.secretName.",
+            id="the next CA lives in another Secret",
+        ),
+        pytest.param(
+            parse_ca_rotation,
+            {"selfSigned": {"renewBefore": "soon"}},
+            "spec.selfSigned.renewBefore is invalid",
+            id="refuses a renewBefore that does not parse",
+        ),
+        pytest.param(
+            parse_revocation_policy,
+            "Delete",
+            "spec.revocationPolicy must be None or Revoke.",
+            id="refuses Delete",
+        ),
+    ],
+)
+def test_trust_lifecycle_parsers_refuse_bad_input(
+    parse: Callable[[Any], object], raw: Any, message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse(raw)
+    assert caught.value.message.startswith(message)

@@ -21,17 +21,26 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Final
+from urllib.parse import urlsplit
 
+from mtls_operator.api.constants import ISSUER_KIND
 from mtls_operator.api.durations import DurationError, parse_duration
 from mtls_operator.api.models import (
     ALLOWED_SIZES,
+    MIN_DURATION,
     CertificateSpec,
     KeyAlgorithm,
+    SelfSignedCASpec,
     SpecError,
     Usage,
+    parse_key_spec,
+    parse_subject,
+    validate_dns_name,
 )
 
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
+DEFAULT_INTERMEDIATE_DURATION: Final = timedelta(days=365)
+DEFAULT_CRL_VALIDITY: Final = timedelta(hours=24)
 TEMPLATE_VARIABLES: Final = ("namespace", "trustDomain")
 
 # SPIFFE trust domains: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec 2.1).
@@ -352,3 +361,203 @@ def with_spiffe_uri(
     trust_domain = spiffe.trust_domain or (policy.trust_domain if policy else DEFAULT_TRUST_DOMAIN)
     uri = spiffe_uri(namespace, spiffe.service_account, trust_domain)
     return replace(spec, uris=(uri, *(u for u in spec.uris if u != uri)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The other trust-lifecycle fields of the issuer and the certificate (docs/trust-lifecycle-crd.md)
+
+
+class RevocationPolicy(StrEnum):
+    """``spec.revocationPolicy`` of an MTLSCertificate: what happens to its serial when it is deleted."""
+
+    NONE = "None"
+    REVOKE = "Revoke"  # the serial goes on the issuer's CRL (and OCSP answers revoked)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationSpec:
+    """``spec.revocation`` of an MTLSIssuer: where relying parties fetch the CRL and ask OCSP; both end up
+    in every leaf (cRLDistributionPoints, authorityInfoAccess)."""
+
+    crl_url: str | None = None
+    ocsp_url: str | None = None
+    crl_validity: timedelta = DEFAULT_CRL_VALIDITY  # nextUpdate - thisUpdate of each CRL
+
+
+@dataclass(frozen=True, slots=True)
+class TrustBundleSpec:
+    """``spec.trustBundle`` of an MTLSIssuer: publish the issuer's trust anchors (two during a rotation)
+    as a ConfigMap in every namespace the selector matches."""
+
+    config_map_name: str
+    namespace_selector: LabelSelector = LabelSelector()
+    pkcs12_password_secret_ref: tuple[str, str] | None = None  # (Secret name, key); None: no truststore
+
+
+@dataclass(frozen=True, slots=True)
+class NameConstraintsSpec:
+    permitted_dns_domains: tuple[str, ...] = ()
+    excluded_dns_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IntermediateSpec:
+    """``spec.intermediate`` of an MTLSIssuer: an intermediate CA signed by another MTLSIssuer (the
+    parent, same namespace) and kept in ``secret_name``. ``ca`` carries the fields
+    :func:`mtls_operator.pki.intermediate.sign_intermediate` takes."""
+
+    issuer_name: str
+    ca: SelfSignedCASpec
+    path_length: int | None = None
+    name_constraints: NameConstraintsSpec = NameConstraintsSpec()
+
+
+@dataclass(frozen=True, slots=True)
+class CARotationSpec:
+    """When and to what the issuer's CA rotates. ``renew_before`` (selfSigned and intermediate): start a
+    rotation that long before the CA expires; ``next_secret_name`` (ca): the Secret where the user stages
+    the next CA, whose appearance starts a rotation."""
+
+    renew_before: timedelta | None = None
+    next_secret_name: str | None = None
+
+
+def _secret_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{what} is required.")
+    if len(value) > 253 or not _SUBDOMAIN.match(value):
+        raise SpecError(f"{what} {value!r} is not a valid Kubernetes object name.")
+    return value
+
+
+def _http_url(value: Any, what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SpecError(f"{what} must be a string.")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not value.isascii() or " " in value:
+        raise SpecError(f"{what} {value!r} must be an absolute http:// URL such as http://ca.example/ca.crl.")
+    return value
+
+
+def _optional_duration(value: Any, what: str) -> timedelta | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SpecError(f"{what} must be a duration string such as 720h, not {value!r}.")
+    try:
+        duration = parse_duration(value)
+    except DurationError as exc:
+        raise SpecError(f"{what} is invalid: {exc}.") from None
+    if duration < MIN_DURATION:
+        raise SpecError(f"{what} must be at least 1m.")
+    return duration
+
+
+def parse_revocation(raw: Any) -> RevocationSpec | None:
+    """``spec.revocation`` of an MTLSIssuer (None when absent)."""
+    if raw is None:
+        return None
+    doc = _mapping(raw, "spec.revocation")
+    validity = _optional_duration(doc.get("crlValidity"), "spec.revocation.crlValidity")
+    return RevocationSpec(
+        crl_url=_http_url(doc.get("crlURL"), "spec.revocation.crlURL"),
+        ocsp_url=_http_url(doc.get("ocspURL"), "spec.revocation.ocspURL"),
+        crl_validity=validity or DEFAULT_CRL_VALIDITY,
+    )
+
+
+def parse_trust_bundle(raw: Any) -> TrustBundleSpec | None:
+    """``spec.trustBundle`` of an MTLSIssuer (None when absent)."""
+    if raw is None:
+        return None
+    where = "spec.trustBundle"
+    doc = _mapping(raw, where)
+    name = _secret_name(doc.get("configMapName"), f"{where}.configMapName")
+    selector = parse_label_selector(doc.get("namespaceSelector"), f"{where}.namespaceSelector")
+    p12 = _mapping(doc.get("pkcs12"), f"{where}.pkcs12")
+    ref = None
+    if p12.get("create"):
+        pref = _mapping(p12.get("passwordSecretRef"), f"{where}.pkcs12.passwordSecretRef")
+        secret = _secret_name(pref.get("name"), f"{where}.pkcs12.passwordSecretRef.name")
+        key = pref.get("key") or "password"
+        if not isinstance(key, str):
+            raise SpecError(f"{where}.pkcs12.passwordSecretRef.key must be a string.")
+        ref = (secret, key)
+    return TrustBundleSpec(config_map_name=name, namespace_selector=selector, pkcs12_password_secret_ref=ref)
+
+
+def parse_intermediate(raw: Any) -> IntermediateSpec | None:
+    """``spec.intermediate`` of an MTLSIssuer (None when absent)."""
+    if raw is None:
+        return None
+    where = "spec.intermediate"
+    doc = _mapping(raw, where)
+    ref = _mapping(doc.get("issuerRef"), f"{where}.issuerRef")
+    parent = ref.get("name")
+    if not isinstance(parent, str) or not parent:
+        raise SpecError(f"{where}.issuerRef.name is required.")
+    kind = ref.get("kind") or ISSUER_KIND
+    if kind != ISSUER_KIND:
+        raise SpecError(f"{where}.issuerRef.kind {kind!r} is not supported: use {ISSUER_KIND}.")
+    cn = doc.get("commonName")
+    if not isinstance(cn, str) or not cn or len(cn) > 64:
+        raise SpecError(f"{where}.commonName is required and at most 64 characters long.")
+    duration = _optional_duration(doc.get("duration"), f"{where}.duration") or DEFAULT_INTERMEDIATE_DURATION
+    path_length = doc.get("pathLength")
+    if path_length is not None and (
+        not isinstance(path_length, int) or isinstance(path_length, bool) or path_length < 0
+    ):
+        raise SpecError(f"{where}.pathLength must be a whole number of 0 or more.")
+    constraints = _mapping(doc.get("nameConstraints"), f"{where}.nameConstraints")
+    domains: dict[str, tuple[str, ...]] = {}
+    for field in ("permittedDNSDomains", "excludedDNSDomains"):
+        values = _optional_strs(constraints.get(field), f"{where}.nameConstraints.{field}") or ()
+        for value in values:
+            problem = validate_dns_name(value.removeprefix("."))
+            if problem or value.startswith("*"):
+                raise SpecError(
+                    f"{where}.nameConstraints.{field}: {value!r} is not a DNS domain such as team-a.svc."
+                )
+        domains[field] = values
+    return IntermediateSpec(
+        issuer_name=parent,
+        ca=SelfSignedCASpec(
+            secret_name=_secret_name(doc.get("secretName"), f"{where}.secretName"),
+            common_name=cn,
+            subject=parse_subject(doc.get("subject")),
+            duration=duration,
+            private_key=parse_key_spec(doc.get("privateKey"), f"{where}.privateKey"),
+        ),
+        path_length=path_length,
+        name_constraints=NameConstraintsSpec(domains["permittedDNSDomains"], domains["excludedDNSDomains"]),
+    )
+
+
+def parse_ca_rotation(spec: Mapping[str, Any]) -> CARotationSpec:
+    """The rotation settings of an MTLSIssuer ``spec``: ``selfSigned.renewBefore``,
+    ``intermediate.renewBefore`` or ``ca.rotation.nextSecretName``; empty when none is set."""
+    for kind in ("selfSigned", "intermediate"):
+        if spec.get(kind) is not None:
+            doc = _mapping(spec.get(kind), f"spec.{kind}")
+            return CARotationSpec(
+                renew_before=_optional_duration(doc.get("renewBefore"), f"spec.{kind}.renewBefore")
+            )
+    ca = _mapping(spec.get("ca"), "spec.ca")
+    rotation = _mapping(ca.get("rotation"), "spec.ca.rotation")
+    name = rotation.get("nextSecretName")
+    if name is None:
+        return CARotationSpec()
+    next_name = _secret_name(name, "spec.ca.rotation.nextSecretName")
+    if next_name == ca.get("secretName"):
+        raise SpecError("spec.ca.rotation.nextSecretName must differ from spec.ca.secretName.")
+    return CARotationSpec(next_secret_name=next_name)
+
+
+def parse_revocation_policy(raw: Any) -> RevocationPolicy:
+    """``spec.revocationPolicy`` of an MTLSCertificate; None by default."""
+    try:
+        return RevocationPolicy(raw or RevocationPolicy.NONE)
+    except ValueError:
+        raise SpecError("spec.revocationPolicy must be None or Revoke.") from None
