@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from OpenSSL import crypto
 
 from mtls_operator.api.constants import CA_CRT, TLS_CRT, TLS_KEY
-from mtls_operator.api.models import Usage
+from mtls_operator.api.models import KeySpec, Usage
 from mtls_operator.api.tls import CAError, CertFacts, TLSMaterialError
 from mtls_operator.cli.profiles import Profile, ca_spec, leaf_spec
 from mtls_operator.pki.ca import create_self_signed_ca, load_ca
-from mtls_operator.pki.certs import cert_facts, certificates_to_pem, parse_certificate_pem
+from mtls_operator.pki.certs import cert_facts, parse_certificate_pem
 from mtls_operator.pki.issuance import issue_tls_material
 from mtls_operator.pki.keys import keys_match, load_private_key_pem
+
+if TYPE_CHECKING:  # the objects pki hands back; cli itself never imports cryptography
+    from cryptography.x509 import Certificate
 
 CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
@@ -177,17 +180,16 @@ def describe_chain(chain_pem: bytes, *, roots_pem: bytes | None, now: datetime) 
         facts = cert_facts(certs[0], [*certs[1:], *roots])
     except TLSMaterialError as exc:
         raise OfflineError(exc.message) from None
-    pem_blocks = _pem_blocks(chain_pem)
-    root_blocks = _pem_blocks(roots_pem) if roots_pem else []
-    leaf = crypto.load_certificate(crypto.FILETYPE_PEM, pem_blocks[0])
-    problems = _verify_chain(leaf, pem_blocks[1:], root_blocks, now) if root_blocks else ["no CA to verify"]
-    root_subjects = [_subject(crypto.load_certificate(crypto.FILETYPE_PEM, b)) for b in root_blocks]
+    leaf = crypto.X509.from_cryptography(certs[0])
+    problems = _verify_chain(leaf, certs[1:], roots, now) if roots else ["no CA to verify"]
     return {
-        "certificate": _facts_doc(facts, leaf),
+        "certificate": _facts_doc(
+            facts, certs[0].subject.rfc4514_string(), certs[0].issuer.rfc4514_string(), leaf
+        ),
         "chain": {
             "length": len(certs),
-            "certificates": [_subject(crypto.load_certificate(crypto.FILETYPE_PEM, b)) for b in pem_blocks],
-            "roots": root_subjects,
+            "certificates": [c.subject.rfc4514_string() for c in certs],
+            "roots": [c.subject.rfc4514_string() for c in roots],
             "verified": not problems,
             "problems": problems,
         },
@@ -231,10 +233,10 @@ def name_matches(name: str, dns_names: Sequence[str], ip_addresses: Sequence[str
     return False
 
 
-def _facts_doc(facts: CertFacts, leaf: crypto.X509) -> dict[str, Any]:
+def _facts_doc(facts: CertFacts, subject: str, issuer: str, leaf: crypto.X509) -> dict[str, Any]:
     return {
-        "subject": _subject(leaf),
-        "issuer": _issuer(leaf),
+        "subject": subject,
+        "issuer": issuer,
         "serialNumber": facts.serial_number,
         "notBefore": _rfc3339(facts.not_before),
         "notAfter": _rfc3339(facts.not_after),
@@ -254,42 +256,23 @@ def _facts_doc(facts: CertFacts, leaf: crypto.X509) -> dict[str, Any]:
 
 
 def _key_label(facts: CertFacts) -> str:
-    from mtls_operator.api.models import KeySpec
-
     return KeySpec(algorithm=facts.key_algorithm, size=facts.key_size).label
 
 
 def _verify_chain(
-    leaf: crypto.X509, intermediates: Sequence[bytes], roots: Sequence[bytes], now: datetime
+    leaf: crypto.X509, intermediates: Sequence[Certificate], roots: Sequence[Certificate], now: datetime
 ) -> list[str]:
+    """OpenSSL's verdict on ``leaf`` and ``intermediates`` under ``roots`` at ``now``; [] if it verifies."""
     store = crypto.X509Store()
-    for block in roots:
-        store.add_cert(crypto.load_certificate(crypto.FILETYPE_PEM, block))
-    store.set_time(now.replace(tzinfo=None))
-    chain = [crypto.load_certificate(crypto.FILETYPE_PEM, b) for b in intermediates]
+    for root in roots:
+        store.add_cert(crypto.X509.from_cryptography(root))
+    store.set_time(now.astimezone(UTC).replace(tzinfo=None))
+    chain = [crypto.X509.from_cryptography(c) for c in intermediates]
     try:
         crypto.X509StoreContext(store, leaf, chain).verify_certificate()
     except crypto.X509StoreContextError as exc:
         return [f"chain verification failed: {exc}"]
     return []
-
-
-def _pem_blocks(data: bytes) -> list[bytes]:
-    """Each certificate of a PEM bundle as its own PEM (already checked by parse_certificate_pem)."""
-    return [certificates_to_pem([c]) for c in parse_certificate_pem(data)]
-
-
-def _subject(cert: crypto.X509) -> str:
-    return _name(cert.get_subject())
-
-
-def _issuer(cert: crypto.X509) -> str:
-    return _name(cert.get_issuer())
-
-
-def _name(name: crypto.X509Name) -> str:
-    parts = [f"{k.decode()}={v.decode('utf-8', 'replace')}" for k, v in name.get_components()]
-    return ",".join(reversed(parts))  # RFC 4514 order: most specific first
 
 
 def _rfc3339(moment: datetime) -> str:
