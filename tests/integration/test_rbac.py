@@ -1,0 +1,181 @@
+"""The operator runs as the chart's ServiceAccount, with exactly the chart's RBAC, through issue -> renew
+-> restart of a consuming Deployment, and never meets a 403.
+
+The chart is installed with `helm install` (namespaced scope: a Role in the test namespace, the
+leader-election Role, no cluster-scoped rules); the operator runs as a local process with a kubeconfig
+holding a token for that ServiceAccount from the TokenRequest API (kopf and the operator's own client
+both log in through it)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.helpers import Cluster, wait_for
+
+from mtls_objects import create_certificate, create_issuer, get, self_signed, wait_issuer_ready, wait_ready
+from operator_process import OperatorProcess
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "mtls-operator"
+
+
+@pytest.fixture(scope="module")
+def helm(controlplane_binaries: Any) -> str:
+    if controlplane_binaries.helm is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("CI=true and the control-plane binaries have no helm", pytrace=False)
+        pytest.skip("no helm among the control-plane binaries: `make controlplane`")
+    return str(controlplane_binaries.helm)
+
+
+@pytest.fixture
+def own_namespace(cluster: Cluster) -> Iterator[str]:
+    """Outside the session operator's `t-*` glob: only the operator under test acts here."""
+    from kubernetes import client
+
+    name = f"rbac-{uuid.uuid4().hex[:8]}"
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    cluster.core.delete_namespace(name)
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, service_account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates with a TokenRequest token for the ServiceAccount, nothing else."""
+    from kubernetes import client
+
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    token = cluster.core.create_namespaced_service_account_token(service_account, namespace, request)
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "test", "cluster": {"server": cluster.server, "certificate-authority-data": ca}}
+        ],
+        "users": [{"name": service_account, "user": {"token": token.status.token}}],
+        "contexts": [
+            {"name": "sa", "context": {"cluster": "test", "user": service_account, "namespace": namespace}}
+        ],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def consumer(namespace: str, secret: str) -> dict[str, Any]:
+    labels = {"app": "consumer"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "consumer", "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "registry.invalid/app:1",
+                            "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": True}],
+                        }
+                    ],
+                    "volumes": [{"name": "tls", "secret": {"secretName": secret}}],
+                },
+            },
+        },
+    }
+
+
+def stamp(cluster: Cluster, namespace: str) -> str | None:
+    deployment = cluster.apps.read_namespaced_deployment("consumer", namespace)
+    annotations = deployment.spec.template.metadata.annotations or {}
+    return annotations.get("mtls.dev/tls-stamp")
+
+
+def test_the_chart_service_account_is_enough_for_issue_renew_and_restart(
+    helm: str, cluster: Cluster, crds: Any, own_namespace: str, tmp_path: Path
+) -> None:
+    ns = own_namespace
+    release = f"rbac-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": str(tmp_path / "helm")}
+    installed = subprocess.run(
+        [helm, "install", release, str(CHART), "--namespace", ns, "--set", "replicaCount=0",
+         "--set", "crds.enabled=false", "--set", f"scope.namespaces={{{ns}}}", "--wait", "--timeout", "60s"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    service_account = f"{release}-mtls-operator"
+    kubeconfig = token_kubeconfig(cluster, ns, service_account, tmp_path / "sa.kubeconfig")
+    log = tmp_path / "operator.log"
+    operator = OperatorProcess(
+        kubeconfig,
+        log,
+        "--namespace",
+        ns,
+        "--leader-elect",
+        "--leader-elect-namespace",
+        ns,
+        "--metrics-port",
+        "0",
+        env={"MTLS_BACKOFF_BASE": "2"},
+    )
+    operator.start()
+    try:
+        from kubernetes.utils import create_from_dict
+
+        create_from_dict(cluster.api_client, consumer(ns, "web-tls"))
+        create_issuer(cluster, ns, "ca", self_signed("ca"))
+        wait_issuer_ready(cluster, ns, "ca")
+        create_certificate(
+            cluster,
+            ns,
+            "web",
+            {"secretName": "web-tls", "issuerRef": {"name": "ca"}, "dnsNames": ["web.example"]},
+        )
+        first = wait_ready(cluster, ns, "web")["status"]
+        # Renew on request: the annotation must be later than the certificate's notBefore.
+        not_before = datetime.fromisoformat(first["notBefore"].replace("Z", "+00:00"))
+        time.sleep(max(0.0, (not_before - datetime.now(UTC)).total_seconds()) + 1.1)
+        requested = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        cluster.custom.patch_namespaced_custom_object(
+            "mtls.dev", "v1alpha1", ns, "mtlscertificates", "web",
+            {"metadata": {"annotations": {"mtls.dev/renew-requested-at": requested}}},
+        )  # fmt: skip
+
+        def renewed() -> dict[str, Any] | None:
+            status = get(cluster, ns, "mtlscertificates", "web").get("status") or {}
+            return status if status.get("serialNumber") != first["serialNumber"] else None
+
+        second = wait_for(renewed, timeout=60, message="the certificate renewed on request")
+        assert second["revision"] == first["revision"] + 1
+        secret = cluster.core.read_namespaced_secret("web-tls", ns)
+        assert base64.b64decode(secret.data["tls.crt"]).startswith(b"-----BEGIN CERTIFICATE-----")
+        # The consuming Deployment is restarted for the renewed certificate (pod-template stamp).
+        wait_for(lambda: stamp(cluster, ns), timeout=60, message="the consumer's pod template stamped")
+    finally:
+        operator.stop()
+        subprocess.run(
+            [helm, "uninstall", release, "--namespace", ns], capture_output=True, env=env, timeout=120
+        )
+    text = log.read_text(errors="replace")
+    assert "Became the leader" in text
+    forbidden = [
+        line for line in text.splitlines() if "403" in line or "orbidden" in line or "permissions" in line
+    ]
+    assert forbidden == [], "\n".join(forbidden)
