@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from mtls_operator.policy.ca_rotation import (
     Phase,
@@ -319,3 +321,50 @@ def test_status_round_trip(phase: Phase) -> None:
 )
 def test_unreadable_status_starts_stable(raw: dict[str, object] | None) -> None:
     assert from_status(raw) == RotationState()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Invariants over arbitrary observation sequences
+
+observation = hst.builds(
+    RotationObservations,
+    current_ca_fingerprint=hst.sampled_from(["old", None]),
+    rotation_due=hst.booleans(),
+    staged_ca_fingerprint=hst.sampled_from([None, "new", "old"]),
+    bundles_published_with_both=hst.booleans(),
+    bundles_published_with_new_only=hst.booleans(),
+    consumers_restarted=hst.booleans(),
+    leaves_on_new_ca=hst.integers(0, 4),
+    leaves_total=hst.integers(0, 4),
+    longest_leaf_lifetime=hst.sampled_from([timedelta(hours=1), LEAF_LIFE, timedelta(hours=48)]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=hst.lists(hst.tuples(observation, hst.integers(0, 36 * 3600)), max_size=40))
+def test_the_old_root_leaves_only_after_every_leaf_moved_and_a_leaf_lifetime(
+    steps: list[tuple[RotationObservations, int]],
+) -> None:
+    """Whatever the world reports, the old root is dropped only when every leaf was on the new CA and the
+    longest leaf lifetime seen so far had passed since the overlap began; new-CA leaves are issued only
+    after consumers were restarted with both roots; phases advance one step at a time."""
+    order = list(Phase)
+    state, clock = RotationState(), NOW
+    for seen, seconds in steps:
+        clock += timedelta(seconds=seconds)
+        before = state
+        state, actions = advance(state, seen, clock)
+        if A.PUBLISH_BUNDLES_WITH_NEW_ONLY in actions and before.phase is Phase.LEAVES_REISSUED:
+            assert seen.leaves_on_new_ca >= seen.leaves_total
+            assert before.overlap_since is not None
+            assert clock >= before.overlap_since + max(
+                before.longest_leaf_lifetime, seen.longest_leaf_lifetime
+            )
+        if A.ISSUE_FROM_NEW_CA in actions and before.phase is Phase.BUNDLES_OVERLAP:
+            assert seen.consumers_restarted and seen.bundles_published_with_both
+        if state.phase is not before.phase:
+            step = (order.index(state.phase) - order.index(before.phase)) % len(order)
+            assert step == 1 or (before.phase, state.phase) == (
+                Phase.LEAVES_REISSUED,
+                Phase.CONSUMERS_RESTARTED,
+            )

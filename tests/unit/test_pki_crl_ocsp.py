@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 from tests.unit.pki_factory import (
     CONFORMANCE_KEYS,
     ECDSA_P256,
@@ -428,3 +430,46 @@ def test_a_leaf_with_revocation_extensions_carries_them() -> None:
     cert = builder.sign(ca.private_key, hashes.SHA256())
     assert cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).critical is False
     assert cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).critical is False
+
+
+FUZZ_CA = self_signed_ca(ECDSA_P256)
+VALID_REQUEST = request_for(leaf_of(FUZZ_CA), FUZZ_CA.certificate, nonce=b"x" * 16)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=hst.binary(max_size=300)
+    | hst.builds(lambda b, i: VALID_REQUEST[:i] + b, hst.binary(max_size=8), hst.integers(0, 120))
+)
+def test_ocsp_never_raises_on_client_bytes(data: bytes) -> None:
+    """Whatever a client sends, respond returns a parsable OCSP response (never an exception)."""
+    response = ocsp.load_der_ocsp_response(respond(data, FUZZ_CA, LOOKUPS["good"], NOW))
+    assert response.response_status in (
+        ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+        ocsp.OCSPResponseStatus.UNAUTHORIZED,
+        ocsp.OCSPResponseStatus.SUCCESSFUL,
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    entries=hst.lists(
+        hst.builds(
+            RevokedEntry,
+            serial=hst.integers(1, 2**159 - 1),
+            revoked_at=hst.datetimes(
+                min_value=datetime(2020, 1, 1), max_value=datetime(2026, 3, 1), timezones=hst.just(UTC)
+            ),
+            reason=hst.sampled_from(["unspecified", "keyCompromise", "superseded", "certificateHold"]),
+        ),
+        max_size=20,
+    )
+)
+def test_crl_lists_each_serial_once_with_its_earliest_revocation(entries: list[RevokedEntry]) -> None:
+    crl = x509.load_der_x509_crl(build_crl(FUZZ_CA, entries, NOW, timedelta(days=1), 1))
+    earliest: dict[int, datetime] = {}
+    for e in entries:
+        earliest[e.serial] = min(earliest.get(e.serial, e.revoked_at), e.revoked_at)
+    assert [r.serial_number for r in crl] == sorted(earliest)
+    for revoked in crl:
+        assert revoked.revocation_date_utc == earliest[revoked.serial_number].replace(microsecond=0)
