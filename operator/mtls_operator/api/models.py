@@ -366,10 +366,10 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
     for email in emails:
         if not _EMAIL.match(email):
             raise SpecError(f"spec.emailAddresses: {email!r} is not an email address.")
-    if not (common_name or dns_names or ips or uris or emails):
+    if not (common_name or dns_names or ips or uris or emails or spec.get("spiffe")):
         raise SpecError(
             "The certificate names nothing: set at least one of commonName, dnsNames, "
-            "ipAddresses, uris or emailAddresses."
+            "ipAddresses, uris, emailAddresses or spiffe."
         )
 
     raw_usages = _strs(spec.get("usages"), "spec.usages")

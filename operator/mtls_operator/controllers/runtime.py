@@ -56,6 +56,7 @@ from mtls_operator.api.models import (
     parse_certificate_spec,
     parse_issuer_spec,
 )
+from mtls_operator.api.issuer_policy import IssuerPolicy, parse_issuer_policy, parse_spiffe, with_spiffe_uri
 from mtls_operator.api.tls import CAError, SecretFacts, TLSMaterialError
 from mtls_operator.controllers.rollouts import RolloutManager, Stamped, Workload
 from mtls_operator.controllers.stores import ObjectStore
@@ -84,6 +85,7 @@ from mtls_operator.policy.certificate import (
     Violation,
     plan,
 )
+from mtls_operator.policy.issuance_policy import evaluate as evaluate_policy
 from mtls_operator.policy.renewal import renewal_time
 from mtls_operator.policy.rollout import Pacing, SecretVersion
 
@@ -143,6 +145,7 @@ class IssuerState:
     view: IssuerView
     ca: CAKeyPair | None = None
     secret_rv: str | None = None
+    policy: IssuerPolicy | None = None
 
 
 @dataclass
@@ -194,6 +197,7 @@ class Runtime:
         self.rollout_records: dict[Key, list[dict[str, Any]]] = {}
         self.rollout_blocks: dict[Key, tuple[str, str] | None] = {}
         self._seen_fingerprint: dict[Key, str] = {}
+        self._ns_labels: dict[str, tuple[float, dict[str, str]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -353,6 +357,13 @@ class Runtime:
         now = self.clock()
         previous = self.issuer_states.get(key)
         state = await self._gather_issuer(key, obj, now, previous)
+        raw_policy = (obj.get("spec") or {}).get("policy")
+        if raw_policy is not None:
+            try:
+                state.policy = parse_issuer_policy(raw_policy)
+            except SpecError as exc:
+                state.view = IssuerView(True, False, exc.reason, exc.message)
+                state.ca = None
         self.issuer_states[key] = state
         view = state.view
         self.metrics.observe_issuer(
@@ -405,7 +416,12 @@ class Runtime:
             )
         old_fp = previous.view.ca.fingerprint if previous and previous.view.ca else None
         new_fp = view.ca.fingerprint if view.ca else None
-        if previous is None or old_fp != new_fp or previous.view.ready != view.ready:
+        if (
+            previous is None
+            or old_fp != new_fp
+            or previous.view.ready != view.ready
+            or previous.policy != state.policy
+        ):
             self._enqueue_issuer_certificates(key)
         # Look again at expiry (a CA that expires makes the issuer NotReady) and periodically.
         recheck = now + self.settings.issuer_recheck
@@ -572,12 +588,22 @@ class Runtime:
 
         issuer_view = IssuerView()
         ca: CAKeyPair | None = None
+        policy_violation: Violation | None = None
         if spec is not None:
             state = self.issuer_states.get((namespace, spec.issuer_ref.name))
             if state is not None:
                 issuer_view, ca = state.view, state.ca
             elif self.issuers.get((namespace, spec.issuer_ref.name)) is not None:
                 issuer_view = IssuerView(True, False, Reason.ISSUER_NOT_READY, "it has not been checked yet.")
+            issuer_policy = state.policy if state is not None else None
+            try:
+                spiffe = parse_spiffe((obj.get("spec") or {}).get("spiffe"))
+                spec = with_spiffe_uri(spec, spiffe, namespace, issuer_policy)
+            except SpecError as exc:
+                spec, spec_error = None, Violation(exc.reason, exc.message)
+            if spec is not None and issuer_policy is not None and not issuer_policy.unrestricted:
+                labels = await self._namespace_labels(namespace) if issuer_policy.allowed_namespaces else {}
+                policy_violation = evaluate_policy(issuer_policy, spec, namespace, labels)
 
         secret_view, secret = SecretView(), None
         if spec is not None:
@@ -600,6 +626,7 @@ class Runtime:
                 generation=meta["generation"],
                 spec=spec,
                 spec_error=spec_error,
+                policy_violation=policy_violation,
                 secret=secret_view,
                 issuer=issuer_view,
                 now=now,
@@ -614,6 +641,16 @@ class Runtime:
             ),
             secret,
         )
+
+    async def _namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        """A namespace's labels for issuance policy, cached for 5 s (one read per namespace at most)."""
+        cached = self._ns_labels.get(namespace)
+        if cached is not None and time.monotonic() - cached[0] < 5:
+            return cached[1]
+        body = await self.api.get_or_none(f"/api/v1/namespaces/{namespace}") or {}
+        labels = dict((body.get("metadata") or {}).get("labels") or {})
+        self._ns_labels[namespace] = (time.monotonic(), labels)
+        return labels
 
     async def _gather_secret(
         self, key: Key, spec: CertificateSpec, ca: CAKeyPair | None
@@ -744,6 +781,9 @@ class Runtime:
                 )
         if decision.next_check is not None:
             self.queue.add_at((CERT, *key), decision.next_check)
+        elif violation is not None and violation.reason is Reason.POLICY_DENIED:
+            # Namespace labels are not watched: look again now and then.
+            self.queue.add_at((CERT, *key), now + timedelta(seconds=30))
 
     async def _post_rollout_event(
         self, key: Key, inp: CertificateInput, old: Mapping[str, Any], new: Mapping[str, Any]

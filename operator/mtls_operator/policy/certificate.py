@@ -66,6 +66,7 @@ class CertificateInput:
     last_failure_reason: Reason | None = None
     backoff_base: timedelta = backoff.DEFAULT_BASE
     backoff_cap: timedelta = backoff.DEFAULT_CAP
+    policy_violation: Violation | None = None  # the issuer's issuance policy refuses this request
 
 
 class Action(StrEnum):
@@ -134,10 +135,15 @@ def issuer_unusable(s: CertificateInput) -> Violation | None:
     return None
 
 
+def policy_denied(s: CertificateInput) -> Violation | None:
+    return s.policy_violation
+
+
 BLOCKING_CHECKS: Sequence[Callable[[CertificateInput], Violation | None]] = (
     spec_invalid,
     secret_name_duplicated,
     secret_not_managed,
+    policy_denied,
 )
 
 
