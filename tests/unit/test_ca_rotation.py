@@ -53,7 +53,7 @@ def st(phase: Phase, **changes: object) -> RotationState:
 
 def obs(**changes: object) -> RotationObservations:
     base = RotationObservations(
-        current_ca_fingerprint="old", leaves_total=3, leaves_on_new_ca=0, longest_leaf_lifetime=LEAF_LIFE
+        current_ca_fingerprint=None, leaves_total=3, leaves_on_new_ca=0, longest_leaf_lifetime=LEAF_LIFE
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -147,6 +147,20 @@ def obs(**changes: object) -> RotationObservations:
             id="reaches LeavesReissued even before the overlap lasted a leaf lifetime",
         ),
         pytest.param(
+            st(Phase.CONSUMERS_RESTARTED),
+            obs(leaves_on_new_ca=3, current_ca_fingerprint="old"),
+            Phase.CONSUMERS_RESTARTED,
+            (A.ISSUE_FROM_NEW_CA, A.REISSUE_LEAVES),
+            id="does not count leaves as moved while the issuer still signs with the old CA",
+        ),
+        pytest.param(
+            st(Phase.OLD_CA_DROPPED),
+            obs(leaves_on_new_ca=3, bundles_published_with_new_only=True, current_ca_fingerprint="old"),
+            Phase.OLD_CA_DROPPED,
+            (A.ISSUE_FROM_NEW_CA,),
+            id="does not return to Stable while the issuer signs with the old CA",
+        ),
+        pytest.param(
             st(Phase.LEAVES_REISSUED, overlap_since=NOW - timedelta(hours=23)),
             obs(leaves_on_new_ca=3),
             Phase.LEAVES_REISSUED,
@@ -215,8 +229,11 @@ def test_a_whole_rotation_end_to_end() -> None:
     state = RotationState()
     clock = NOW
     steps = [
-        (obs(rotation_due=True), Phase.STABLE),
-        (obs(rotation_due=True, staged_ca_fingerprint="new"), Phase.NEW_CA_GENERATED),
+        (obs(rotation_due=True, current_ca_fingerprint="old"), Phase.STABLE),
+        (
+            obs(rotation_due=True, current_ca_fingerprint="old", staged_ca_fingerprint="new"),
+            Phase.NEW_CA_GENERATED,
+        ),
         (obs(bundles_published_with_both=True), Phase.BUNDLES_OVERLAP),
         (obs(bundles_published_with_both=True, consumers_restarted=True), Phase.CONSUMERS_RESTARTED),
         (
@@ -328,7 +345,7 @@ def test_unreadable_status_starts_stable(raw: dict[str, object] | None) -> None:
 
 observation = hst.builds(
     RotationObservations,
-    current_ca_fingerprint=hst.sampled_from(["old", None]),
+    current_ca_fingerprint=hst.sampled_from(["old", "new", None]),
     rotation_due=hst.booleans(),
     staged_ca_fingerprint=hst.sampled_from([None, "new", "old"]),
     bundles_published_with_both=hst.booleans(),

@@ -62,7 +62,7 @@ class RotationObservations:
     """What the gather step saw, all as of ``now``. "Bundles" are every trust bundle the issuer publishes
     (ConfigMaps) and the ``ca.crt`` its leaves carry."""
 
-    current_ca_fingerprint: str | None = None  # the CA the issuer signs with now (read when Stable)
+    current_ca_fingerprint: str | None = None  # the CA the issuer signs with now; None if not known
     rotation_due: bool = False  # due_for_rotation(...) or a manual request
     staged_ca_fingerprint: str | None = None  # the persisted next CA, if one exists
     bundles_published_with_both: bool = False  # every bundle holds the old and the new root
@@ -101,6 +101,11 @@ def drop_allowed_at(state: RotationState) -> datetime | None:
     if state.overlap_since is None:
         return None
     return state.overlap_since + state.longest_leaf_lifetime
+
+
+def _signing_with_new(state: RotationState, o: RotationObservations) -> bool:
+    """Whether the issuer signs with the new CA (unknown counts as yes: the leaf counts decide)."""
+    return o.current_ca_fingerprint is None or o.current_ca_fingerprint == state.new_ca_fingerprint
 
 
 def _enter(state: RotationState, phase: Phase, now: datetime, **changes: Any) -> RotationState:
@@ -156,7 +161,7 @@ def advance(
         return new, (RotationAction.ISSUE_FROM_NEW_CA, RotationAction.REISSUE_LEAVES)
 
     if state.phase is Phase.CONSUMERS_RESTARTED:
-        if o.leaves_on_new_ca < o.leaves_total:
+        if o.leaves_on_new_ca < o.leaves_total or not _signing_with_new(state, o):
             return replace(state, **counts), (RotationAction.ISSUE_FROM_NEW_CA, RotationAction.REISSUE_LEAVES)
         return _enter(state, Phase.LEAVES_REISSUED, now, **counts), ()
 
@@ -171,6 +176,8 @@ def advance(
         return _enter(updated, Phase.OLD_CA_DROPPED, now), (RotationAction.PUBLISH_BUNDLES_WITH_NEW_ONLY,)
 
     # Phase.OLD_CA_DROPPED
+    if not _signing_with_new(state, o):  # the switch was undone: sign with the new CA again first
+        return replace(state, **counts), (RotationAction.ISSUE_FROM_NEW_CA,)
     if not o.bundles_published_with_new_only:
         return replace(state, **counts), (RotationAction.PUBLISH_BUNDLES_WITH_NEW_ONLY,)
     stable = RotationState(
