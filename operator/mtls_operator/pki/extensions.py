@@ -1,6 +1,6 @@
 """Extensions that tell relying parties where to check revocation: CRL distribution point and OCSP (AIA).
 
-``sign_leaf`` adds what :func:`revocation_extensions` returns, all non-critical (RFC 5280 4.2.1.13,
+``sign_leaf`` is to add what :func:`revocation_extensions` returns, all non-critical (RFC 5280 4.2.1.13,
 4.2.2.1), when the issuer has ``spec.revocation``.
 """
 
