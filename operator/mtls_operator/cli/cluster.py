@@ -33,6 +33,7 @@ from mtls_operator.k8s.resources import decode_secret
 
 CRD_NAMES = (f"{CERTIFICATE_PLURAL}.{GROUP}", f"{ISSUER_PLURAL}.{GROUP}")
 OPERATOR_LABELS = ("app.kubernetes.io/name=mtls-operator", "app=mtls-operator")
+OPERATOR_LEASE = "mtls-operator"  # the default --leader-elect-name
 
 
 class ClusterError(Exception):
@@ -211,9 +212,10 @@ async def request_renewal(api: ApiClient, namespace: str, name: str, now: dateti
 async def check_health(api: ApiClient, namespace: str) -> dict[str, Any]:
     """Are the CRDs installed and established, and is an operator reconciling?
 
-    An operator in the cluster is found by its Deployment's labels; one running elsewhere (as in
-    ``make demo``) shows only in its work, so the check also reports how many issuers and certificates
-    carry a Ready condition for their current generation.
+    An operator in the cluster is found by its Deployment's labels or a fresh leader-election Lease; one
+    running elsewhere without a Lease (as in ``make demo``) shows only in its work, so the check also
+    reports how many issuers and certificates in ``namespace`` carry a Ready condition for their
+    current generation.
     """
     checks: list[dict[str, Any]] = []
     try:
@@ -238,9 +240,12 @@ async def check_health(api: ApiClient, namespace: str) -> dict[str, Any]:
         message = f"established, serves {', '.join(str(s) for s in served)}" if ok else f"conditions {conds}"
         checks.append({"name": f"crd/{crd}", "ok": ok, "message": message})
 
-    checks.append(await _operator_deployment(api))
+    operator = await _operator_deployment(api)
+    if not operator["ok"]:
+        operator = await _operator_lease(api, datetime.now(UTC)) or operator
+    checks.append(operator)
     for kind, plural in ((ISSUER_KIND, ISSUER_PLURAL), (CERTIFICATE_KIND, CERTIFICATE_PLURAL)):
-        checks.append(await _reconciled(api, kind, plural))
+        checks.append(await _reconciled(api, namespace, kind, plural))
     deployment, issuers, certificates = checks[-3], checks[-2], checks[-1]
     # No in-cluster Deployment is fine when objects show that some operator keeps them reconciled.
     evidence = issuers["count"] + certificates["count"] > 0
@@ -274,9 +279,47 @@ async def _operator_deployment(api: ApiClient) -> dict[str, Any]:
     return {"name": "operator", "ok": False, "absent": True, "message": "no mtls-operator Deployment found"}
 
 
-async def _reconciled(api: ApiClient, kind: str, plural: str) -> dict[str, Any]:
+async def _operator_lease(api: ApiClient, now: datetime) -> dict[str, Any] | None:
+    """A leader-elected operator (``--leader-elect``) renews its Lease; a fresh renewal shows it lives."""
     try:
-        body = await api.get(f"/apis/{GROUP}/{VERSION}/{plural}")
+        body = await api.request(
+            "GET",
+            "/apis/coordination.k8s.io/v1/leases",
+            params={"fieldSelector": f"metadata.name={OPERATOR_LEASE}"},
+        )
+    except (ApiError, OSError):
+        return None
+    for item in body.get("items") or []:
+        spec = item.get("spec") or {}
+        meta = item.get("metadata") or {}
+        renewed = parse_time(spec.get("renewTime"))
+        duration = float(spec.get("leaseDurationSeconds") or 15)
+        if renewed is None or not spec.get("holderIdentity"):
+            continue
+        age = (now - renewed).total_seconds()
+        return {
+            "name": "operator",
+            "ok": age <= 2 * duration,
+            "message": f"lease {meta.get('namespace')}/{meta.get('name')} held by {spec['holderIdentity']}, "
+            f"renewed {age:.0f}s ago (lease {duration:.0f}s)",
+        }
+    return None
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time as the API server writes it (with or without fractional seconds), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+async def _reconciled(api: ApiClient, namespace: str, kind: str, plural: str) -> dict[str, Any]:
+    """Whether every ``kind`` in ``namespace`` carries a Ready condition for its current generation."""
+    try:
+        body = await api.get(group_path(GROUP, VERSION, namespace, plural))
     except (ApiError, OSError) as exc:
         return {"name": plural, "ok": False, "count": 0, "message": f"cannot list: {exc}"}
     items = body.get("items") or []
@@ -291,7 +334,10 @@ async def _reconciled(api: ApiClient, kind: str, plural: str) -> dict[str, Any]:
                 break
     ok = seen == len(items)
     if not items:
-        message = f"no {kind} objects yet"
+        message = f"no {kind} in namespace {namespace} yet"
     else:
-        message = f"{seen}/{len(items)} observed by an operator at their current generation, {ready} Ready"
+        message = (
+            f"{seen}/{len(items)} in namespace {namespace} observed by an operator at their current "
+            f"generation, {ready} Ready"
+        )
     return {"name": plural, "ok": ok, "count": len(items), "message": message}

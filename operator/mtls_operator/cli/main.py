@@ -52,18 +52,32 @@ class CommandError(Exception):
     """A command that cannot run; its message is printed as ``mtlsctl: <message>``."""
 
 
-def _common(p: argparse.ArgumentParser, *, cluster: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, *, cluster: bool = False, top: bool = False) -> None:
+    """-o, and for cluster commands -n and --kubeconfig: accepted before the command (``mtlsctl -n demo
+    check``) and after it (``mtlsctl check -n demo``); a subcommand's default never hides the global one."""
+    default: object = None if top else argparse.SUPPRESS
     p.add_argument(
-        "-o", "--output", choices=[f.value for f in Format], default=Format.TEXT.value, help="output format"
+        "-o",
+        "--output",
+        choices=[f.value for f in Format],
+        default=Format.TEXT.value if top else argparse.SUPPRESS,
+        help="output format (default text)",
     )
     if cluster:
-        p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig's, else default)")
-        p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+        p.add_argument(
+            "-n", "--namespace", default=default, help="namespace (default: the kubeconfig's, else default)"
+        )
+        p.add_argument(
+            "--kubeconfig",
+            default=default,
+            help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtlsctl", description="Work with mtls-operator certificates and PKI.")
     p.add_argument("--version", action="version", version=f"mtlsctl {__version__}")
+    _common(p, cluster=True, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     status = sub.add_parser("status", help="show an object's conditions, dates and recent events")
@@ -318,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
-    out = Printer(Format(getattr(args, "output", Format.TEXT.value)))
+    out = Printer(Format(args.output))
     try:
         return COMMANDS[args.command](args, out)
     except (CommandError, ClusterError, OfflineError, ProfileError) as exc:

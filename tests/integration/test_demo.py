@@ -1,0 +1,73 @@
+"""The badge demo (scripts/demo-badges.sh) against the operator, with the manifests `make demo` applies.
+
+`make demo` itself keeps its own control plane in .local/; here the same manifests go into a test
+namespace of the shared test cluster, and the same script runs the real handshakes through mtlsctl.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mtls_objects import GROUP, VERSION, wait_issuer_ready, wait_ready
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = [
+    "examples/issuer-selfsigned-mldsa.yaml",
+    "examples/issuer-selfsigned-ecdsa.yaml",
+    "examples/demo-badges-mldsa.yaml",
+    "examples/demo-badges-ecdsa.yaml",
+]
+PLURALS = {"MTLSIssuer": "mtlsissuers", "MTLSCertificate": "mtlscertificates"}
+
+pytestmark = pytest.mark.slow
+
+
+def test_badge_demo_four_outcomes_per_algorithm(operator: Any, cluster: Any, namespace: str) -> None:
+    names: list[tuple[str, str]] = []
+    for manifest in MANIFESTS:
+        for doc in yaml.safe_load_all((REPO / manifest).read_text()):
+            doc["metadata"]["namespace"] = namespace
+            cluster.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[doc["kind"]], doc
+            )
+            names.append((doc["kind"], doc["metadata"]["name"]))
+    for kind, name in names:
+        if kind == "MTLSIssuer":
+            wait_issuer_ready(cluster, namespace, name, timeout=90)
+        else:
+            wait_ready(cluster, namespace, name, timeout=90)
+
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "NAMESPACE": namespace,
+        "MTLSCTL": str(Path(sys.executable).parent / "mtlsctl"),
+        "PY": sys.executable,
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "demo-badges.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PRIVATE KEY" not in proc.stdout
+    outcomes = proc.stdout.split("=== Outcomes ===", 1)[1]
+    for algo, sig in (("ML-DSA-65", "ML-DSA-65"), ("ECDSA P-256", "ecdsa-with-SHA256")):
+        row = re.compile(rf"^{re.escape(algo)}\s+(\w+)\s+(ok|refused)\s+(\S+)\s+(\S+)\s+(.*)$", re.MULTILINE)
+        got = {m[1]: m for m in row.finditer(outcomes)}
+        assert set(got) == {"alice", "bob", "mallory", "web"}, outcomes
+        for who, result in (("alice", "ok"), ("bob", "ok"), ("mallory", "refused"), ("web", "refused")):
+            m = got[who]
+            assert (m[2], m[3], m[4]) == (result, "X25519MLKEM768", sig), m[0]
+            assert m[5].startswith("as expected"), m[0]
