@@ -18,7 +18,8 @@ class OperatorProcess:
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
-        self.args = list(args)
+        # Several operators run at once in tests: no fixed metrics port unless a test asks for one.
+        self.args = list(args) if "--metrics-port" in args else [*args, "--metrics-port", "0"]
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 

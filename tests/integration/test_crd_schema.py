@@ -459,13 +459,13 @@ BAD_SPECS = [
         "rejects an issuer with both selfSigned and ca",
         ISSUER_KIND,
         {**SELF_SIGNED, "ca": {"secretName": "corp-ca"}},
-        "set exactly one of selfSigned and ca",
+        "set exactly one of selfSigned, ca and intermediate",
     ),
     (
         "rejects an issuer with neither selfSigned nor ca",
         ISSUER_KIND,
         {},
-        "set exactly one of selfSigned and ca",
+        "set exactly one of selfSigned, ca and intermediate",
     ),
     ("rejects an issuer without spec", ISSUER_KIND, _DELETE, "spec: Required value"),
     (

@@ -224,16 +224,36 @@ class CASecretSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class IntermediateSpec:
+    """An intermediate CA the operator creates and keeps, signed by another MTLSIssuer (the parent)."""
+
+    parent: str
+    ca: SelfSignedCASpec  # secret name, common name, subject, duration, key of the intermediate
+    path_length: int | None = None
+    permitted_dns: tuple[str, ...] = ()
+    excluded_dns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerSpec:
     self_signed: SelfSignedCASpec | None = None
     ca: CASecretSpec | None = None
+    intermediate: IntermediateSpec | None = None
 
     @property
     def ca_secret_name(self) -> str:
         if self.self_signed is not None:
             return self.self_signed.secret_name
+        if self.intermediate is not None:
+            return self.intermediate.ca.secret_name
         assert self.ca is not None
         return self.ca.secret_name
+
+    @property
+    def kind(self) -> str:
+        if self.self_signed is not None:
+            return "SelfSigned"
+        return "Intermediate" if self.intermediate is not None else "CA"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -468,36 +488,57 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
     )
 
 
+def _managed_ca(doc: Mapping[str, Any], where: str, default_duration: timedelta) -> SelfSignedCASpec:
+    name = doc.get("secretName")
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"{where}.secretName is required.")
+    cn = doc.get("commonName")
+    if not isinstance(cn, str) or not cn:
+        raise SpecError(f"{where}.commonName is required.")
+    duration = _duration(doc.get("duration"), f"{where}.duration", default_duration)
+    assert duration is not None
+    if duration < MIN_DURATION:
+        raise SpecError(f"{where}.duration must be at least 1m.")
+    return SelfSignedCASpec(
+        secret_name=name,
+        common_name=cn,
+        subject=parse_subject(doc.get("subject")),
+        duration=duration,
+        private_key=parse_key_spec(doc.get("privateKey"), f"{where}.privateKey"),
+    )
+
+
 def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
-    """Parse and validate an MTLSIssuer ``spec``: exactly one of ``selfSigned`` and ``ca``."""
-    self_signed = spec.get("selfSigned")
-    ca = spec.get("ca")
-    if (self_signed is None) == (ca is None):
-        raise SpecError("Set exactly one of spec.selfSigned and spec.ca.")
-    if ca is not None:
-        doc = _mapping(ca, "spec.ca")
+    """Parse and validate an MTLSIssuer ``spec``: exactly one of ``selfSigned``, ``ca``, ``intermediate``."""
+    kinds = [k for k in ("selfSigned", "ca", "intermediate") if spec.get(k) is not None]
+    if len(kinds) != 1:
+        raise SpecError("Set exactly one of spec.selfSigned, spec.ca and spec.intermediate.")
+    if kinds[0] == "ca":
+        doc = _mapping(spec["ca"], "spec.ca")
         name = doc.get("secretName")
         if not isinstance(name, str) or not name:
             raise SpecError("spec.ca.secretName is required.")
         return IssuerSpec(ca=CASecretSpec(secret_name=name))
-    doc = _mapping(self_signed, "spec.selfSigned")
-    name = doc.get("secretName")
-    if not isinstance(name, str) or not name:
-        raise SpecError("spec.selfSigned.secretName is required.")
-    cn = doc.get("commonName")
-    if not isinstance(cn, str) or not cn:
-        raise SpecError("spec.selfSigned.commonName is required.")
-    duration = _duration(doc.get("duration"), "spec.selfSigned.duration", DEFAULT_CA_DURATION)
-    assert duration is not None
-    if duration < MIN_DURATION:
-        raise SpecError("spec.selfSigned.duration must be at least 1m.")
-    key = parse_key_spec(doc.get("privateKey"), "spec.selfSigned.privateKey")
+    if kinds[0] == "selfSigned":
+        doc = _mapping(spec["selfSigned"], "spec.selfSigned")
+        return IssuerSpec(self_signed=_managed_ca(doc, "spec.selfSigned", DEFAULT_CA_DURATION))
+    doc = _mapping(spec["intermediate"], "spec.intermediate")
+    ref = _mapping(doc.get("issuerRef"), "spec.intermediate.issuerRef")
+    parent = ref.get("name")
+    if not isinstance(parent, str) or not parent:
+        raise SpecError("spec.intermediate.issuerRef.name is required: the MTLSIssuer that signs this CA.")
+    path_length = doc.get("pathLength")
+    if path_length is not None and (not isinstance(path_length, int) or path_length < 0):
+        raise SpecError("spec.intermediate.pathLength must be a whole number, 0 or more.")
+    constraints = _mapping(doc.get("nameConstraints"), "spec.intermediate.nameConstraints")
     return IssuerSpec(
-        self_signed=SelfSignedCASpec(
-            secret_name=name,
-            common_name=cn,
-            subject=parse_subject(doc.get("subject")),
-            duration=duration,
-            private_key=key,
+        intermediate=IntermediateSpec(
+            parent=parent,
+            ca=_managed_ca(doc, "spec.intermediate", timedelta(days=365)),
+            path_length=path_length,
+            permitted_dns=_strs(
+                constraints.get("permittedDNSDomains"), "nameConstraints.permittedDNSDomains"
+            ),
+            excluded_dns=_strs(constraints.get("excludedDNSDomains"), "nameConstraints.excludedDNSDomains"),
         )
     )

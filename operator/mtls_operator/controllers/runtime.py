@@ -46,6 +46,7 @@ from mtls_operator.api.constants import (
     TLS_KEY,
     Reason,
 )
+from mtls_operator.api.issuer_policy import IssuerPolicy, parse_issuer_policy, parse_spiffe, with_spiffe_uri
 from mtls_operator.api.models import (
     CertificateSpec,
     CleanupPolicy,
@@ -56,7 +57,6 @@ from mtls_operator.api.models import (
     parse_certificate_spec,
     parse_issuer_spec,
 )
-from mtls_operator.api.issuer_policy import IssuerPolicy, parse_issuer_policy, parse_spiffe, with_spiffe_uri
 from mtls_operator.api.tls import CAError, SecretFacts, TLSMaterialError
 from mtls_operator.controllers.rollouts import RolloutManager, Stamped, Workload
 from mtls_operator.controllers.stores import ObjectStore
@@ -73,7 +73,10 @@ from mtls_operator.k8s.resources import (
 )
 from mtls_operator.observability.metrics import Metrics
 from mtls_operator.pki.ca import CAKeyPair, create_self_signed_ca, load_ca
+from mtls_operator.pki.certs import issued_by
+from mtls_operator.pki.intermediate import sign_intermediate
 from mtls_operator.pki.issuance import IssuedMaterial, issue_tls_material
+from mtls_operator.pki.keys import key_algorithm_of
 from mtls_operator.pki.material import inspect_tls_secret
 from mtls_operator.policy import backoff
 from mtls_operator.policy.certificate import (
@@ -96,6 +99,7 @@ WorkKey = tuple[str, str, str]  # (kind, namespace, name)
 CERT = "cert"
 ISSUER = "issuer"
 ROLLOUT_BLOCKED = "RolloutBlocked"
+POST_QUANTUM = "PostQuantum"
 
 
 def key_of(inp: CertificateInput) -> tuple[str, str]:
@@ -146,6 +150,7 @@ class IssuerState:
     ca: CAKeyPair | None = None
     secret_rv: str | None = None
     policy: IssuerPolicy | None = None
+    parent_fp: str | None = None
 
 
 @dataclass
@@ -423,6 +428,8 @@ class Runtime:
             or previous.policy != state.policy
         ):
             self._enqueue_issuer_certificates(key)
+            for child in self._child_issuers(key):
+                self.queue.add((ISSUER, *child))
         # Look again at expiry (a CA that expires makes the issuer NotReady) and periodically.
         recheck = now + self.settings.issuer_recheck
         if view.ca is not None and view.ca.not_after < recheck:
@@ -438,9 +445,25 @@ class Runtime:
         except SpecError as exc:
             return IssuerState(None, IssuerView(True, False, exc.reason, exc.message))
         secret_name = spec.ca_secret_name
+        parent: CAKeyPair | None = None
+        if spec.intermediate is not None:
+            parent_state = self.issuer_states.get((namespace, spec.intermediate.parent))
+            parent = parent_state.ca if parent_state else None
+            if parent is None:
+                return IssuerState(
+                    spec,
+                    IssuerView(
+                        True,
+                        False,
+                        Reason.ISSUER_NOT_READY,
+                        f"The parent MTLSIssuer {namespace}/{spec.intermediate.parent} is not ready, so the "
+                        "intermediate CA cannot be signed yet.",
+                    ),
+                )
+        parent_fp = parent.facts.fingerprint if parent else None
         secret = await read_secret(self.api, namespace, secret_name)
-        if secret is None and spec.self_signed is not None:
-            secret = await self._create_self_signed_ca(namespace, name, spec, now)
+        if secret is None and (spec.self_signed is not None or spec.intermediate is not None):
+            secret = await self._write_managed_ca(namespace, name, spec, now, parent, None)
             if secret is None:  # lost a create race: the next pass reads the winner's CA
                 self.queue.add((ISSUER, *key))
                 return previous or IssuerState(spec, IssuerView(True, False, Reason.CA_SECRET_MISSING, ""))
@@ -455,8 +478,13 @@ class Runtime:
                 ),
             )
         self.secret_rv[(namespace, secret_name)] = secret.resource_version
-        if previous and previous.ca is not None and previous.secret_rv == secret.resource_version:
-            ca = previous.ca  # parsed once, cached while the Secret is unchanged
+        if (
+            previous
+            and previous.ca is not None
+            and previous.secret_rv == secret.resource_version
+            and previous.parent_fp == parent_fp
+        ):
+            ca = previous.ca  # parsed once, cached while the Secret (and the parent) are unchanged
             if now >= ca.facts.not_after:
                 return IssuerState(
                     spec,
@@ -470,53 +498,105 @@ class Runtime:
                     None,
                     secret.resource_version,
                 )
-            return IssuerState(spec, previous.view, ca, secret.resource_version)
+            return IssuerState(spec, previous.view, ca, secret.resource_version, parent_fp=parent_fp)
+        read_version = secret.resource_version
         try:
             ca = await self._in_thread(load_ca, secret.data, now)
+            if parent is not None and not issued_by(ca.certificate, parent.certificate):
+                # The parent CA changed: sign a new intermediate in place (guarded by resourceVersion).
+                logger.info("Re-signing intermediate CA %s/%s under its parent's new CA.", namespace, name)
+                rewritten = await self._write_managed_ca(namespace, name, spec, now, parent, secret)
+                if rewritten is None:
+                    self.queue.add((ISSUER, *key))
+                    return previous or IssuerState(
+                        spec, IssuerView(True, False, Reason.CA_SECRET_MISSING, "")
+                    )
+                secret = rewritten
+                self.secret_rv[(namespace, secret_name)] = secret.resource_version
+                ca = await self._in_thread(load_ca, secret.data, now)
         except CAError as exc:
             return IssuerState(
                 spec,
                 IssuerView(True, False, exc.reason, f"Secret {namespace}/{secret_name}: {exc.message}"),
                 None,
-                secret.resource_version,
+                read_version,
             )
         facts = ca.facts
         message = (
             f"The CA {facts.subject} ({_algorithm_label(facts.key_algorithm, facts.key_size)}) is valid "
             f"until {cond.rfc3339(facts.not_after)}."
         )
+        chain = tuple(
+            key_algorithm_of(c.public_key())[0] for c in (ca.certificate, *ca.intermediates, ca.root)
+        )
         return IssuerState(
             spec,
-            IssuerView(True, True, Reason.KEY_PAIR_VERIFIED, message, facts),
+            IssuerView(True, True, Reason.KEY_PAIR_VERIFIED, message, facts, chain_algorithms=chain),
             ca,
             secret.resource_version,
+            parent_fp=parent_fp,
         )
 
-    async def _create_self_signed_ca(
-        self, namespace: str, issuer: str, spec: IssuerSpec, now: datetime
+    async def _write_managed_ca(
+        self,
+        namespace: str,
+        issuer: str,
+        spec: IssuerSpec,
+        now: datetime,
+        parent: CAKeyPair | None,
+        existing: SecretObject | None,
     ) -> SecretObject | None:
-        assert spec.self_signed is not None
-        key_pem, cert_pem = await self._in_thread(create_self_signed_ca, spec.self_signed, now)
+        """Create (or, for an intermediate whose parent changed, replace) the CA Secret of an issuer the
+        operator keeps. Returns None when another writer won the race."""
+        if spec.intermediate is not None:
+            assert parent is not None
+            inter = spec.intermediate
+            key_pem, chain = await self._in_thread(
+                sign_intermediate,
+                inter.ca,
+                parent,
+                now,
+                inter.path_length,
+                inter.permitted_dns,
+                inter.excluded_dns,
+            )
+            data = {"tls.crt": chain, "tls.key": key_pem, "ca.crt": parent.root_pem}
+            secret_name = inter.ca.secret_name
+        else:
+            assert spec.self_signed is not None
+            key_pem, cert_pem = await self._in_thread(create_self_signed_ca, spec.self_signed, now)
+            data = {"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": cert_pem}
+            secret_name = spec.self_signed.secret_name
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
             "type": SECRET_TYPE_TLS,
             "metadata": {
-                "name": spec.self_signed.secret_name,
+                "name": secret_name,
                 "namespace": namespace,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE},
                 "annotations": {ANN_CA_FOR_ISSUER: issuer},
             },
-            "data": encode_data({"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": cert_pem}),
+            "data": encode_data(data),
         }
         try:
-            created = await write_secret(self.api, body, replace_version=None)
+            written = await write_secret(
+                self.api, body, replace_version=existing.resource_version if existing else None
+            )
         except ApiError as exc:
             if exc.conflict:
                 return None
             raise
-        logger.info("Created the self-signed CA for MTLSIssuer %s/%s.", namespace, issuer)
-        return created
+        logger.info("Wrote the %s CA for MTLSIssuer %s/%s.", spec.kind, namespace, issuer)
+        return written
+
+    def _child_issuers(self, parent: Key) -> list[Key]:
+        out = []
+        for ikey, obj in self.issuers.objects.items():
+            inter = (obj.get("spec") or {}).get("intermediate") or {}
+            if ikey[0] == parent[0] and (inter.get("issuerRef") or {}).get("name") == parent[1]:
+                out.append(ikey)
+        return out
 
     # ------------------------------------------------------------------ certificates
 
@@ -857,6 +937,20 @@ class Runtime:
             "lastFailureTime": None,
             "nextAttemptTime": None,
         }
+        if inp.spec.private_key.algorithm is KeyAlgorithm.MLDSA and inp.issuer.chain_algorithms:
+            classical = sorted({str(a) for a in inp.issuer.chain_algorithms if a is not KeyAlgorithm.MLDSA})
+            if classical:
+                pq = (
+                    False,
+                    "MixedChain",
+                    f"The ML-DSA certificate chains to a CA signed with {', '.join(classical)}: "
+                    "it is not post-quantum end to end.",
+                )
+            else:
+                pq = (True, "PostQuantumChain", "Every certificate in the chain is signed with ML-DSA.")
+            result["conditions"] = cond.set_condition(
+                result["conditions"], POST_QUANTUM, pq[0], pq[1], pq[2], inp.generation, now
+            )
         rollout = self._rollout_status(key_of(inp), status, leaf.fingerprint, inp.generation, now)
         blocked = rollout.pop("conditions_rollout", None)
         if blocked is not None:
@@ -954,7 +1048,9 @@ class Runtime:
         spec = inp.spec
         assert spec is not None and decision.violation is not None
         state = self.issuer_states.get((namespace, spec.issuer_ref.name))
-        assert state is not None and state.ca is not None
+        if state is None or state.ca is None:
+            self.queue.add((CERT, *key))  # the issuer changed since this was decided: decide again
+            return
         ca = state.ca
         now = inp.now
         status = obj.get("status") or {}
@@ -1216,9 +1312,7 @@ def _issuer_secret_name(obj: Mapping[str, Any]) -> str | None:
 
 
 def _issuer_type(spec: IssuerSpec | None) -> str | None:
-    if spec is None:
-        return None
-    return "SelfSigned" if spec.self_signed is not None else "CA"
+    return spec.kind if spec is not None else None
 
 
 def _algorithm_label(algorithm: Any, size: int) -> str:

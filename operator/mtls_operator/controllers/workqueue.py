@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from mtls_operator.k8s.api import ApiError
+
 K = TypeVar("K", bound=Hashable)
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,11 @@ class WorkQueue(Generic[K]):
                 await self._handler(key)
             except asyncio.CancelledError:
                 raise
+            except ApiError as exc:
+                # Expected now and then (a namespace being deleted, a webhook, RBAC): one line, no trace.
+                logger.warning("API error while processing %s (%s); it is retried in 30 s.", key, exc)
+                self._active.discard(key)
+                self.add_at(key, datetime.fromtimestamp(time.time() + 30, UTC))
             except Exception:
                 logger.exception("Unexpected error while processing %s; it is retried in 30 s.", key)
                 self._active.discard(key)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from mtls_operator.api.constants import Reason
-from mtls_operator.api.models import EXTENDED_USAGES, CertificateSpec, RotationPolicy
+from mtls_operator.api.models import EXTENDED_USAGES, CertificateSpec, KeyAlgorithm, RotationPolicy
 from mtls_operator.api.tls import CAFacts, SecretFacts
 from mtls_operator.policy import backoff
 from mtls_operator.policy.renewal import renewal_time
@@ -45,6 +45,7 @@ class IssuerView:
     reason: Reason = Reason.ISSUER_NOT_FOUND
     message: str = ""
     ca: CAFacts | None = None
+    chain_algorithms: tuple[KeyAlgorithm, ...] = ()  # issuing CA, its intermediates, the root
 
 
 @dataclass(frozen=True, slots=True)
