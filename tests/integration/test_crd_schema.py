@@ -293,8 +293,8 @@ BAD_SPECS = [
         "rejects a certificate that names nothing",
         CERTIFICATE_KIND,
         cert(dnsNames=_DELETE),
-        "the certificate names nothing: set at least one of commonName, dnsNames, ipAddresses, uris or "
-        "emailAddresses",
+        "the certificate names nothing: set at least one of commonName, dnsNames, ipAddresses, uris, "
+        "emailAddresses or spiffe",
     ),
     (
         "rejects an empty commonName as the only name",
