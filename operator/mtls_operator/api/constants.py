@@ -36,6 +36,11 @@ ANN_CA_FOR_ISSUER: Final = "mtls.dev/ca-for-issuer"
 
 # Annotations users (or mtlsctl) set on an MTLSCertificate.
 ANN_RENEW_REQUESTED: Final = "mtls.dev/renew-requested-at"
+# Set by `mtlsctl revoke`: revoke the certificate current at that time (RFC 3339), with a reason.
+ANN_REVOKE_REQUESTED: Final = "mtls.dev/revoke-requested-at"
+ANN_REVOKE_REASON: Final = "mtls.dev/revoke-reason"
+# Set by `mtlsctl rotate-ca` on an MTLSIssuer: start a CA rotation with overlap.
+ANN_ROTATE_REQUESTED: Final = "mtls.dev/rotate-requested-at"
 
 # kopf keeps its own bookkeeping under its own prefix so that product annotations stay visible to it.
 KOPF_PREFIX: Final = "kopf.mtls.dev"
@@ -70,6 +75,7 @@ class Reason(StrEnum):
     RENEWAL_DUE = "RenewalDue"
     EXPIRED = "Expired"
     MANUAL_RENEWAL = "ManualRenewal"
+    REVOKED = "Revoked"
     # Certificate: why nothing can be issued.
     INVALID_SPEC = "InvalidSpec"
     SECRET_NOT_MANAGED = "SecretNotManaged"

@@ -32,6 +32,8 @@ from mtls_operator.api.constants import (
     ANN_NOT_AFTER,
     ANN_RENEW_REQUESTED,
     ANN_REVISION,
+    ANN_REVOKE_REASON,
+    ANN_REVOKE_REQUESTED,
     ANN_SERIAL,
     ANN_SPEC_HASH,
     ANN_URIS,
@@ -58,6 +60,7 @@ from mtls_operator.api.models import (
     parse_issuer_spec,
 )
 from mtls_operator.api.tls import CAError, SecretFacts, TLSMaterialError
+from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.rollouts import RolloutManager, Stamped, Workload
 from mtls_operator.controllers.stores import ObjectStore
 from mtls_operator.controllers.workqueue import WorkQueue
@@ -151,6 +154,7 @@ class IssuerState:
     secret_rv: str | None = None
     policy: IssuerPolicy | None = None
     parent_fp: str | None = None
+    trust_anchors_pem: bytes | None = None  # during a CA rotation: old and new roots; else None (the root)
 
 
 @dataclass
@@ -202,6 +206,8 @@ class Runtime:
         self.rollout_records: dict[Key, list[dict[str, Any]]] = {}
         self.rollout_blocks: dict[Key, tuple[str, str] | None] = {}
         self._seen_fingerprint: dict[Key, str] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.revocations = Revocations(api, self.metrics)
         self._ns_labels: dict[str, tuple[float, dict[str, str]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -209,8 +215,10 @@ class Runtime:
     def start(self) -> None:
         self.queue.start()
         self.rollouts.start()
+        self._background.add(asyncio.create_task(self.revocations.start()))
 
     async def stop(self) -> None:
+        await self.revocations.stop()
         await self.rollouts.stop()
         await self.queue.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -262,6 +270,7 @@ class Runtime:
             self.certs_by_issuer[(key[0], old_issuer)].discard(key[1])
         self._update_rollout_targets(key, old, None if event_type == "DELETED" else body)
         if event_type == "DELETED":
+            self._revoke_on_delete(key, body)
             others = self.certs.remove(key)
             self.verdicts.pop(key, None)
             self.metrics.forget_certificate(*key)
@@ -275,6 +284,19 @@ class Runtime:
         for other in others:  # certificates sharing a secretName re-judge their duplicate condition
             if other != key[1]:
                 self.queue.add((CERT, key[0], other))
+
+    def _revoke_on_delete(self, key: Key, body: Mapping[str, Any]) -> None:
+        """A certificate deleted with revocationPolicy Revoke puts its current serial on the CRL."""
+        spec = body.get("spec") or {}
+        serial = (body.get("status") or {}).get("serialNumber")
+        issuer = (spec.get("issuerRef") or {}).get("name")
+        if spec.get("revocationPolicy") != "Revoke" or not serial or not issuer:
+            return
+        task = asyncio.create_task(
+            self.revocations.revoke(key[0], str(issuer), str(serial), "cessationOfOperation", key[1])
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _update_rollout_targets(
         self, key: Key, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
@@ -311,6 +333,7 @@ class Runtime:
             self.issuers.remove(key)
             self.issuer_states.pop(key, None)
             self.metrics.forget_issuer(*key)
+            self.revocations.forget_issuer(*key)
             self.queue.forget((ISSUER, *key))
             self._enqueue_issuer_certificates(key)
             return
@@ -370,6 +393,7 @@ class Runtime:
                 state.view = IssuerView(True, False, exc.reason, exc.message)
                 state.ca = None
         self.issuer_states[key] = state
+        await self.revocations.sync_issuer(namespace, name, obj.get("spec") or {}, state.ca)
         view = state.view
         self.metrics.observe_issuer(
             namespace,
@@ -690,6 +714,11 @@ class Runtime:
             secret_view, secret = await self._gather_secret(key, spec, ca)
 
         duplicates = tuple(sorted(self.certs.naming(namespace, spec.secret_name) - {name})) if spec else ()
+        revoked = False
+        if spec is not None and secret_view.facts is not None:
+            revoked = await self._revocation_state(
+                namespace, name, spec, secret_view.facts, meta["annotations"]
+            )
         ready = cond.find(status.get("conditions"), cond.READY)
         failures = int(status.get("failedIssuanceAttempts") or 0)
         last_reason: Reason | None = None
@@ -707,6 +736,7 @@ class Runtime:
                 spec=spec,
                 spec_error=spec_error,
                 policy_violation=policy_violation,
+                revoked=revoked,
                 secret=secret_view,
                 issuer=issuer_view,
                 now=now,
@@ -721,6 +751,26 @@ class Runtime:
             ),
             secret,
         )
+
+    async def _revocation_state(
+        self,
+        namespace: str,
+        name: str,
+        spec: CertificateSpec,
+        facts: SecretFacts,
+        annotations: Mapping[str, str],
+    ) -> bool:
+        """Whether the current certificate is revoked, acting first on a pending `mtlsctl revoke` request
+        (the annotation names a time: the certificate current then is revoked, once)."""
+        issuer, serial = spec.issuer_ref.name, facts.leaf.serial_number
+        if self.revocations.is_revoked(namespace, issuer, serial):
+            return True
+        requested = cond.parse_rfc3339(annotations.get(ANN_REVOKE_REQUESTED))
+        if requested is not None and facts.leaf.not_before <= requested:
+            reason = annotations.get(ANN_REVOKE_REASON) or "unspecified"
+            await self.revocations.revoke(namespace, issuer, serial, reason, name)
+            return self.revocations.is_revoked(namespace, issuer, serial)
+        return False
 
     async def _namespace_labels(self, namespace: str) -> Mapping[str, str]:
         """A namespace's labels for issuance policy, cached for 5 s (one read per namespace at most)."""
@@ -1064,6 +1114,7 @@ class Runtime:
             existing_key = secret.data.get(TLS_KEY) if (decision.reuse_key and secret) else None
             password = await self._pkcs12_password(namespace, spec) if spec.pkcs12.create else None
             started = time.monotonic()
+            crl_url, ocsp_url = self.revocations.leaf_urls(namespace, spec.issuer_ref.name)
             material: IssuedMaterial = await self._in_thread(
                 issue_tls_material,
                 spec,
@@ -1072,6 +1123,9 @@ class Runtime:
                 existing_key_pem=existing_key,
                 pkcs12_password=password,
                 friendly_name=name,
+                crl_url=crl_url,
+                ocsp_url=ocsp_url,
+                trust_anchors_pem=state.trust_anchors_pem,
             )
         except (TLSMaterialError, CAError, _PasswordError) as exc:
             await self._record_failure(key, obj, inp, Violation(Reason.ISSUANCE_FAILED, exc.message))

@@ -11,7 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mtls_operator.api.constants import ANN_RENEW_REQUESTED
+from mtls_operator.api.constants import (
+    ANN_RENEW_REQUESTED,
+    ANN_REVOKE_REASON,
+    ANN_REVOKE_REQUESTED,
+    ANN_ROTATE_REQUESTED,
+)
+
+KEPT_ANNOTATIONS = frozenset(
+    {ANN_RENEW_REQUESTED, ANN_REVOKE_REQUESTED, ANN_REVOKE_REASON, ANN_ROTATE_REQUESTED}
+)
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -27,7 +36,7 @@ def trim(body: Mapping[str, Any]) -> dict[str, Any]:
             "generation": int(meta.get("generation") or 0),
             "resourceVersion": meta.get("resourceVersion", ""),
             "deletionTimestamp": meta.get("deletionTimestamp"),
-            "annotations": {k: v for k, v in annotations.items() if k == ANN_RENEW_REQUESTED},
+            "annotations": {k: v for k, v in annotations.items() if k in KEPT_ANNOTATIONS},
         },
         "spec": dict(body.get("spec") or {}),
         "status": dict(body.get("status") or {}),

@@ -70,8 +70,11 @@ def sign_leaf(
     ca: CAKeyPair,
     now: datetime,
     serial: int | None = None,
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> x509.Certificate:
     """Issue the end-entity certificate ``spec`` describes for ``public_key``, signed by ``ca``.
+
+    ``extensions`` are added non-critical (e.g. CRL distribution points and the OCSP URL).
 
     Validity starts at ``now`` truncated to whole seconds and lasts ``spec.duration``, cut short at the
     CA's own notAfter. Key usage is :func:`effective_usages` (digitalSignature, keyEncipherment for RSA
@@ -115,6 +118,8 @@ def sign_leaf(
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=len(subject) == 0)
     builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     builder = builder.add_extension(authority_key_identifier(ca.certificate), critical=False)
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(ca.private_key, signature_hash(ca.private_key))
 
 

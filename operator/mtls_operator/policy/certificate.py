@@ -68,6 +68,7 @@ class CertificateInput:
     backoff_base: timedelta = backoff.DEFAULT_BASE
     backoff_cap: timedelta = backoff.DEFAULT_CAP
     policy_violation: Violation | None = None  # the issuer's issuance policy refuses this request
+    revoked: bool = False  # the Secret's certificate is on the issuer's revocation list
 
 
 class Action(StrEnum):
@@ -270,6 +271,15 @@ def keystore_missing(s: CertificateInput) -> Violation | None:
     return Violation(Reason.KEYSTORE_MISSING, "keystore.p12 or truststore.p12 is missing.")
 
 
+def serial_revoked(s: CertificateInput) -> Violation | None:
+    f = s.secret.facts
+    if f is None or not s.revoked:
+        return None
+    return Violation(
+        Reason.REVOKED, f"The certificate with serial {f.leaf.serial_number} was revoked; issuing a new key."
+    )
+
+
 def expired(s: CertificateInput) -> Violation | None:
     f = s.secret.facts
     if f is None or s.now < f.leaf.not_after:
@@ -310,6 +320,7 @@ ISSUANCE_CHECKS: Sequence[Callable[[CertificateInput], Violation | None]] = (
     issuer_changed,
     ca_bundle_mismatch,
     keystore_missing,
+    serial_revoked,
     expired,
     manual_renewal,
     renewal_due,
@@ -341,7 +352,7 @@ def first_violation(
 def can_reuse_key(s: CertificateInput) -> bool:
     """rotationPolicy Never keeps a key that still matches its certificate and the spec."""
     f, spec = s.secret.facts, s.spec
-    if f is None or spec is None or spec.private_key.rotation_policy is not RotationPolicy.NEVER:
+    if f is None or spec is None or spec.private_key.rotation_policy is not RotationPolicy.NEVER or s.revoked:
         return False
     return f.key_matches and (f.leaf.key_algorithm, f.leaf.key_size) == (
         spec.private_key.algorithm,
