@@ -222,11 +222,9 @@ class RolloutManager:
             return 5.0
         return min(5.0, min(wake_at) - time.monotonic())
 
-    async def _consider(self, key: WKey) -> str:
-        workload = self.workloads.get(key)
-        if workload is None:
-            self.due.pop(key, None)
-            return "gone"
+    def _versions(self, key: WKey, workload: Workload) -> list[SecretVersion] | None:
+        """The versions of everything the workload uses that the operator manages; None if one of them
+        has not been judged yet."""
         versions: list[SecretVersion] = []
         secrets = set(workload.secrets) | self.explicit.get(key, set())
         for secret in sorted(secrets):
@@ -237,9 +235,48 @@ class RolloutManager:
             if found is None:
                 continue
             if isinstance(found, str):
-                self.due.pop(key, None)  # judged later: secret_changed() brings it back
-                return "unknown"
+                return None
             versions.append(found)
+        return versions
+
+    def settled(self, namespace: str, ref: str) -> bool:
+        """Whether every workload using ``ref`` runs what it should (or cannot be restarted: opted out,
+        loop guard): the "consumers restarted" observation of a CA rotation."""
+        now = self.clock()
+        for key in self.by_secret.get((namespace, ref), ()):
+            workload = self.workloads.get(key)
+            if workload is None or workload.opted_out:
+                continue
+            if key in self.due:
+                return False
+            versions = self._versions(key, workload)
+            if versions is None:
+                return False
+            decision = decide_restart(
+                kind=workload.kind,
+                name=workload.name,
+                current_stamp=workload.stamp,
+                created=workload.created,
+                versions=versions,
+                history=workload.history,
+                in_flight=0,
+                pacing=self.pacing,
+                now=now,
+            )
+            if decision.action in (RestartAction.RESTART, RestartAction.WAIT):
+                return False
+        return True
+
+    async def _consider(self, key: WKey) -> str:
+        workload = self.workloads.get(key)
+        if workload is None:
+            self.due.pop(key, None)
+            return "gone"
+        found_versions = self._versions(key, workload)
+        if found_versions is None:
+            self.due.pop(key, None)  # judged later: secret_changed() brings it back
+            return "unknown"
+        versions = found_versions
         now = self.clock()
         if workload.opted_out:
             self.due.pop(key, None)

@@ -63,6 +63,7 @@ from mtls_operator.api.tls import CAError, SecretFacts, TLSMaterialError
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.rollouts import RolloutManager, Stamped, Workload
 from mtls_operator.controllers.stores import ObjectStore
+from mtls_operator.controllers.trust import TrustManager
 from mtls_operator.controllers.workqueue import WorkQueue
 from mtls_operator.k8s.api import ApiClient, ApiError
 from mtls_operator.k8s.resources import (
@@ -93,7 +94,7 @@ from mtls_operator.policy.certificate import (
 )
 from mtls_operator.policy.issuance_policy import evaluate as evaluate_policy
 from mtls_operator.policy.renewal import renewal_time
-from mtls_operator.policy.rollout import Pacing, SecretVersion
+from mtls_operator.policy.rollout import CONFIGMAP_PREFIX, Pacing, SecretVersion
 
 logger = logging.getLogger("mtls_operator")
 T = TypeVar("T")
@@ -155,6 +156,8 @@ class IssuerState:
     policy: IssuerPolicy | None = None
     parent_fp: str | None = None
     trust_anchors_pem: bytes | None = None  # during a CA rotation: old and new roots; else None (the root)
+    base_ca: CAKeyPair | None = None  # the CA in the issuer's Secret (ca may be a staged one mid-rotation)
+    base_view: IssuerView | None = None
 
 
 @dataclass
@@ -208,6 +211,7 @@ class Runtime:
         self._seen_fingerprint: dict[Key, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.revocations = Revocations(api, self.metrics)
+        self.trust = TrustManager(api, self.rollouts, self._leaf_counts)
         self._ns_labels: dict[str, tuple[float, dict[str, str]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -392,6 +396,31 @@ class Runtime:
             except SpecError as exc:
                 state.view = IssuerView(True, False, exc.reason, exc.message)
                 state.ca = None
+        rotation_status: Any = None
+        recheck: datetime | None = None
+        if state.ca is not None and state.spec is not None:
+            try:
+                outcome = await self.trust.reconcile(key, obj, state.spec, state.ca, now)
+            except (ApiError, CAError) as exc:
+                logger.warning("Trust bundle / CA rotation step of %s/%s failed: %s", namespace, name, exc)
+            else:
+                rotation_status, recheck = outcome.status, outcome.recheck
+                state.trust_anchors_pem = outcome.trust_anchors_pem
+                if outcome.active_ca is not None and outcome.active_ca is not state.ca:
+                    active = outcome.active_ca
+                    chain = tuple(
+                        key_algorithm_of(c.public_key())[0]
+                        for c in (active.certificate, *active.intermediates, active.root)
+                    )
+                    state.ca = active
+                    state.view = IssuerView(
+                        True,
+                        True,
+                        Reason.KEY_PAIR_VERIFIED,
+                        f"Signing with the new CA {active.facts.subject} during a CA rotation.",
+                        active.facts,
+                        chain_algorithms=chain,
+                    )
         self.issuer_states[key] = state
         await self.revocations.sync_issuer(namespace, name, obj.get("spec") or {}, state.ca)
         view = state.view
@@ -414,6 +443,7 @@ class Runtime:
             ),
             "observedGeneration": meta["generation"],
             "type": _issuer_type(state.spec),
+            "rotation": rotation_status,
             "secretName": state.spec.ca_secret_name if state.spec else None,
         }
         if view.ca is not None:
@@ -455,10 +485,12 @@ class Runtime:
             for child in self._child_issuers(key):
                 self.queue.add((ISSUER, *child))
         # Look again at expiry (a CA that expires makes the issuer NotReady) and periodically.
-        recheck = now + self.settings.issuer_recheck
-        if view.ca is not None and view.ca.not_after < recheck:
-            recheck = view.ca.not_after + timedelta(seconds=1)
-        self.queue.add_at((ISSUER, *key), recheck)
+        when = now + self.settings.issuer_recheck
+        if view.ca is not None and view.ca.not_after < when:
+            when = view.ca.not_after + timedelta(seconds=1)
+        if recheck is not None and recheck < when:
+            when = recheck
+        self.queue.add_at((ISSUER, *key), when)
 
     async def _gather_issuer(
         self, key: Key, obj: Mapping[str, Any], now: datetime, previous: IssuerState | None
@@ -504,11 +536,12 @@ class Runtime:
         self.secret_rv[(namespace, secret_name)] = secret.resource_version
         if (
             previous
-            and previous.ca is not None
+            and previous.base_ca is not None
+            and previous.base_view is not None
             and previous.secret_rv == secret.resource_version
             and previous.parent_fp == parent_fp
         ):
-            ca = previous.ca  # parsed once, cached while the Secret (and the parent) are unchanged
+            ca = previous.base_ca  # parsed once, cached while the Secret (and the parent) are unchanged
             if now >= ca.facts.not_after:
                 return IssuerState(
                     spec,
@@ -522,7 +555,15 @@ class Runtime:
                     None,
                     secret.resource_version,
                 )
-            return IssuerState(spec, previous.view, ca, secret.resource_version, parent_fp=parent_fp)
+            return IssuerState(
+                spec,
+                previous.base_view,
+                ca,
+                secret.resource_version,
+                parent_fp=parent_fp,
+                base_ca=ca,
+                base_view=previous.base_view,
+            )
         read_version = secret.resource_version
         try:
             ca = await self._in_thread(load_ca, secret.data, now)
@@ -553,12 +594,9 @@ class Runtime:
         chain = tuple(
             key_algorithm_of(c.public_key())[0] for c in (ca.certificate, *ca.intermediates, ca.root)
         )
+        view = IssuerView(True, True, Reason.KEY_PAIR_VERIFIED, message, facts, chain_algorithms=chain)
         return IssuerState(
-            spec,
-            IssuerView(True, True, Reason.KEY_PAIR_VERIFIED, message, facts, chain_algorithms=chain),
-            ca,
-            secret.resource_version,
-            parent_fp=parent_fp,
+            spec, view, ca, secret.resource_version, parent_fp=parent_fp, base_ca=ca, base_view=view
         )
 
     async def _write_managed_ca(
@@ -1012,9 +1050,27 @@ class Runtime:
 
     # ------------------------------------------------------------------ rollouts
 
+    def _leaf_counts(self, issuer: Key, new_fp: str) -> tuple[int, int, timedelta]:
+        """For a CA rotation: leaves of ``issuer`` signed by the CA ``new_fp``, all its leaves, and the
+        longest leaf lifetime (from the certificates' own validity)."""
+        on_new = total = 0
+        longest = timedelta(0)
+        for name in self.certs_by_issuer.get(issuer, ()):
+            verdict = self.verdicts.get((issuer[0], name))
+            facts = verdict.view.facts if verdict else None
+            if verdict is None or facts is None:
+                continue
+            total += 1
+            longest = max(longest, facts.leaf.not_after - facts.leaf.not_before)
+            if verdict.ca_fingerprint == new_fp and facts.signed_by_current_ca:
+                on_new += 1
+        return on_new, total, longest
+
     def _secret_version(
         self, namespace: str, secret: str, kind: str, name: str
     ) -> SecretVersion | str | None:
+        if secret.startswith(CONFIGMAP_PREFIX):
+            return self.trust.bundle_version(namespace, secret)
         certs = self.certs.naming(namespace, secret)
         if not certs:
             return None  # not a Secret this operator manages

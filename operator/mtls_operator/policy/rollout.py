@@ -19,11 +19,13 @@ ANN_HISTORY = "mtls.dev/restart-history"  # on the workload metadata: epoch seco
 ANN_OPT_OUT = "mtls.dev/rollout"  # on the workload metadata: "disabled" opts out
 OPT_OUT_VALUE = "disabled"
 KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+CONFIGMAP_PREFIX = "configmap:"  # ConfigMaps (trust bundles) share the reference space with Secrets
 
 
 def secret_refs(pod_spec: Mapping[str, Any] | None) -> frozenset[str]:
-    """Every Secret a pod template uses: volumes, projected sources, env secretKeyRef, envFrom secretRef,
-    in containers and initContainers."""
+    """Every Secret (by name) and ConfigMap (as ``configmap:<name>``) a pod template uses: volumes,
+    projected sources, env secretKeyRef/configMapKeyRef, envFrom secretRef/configMapRef, in containers and
+    initContainers."""
     if not isinstance(pod_spec, Mapping):
         return frozenset()
     names: set[str] = set()
@@ -31,20 +33,32 @@ def secret_refs(pod_spec: Mapping[str, Any] | None) -> frozenset[str]:
         secret = (volume or {}).get("secret") or {}
         if secret.get("secretName"):
             names.add(str(secret["secretName"]))
+        config_map = (volume or {}).get("configMap") or {}
+        if config_map.get("name"):
+            names.add(CONFIGMAP_PREFIX + str(config_map["name"]))
         for source in ((volume or {}).get("projected") or {}).get("sources") or ():
             ref = (source or {}).get("secret") or {}
             if ref.get("name"):
                 names.add(str(ref["name"]))
+            cm_ref = (source or {}).get("configMap") or {}
+            if cm_ref.get("name"):
+                names.add(CONFIGMAP_PREFIX + str(cm_ref["name"]))
     for group in ("containers", "initContainers", "ephemeralContainers"):
         for container in pod_spec.get(group) or ():
             for env in (container or {}).get("env") or ():
                 ref = ((env or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
                 if ref.get("name"):
                     names.add(str(ref["name"]))
+                cm_ref = ((env or {}).get("valueFrom") or {}).get("configMapKeyRef") or {}
+                if cm_ref.get("name"):
+                    names.add(CONFIGMAP_PREFIX + str(cm_ref["name"]))
             for env_from in (container or {}).get("envFrom") or ():
                 ref = (env_from or {}).get("secretRef") or {}
                 if ref.get("name"):
                     names.add(str(ref["name"]))
+                cm_ref = (env_from or {}).get("configMapRef") or {}
+                if cm_ref.get("name"):
+                    names.add(CONFIGMAP_PREFIX + str(cm_ref["name"]))
     return frozenset(names)
 
 
