@@ -186,6 +186,17 @@ def test_prometheus_sees_expiry_and_readiness_from_the_operator(
             a["labels"]["alertname"] for a in prometheus.api("alerts")["alerts"] if a["state"] == "firing"
         }
         assert "MTLSOperatorDown" not in firing
+
+        # Series disappear with their object (Prometheus marks them stale at the next scrape).
+        cluster.custom.delete_namespaced_custom_object("mtls.dev", "v1alpha1", ns, "mtlscertificates", "web")
+        wait_for(
+            lambda: prometheus.value(f"mtls_certificate_ready_status{{{selector}}}") is None,
+            timeout=30,
+            message="the certificate's series gone",
+        )
+        assert (
+            prometheus.value(f'mtls_issuer_ready_status{{namespace="{ns}",name="ca",condition="True"}}') == 1
+        )
     finally:
         prometheus.stop()
         operator.stop()
