@@ -116,7 +116,11 @@ def test_helm_install_and_uninstall(helm: str, cluster: Cluster, crds: Any, rele
         assert deployment.spec.replicas == 0
         assert cluster.core.read_namespaced_service_account(fullname, release_namespace)
         assert cluster.core.read_namespaced_service(f"{fullname}-metrics", release_namespace)
-        assert cluster.rbac.read_cluster_role(fullname).rules
+        rules = list(cluster.rbac.read_cluster_role(fullname).rules)
+        rules += cluster.rbac.read_namespaced_role(f"{fullname}-leader-election", release_namespace).rules
+        for rule in rules:  # as the server stored them: no wildcard anywhere
+            for values in (rule.verbs, rule.resources, rule.api_groups, rule.resource_names or []):
+                assert "*" not in values, rule
         assert cluster.rbac.read_namespaced_role(f"{fullname}-leader-election", release_namespace)
         status = run(cluster, helm, "status", release, "--namespace", release_namespace)
         assert "STATUS: deployed" in status.stdout
