@@ -38,6 +38,7 @@ from mtls_operator.cli.offline import (
 )
 from mtls_operator.cli.output import Format, Printer
 from mtls_operator.cli.profiles import ProfileError, builtin_profiles, load_profile
+from mtls_operator.cli.revoke import add_revoke_parser, cmd_revoke
 from mtls_operator.cli.tlsio import EchoServer, HandshakeResult, client_handshake
 from mtls_operator.k8s.api import ApiClient
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     renew = sub.add_parser("renew", help="ask the operator to re-issue an MTLSCertificate now")
     renew.add_argument("name")
     _common(renew, cluster=True)
+    add_revoke_parser(sub, _common)
 
     check = sub.add_parser("check", help="are the CRDs installed and an operator reconciling?")
     _common(check, cluster=True)
@@ -316,6 +318,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], int]] = {
     "status": cmd_status,
     "inspect": cmd_inspect,
     "renew": cmd_renew,
+    "revoke": cmd_revoke,
     "check": cmd_check,
     "ca": cmd_ca,
     "cert": cmd_cert,
