@@ -144,6 +144,17 @@ def test_each_instance_has_its_own_registry() -> None:
     assert value(b, "mtls_api_writes_total", verb="POST") == 0
 
 
+def test_the_cached_exposition_follows_every_change() -> None:
+    m = Metrics()
+    observe(m, "web", ready=True)
+    first = m.render()
+    assert m.render() == first
+    observe(m, "web", ready=False, reason="IssuanceFailed")
+    assert value(m, "mtls_certificate_ready_status", namespace="team-a", name="web", condition="False") == 1
+    m.forget_certificate("team-a", "web")
+    assert b'name="web"' not in m.render()
+
+
 def test_fast_exposition_equals_the_collector_interface() -> None:
     m = Metrics(build={"version": "t"})
     for i in range(30):
@@ -166,7 +177,8 @@ def test_a_scrape_of_10k_certificates_stays_within_50_ms() -> None:
             reason="UpToDate",
         )
     timings = []
-    for _ in range(5):
+    for i in range(5):  # each scrape right after a change: the cached text is rebuilt every time
+        observe(m, f"changed-{i}")
         t = time.perf_counter()
         m.render()
         timings.append(time.perf_counter() - t)
