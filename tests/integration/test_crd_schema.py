@@ -561,6 +561,7 @@ CERT_DEFAULTS = {
     "duration": "2160h",
     "privateKey": {"algorithm": "ECDSA", "rotationPolicy": "Always", "encoding": "PKCS8"},
     "cleanupPolicy": "Retain",
+    "revocationPolicy": "None",
 }
 
 GOOD_SPECS = [

@@ -59,6 +59,10 @@ async def request_revocation(
         raise ClusterError(f"--reason {reason!r} is not one of {', '.join(REASONS)}.")
     stamp = now_rfc3339(now)
     path = group_path(GROUP, VERSION, namespace, CERTIFICATE_PLURAL, name)
+    # The operator revokes the certificate whose notBefore is at or before the stamp (whole seconds). A
+    # replacement issued within the stamp's second would match too and be revoked in turn, so the
+    # annotation goes out only once that second has passed: every replacement is then strictly newer.
+    await asyncio.sleep(seconds_until_next_second(now))
     try:
         body = await api.request(
             "PATCH",
@@ -80,6 +84,11 @@ async def request_revocation(
         "reason": reason,
         "annotations": {ANN_REVOKE_REQUESTED: stamp, ANN_REVOKE_REASON: reason},
     }
+
+
+def seconds_until_next_second(now: datetime) -> float:
+    """How long until the whole second after ``now`` begins (the stamp's second is over)."""
+    return (1_000_000 - now.microsecond) / 1_000_000
 
 
 def render_revocation(out: Printer, doc: dict[str, Any]) -> None:
