@@ -110,6 +110,17 @@ def test_series_disappear_with_their_object() -> None:
     assert 'name="web"' not in generate_latest(m.registry).decode()
 
 
+def test_a_certificate_moved_to_another_issuer_leaves_no_series_behind() -> None:
+    m = Metrics()
+    observe(m, "web")
+    m.observe_certificate(
+        "team-a", "web", "new-ca", not_after=NOW, renewal_time=NOW, ready=True, reason="UpToDate"
+    )
+    text = m.render().decode()
+    assert 'issuer="mesh-ca"' not in text
+    assert text.count('name="web",issuer="new-ca"') == 2
+
+
 def test_issuer_series() -> None:
     m = Metrics()
     m.observe_issuer("team-a", "ca", ca_not_after=NOW, ready=False, reason="CAExpired")
