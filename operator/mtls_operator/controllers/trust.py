@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from mtls_operator.api import conditions as cond
 from mtls_operator.api.constants import (
@@ -108,8 +109,10 @@ class TrustManager:
         return None
 
     async def _target_namespaces(self, issuer: Key, spec: TrustBundleSpec) -> tuple[str, ...]:
-        selector = str(spec.namespace_selector)
-        path = "/api/v1/namespaces" + (f"?labelSelector={selector}" if selector else "")
+        sel = spec.namespace_selector
+        if not (sel.match_labels or sel.match_expressions):
+            return (issuer[0],)  # no selector: the issuer's own namespace only
+        path = f"/api/v1/namespaces?labelSelector={quote(str(sel))}"
         try:
             body = await self.api.get(path)
         except ApiError as exc:
@@ -293,7 +296,9 @@ class TrustManager:
         requested = cond.parse_rfc3339(
             ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_ROTATE_REQUESTED)
         )
-        if requested is not None and requested >= current.facts.not_before and requested <= now:
+        # A request made after the current CA was created (strictly: the new CA of a finished rotation
+        # is created after the request that started it) and not in the future.
+        if requested is not None and current.facts.not_before < requested <= now:
             return True
         if rotation is None or rotation.renew_before is None:
             return False

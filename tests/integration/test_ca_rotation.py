@@ -1,0 +1,253 @@
+"""CA rotation with overlap, end to end, while a continuous mTLS probe runs between two workloads.
+
+Two Deployments mount their certificate Secrets and the issuer's trust-bundle ConfigMap. No kubelet runs
+here, so the probe plays their pods: each side (re)loads its certificate, key and bundle from the API only
+when the operator restarts its Deployment (a new pod-template stamp), exactly what a new pod would see.
+Every second the client side handshakes with the server side (pyOpenSSL, mutual TLS 1.3). The rotation
+must walk its phases with zero failed handshakes and end with the old root gone from the bundle.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from kubernetes import client
+
+from helpers import wait_for
+from mtls_objects import (
+    create_certificate,
+    create_issuer,
+    get,
+    secret_data,
+    self_signed,
+    wait_issuer_ready,
+    wait_ready,
+)
+from mtls_operator.cli.tlsio import EchoServer, HandshakeResult, client_handshake
+from operator_process import OperatorProcess
+
+ORDER = ["Stable", "NewCAGenerated", "BundlesOverlap", "ConsumersRestarted", "LeavesReissued", "OldCADropped"]
+STAMP = "mtls.dev/tls-stamp"
+
+
+def workload(name: str, secret: str, bundle: str) -> client.V1Deployment:
+    return client.V1Deployment(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1DeploymentSpec(
+            replicas=1,
+            selector=client.V1LabelSelector(match_labels={"app": name}),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels={"app": name}),
+                spec=client.V1PodSpec(
+                    containers=[client.V1Container(name="app", image="registry.k8s.io/pause:3.10")],
+                    volumes=[
+                        client.V1Volume(name="tls", secret=client.V1SecretVolumeSource(secret_name=secret)),
+                        client.V1Volume(name="trust", config_map=client.V1ConfigMapVolumeSource(name=bundle)),
+                    ],
+                ),
+            ),
+        ),
+    )
+
+
+class Pod:
+    """One side of the probe: the files a pod of this Deployment would have mounted at its start."""
+
+    def __init__(self, cluster: Any, namespace: str, name: str, secret: str, bundle: str, tmp: Path) -> None:
+        self.cluster, self.namespace, self.name, self.secret, self.bundle = (
+            cluster,
+            namespace,
+            name,
+            secret,
+            bundle,
+        )
+        self.dir = tmp / name
+        self.dir.mkdir()
+        self.stamp: str | None = None
+        self.generation = 0
+        self.restarts = 0
+
+    def current_stamp(self) -> str | None:
+        dep = self.cluster.apps.read_namespaced_deployment(self.name, self.namespace)
+        return (dep.spec.template.metadata.annotations or {}).get(STAMP)
+
+    def start(self) -> None:
+        """Load what a new pod would mount now."""
+        data = secret_data(self.cluster, self.namespace, self.secret)
+        cm = self.cluster.core.read_namespaced_config_map(self.bundle, self.namespace)
+        self.generation += 1
+        gen = self.dir / str(self.generation)
+        gen.mkdir()
+        (gen / "tls.crt").write_bytes(data["tls.crt"])
+        (gen / "tls.key").write_bytes(data["tls.key"])
+        (gen / "ca.crt").write_text(cm.data["ca.crt"])
+        self.files = gen
+
+    def restarted(self) -> bool:
+        stamp = self.current_stamp()
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp
+        self.restarts += 1
+        return True
+
+
+@pytest.fixture
+def own_namespace(cluster: Any, crds: Any) -> Iterator[str]:
+    name = f"rot-{uuid.uuid4().hex[:6]}"
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    cluster.core.delete_namespace(name)
+
+
+def _roots(pem: str) -> set[str]:
+    return {
+        c.fingerprint(c.signature_hash_algorithm).hex() for c in x509.load_pem_x509_certificates(pem.encode())
+    }  # type: ignore[arg-type]
+
+
+def test_ca_rotation_with_zero_failed_handshakes(cluster: Any, own_namespace: str, tmp_path: Path) -> None:
+    ns = own_namespace
+    env = {
+        "MTLS_ROLLOUT_COALESCE": "1",
+        "MTLS_ROLLOUT_MIN_INTERVAL": "1",
+        "MTLS_ROLLOUT_TIMEOUT": "2",
+        "MTLS_ROLLOUT_MAX_PER_HOUR": "50",
+    }
+    op = OperatorProcess(cluster.kubeconfig, tmp_path / "op.log", "--namespace", ns, env=env).start()
+    stop = threading.Event()
+    results: list[HandshakeResult] = []
+    phases: list[str] = []
+    try:
+        create_issuer(
+            cluster, ns, "root", {**self_signed("root"), "trustBundle": {"configMapName": "mesh-bundle"}}
+        )
+        wait_issuer_ready(cluster, ns, "root")
+        short = {"issuerRef": {"name": "root"}, "duration": "2m", "renewBefore": "10s"}
+        create_certificate(cluster, ns, "a", {**short, "secretName": "a-tls", "dnsNames": ["a.example"]})
+        create_certificate(cluster, ns, "b", {**short, "secretName": "b-tls", "commonName": "b"})
+        wait_ready(cluster, ns, "a")
+        wait_ready(cluster, ns, "b")
+        old_bundle = wait_for(lambda: _read_bundle(cluster, ns), timeout=30, message="the trust bundle")
+        old_roots = _roots(old_bundle)
+        assert len(old_roots) == 1
+        cluster.apps.create_namespaced_deployment(ns, workload("a", "a-tls", "mesh-bundle"))
+        cluster.apps.create_namespaced_deployment(ns, workload("b", "b-tls", "mesh-bundle"))
+        server_pod = Pod(cluster, ns, "a", "a-tls", "mesh-bundle", tmp_path)
+        client_pod = Pod(cluster, ns, "b", "b-tls", "mesh-bundle", tmp_path)
+        server_pod.restarted()
+        client_pod.restarted()
+        server_pod.start()
+        client_pod.start()
+
+        def probe() -> None:
+            server = EchoServer(
+                server_pod.files / "tls.crt", server_pod.files / "tls.key", server_pod.files / "ca.crt"
+            ).start()
+            try:
+                while not stop.is_set():
+                    if server_pod.restarted():
+                        server_pod.start()
+                        server.stop()
+                        server = EchoServer(
+                            server_pod.files / "tls.crt",
+                            server_pod.files / "tls.key",
+                            server_pod.files / "ca.crt",
+                        ).start()
+                    if client_pod.restarted():
+                        client_pod.start()
+                    f = client_pod.files
+                    results.append(
+                        client_handshake(
+                            "127.0.0.1",
+                            server.port,
+                            cert=f / "tls.crt",
+                            key=f / "tls.key",
+                            ca=f / "ca.crt",
+                            server_name="a.example",
+                        )
+                    )
+                    stop.wait(1.0)
+            finally:
+                server.stop()
+
+        def watch_phases() -> None:
+            while not stop.is_set():
+                phase = (
+                    (get(cluster, ns, "mtlsissuers", "root").get("status") or {}).get("rotation") or {}
+                ).get("phase")
+                if phase and (not phases or phases[-1] != phase):
+                    phases.append(phase)
+                stop.wait(0.3)
+
+        threads = [
+            threading.Thread(target=probe, daemon=True),
+            threading.Thread(target=watch_phases, daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(results) >= 3, timeout=30, message="the probe running")
+        assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+
+        requested = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        cluster.custom.patch_namespaced_custom_object(
+            "mtls.dev",
+            "v1alpha1",
+            ns,
+            "mtlsissuers",
+            "root",
+            {"metadata": {"annotations": {"mtls.dev/rotate-requested-at": requested}}},
+        )
+
+        wait_for(lambda: "BundlesOverlap" in phases, timeout=60, message="the overlap phase")
+        overlap = _roots(_read_bundle(cluster, ns) or "")
+        assert len(overlap) == 2, "the bundle holds the old and the new root"
+        assert old_roots < overlap
+
+        def finished() -> bool:
+            return len(phases) >= 3 and phases[-1] == "Stable"
+
+        wait_for(
+            finished, timeout=300, interval=1, message=f"the rotation to finish (phases so far: {phases})"
+        )
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        new_roots = _roots(_read_bundle(cluster, ns) or "")
+        assert len(new_roots) == 1
+        assert not (new_roots & old_roots), "the old CA is gone from the bundle"
+        failed = [r.error for r in results if not r.ok]
+        assert not failed, f"{len(failed)} of {len(results)} handshakes failed: {failed[:3]}"
+        assert len(results) > 60, "the probe ran through the whole rotation"
+        ordered = [p for p in phases if p in ORDER]
+        assert [ORDER.index(p) for p in ordered[:-1]] == sorted(ORDER.index(p) for p in ordered[:-1]), phases
+        assert {"BundlesOverlap", "LeavesReissued"} <= set(phases), phases
+        # OldCADropped lasts one reconcile (publish the new-only bundle, then retire): the log shows it.
+        assert "OldCADropped -> Stable" in (tmp_path / "op.log").read_text()
+        assert server_pod.restarts >= 3, "restarted for the overlap bundle, the new leaf and the final bundle"
+        ca = x509.load_pem_x509_certificate(secret_data(cluster, ns, "root-ca")["tls.crt"])
+        assert ca.fingerprint(ca.signature_hash_algorithm).hex() in new_roots  # type: ignore[arg-type]
+        assert not any(
+            s.metadata.name == "root-ca-next" for s in cluster.core.list_namespaced_secret(ns).items
+        )
+        leaf = x509.load_pem_x509_certificate(secret_data(cluster, ns, "a-tls")["tls.crt"])
+        leaf.verify_directly_issued_by(ca)
+    finally:
+        stop.set()
+        op.stop()
+
+
+def _read_bundle(cluster: Any, ns: str) -> str | None:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return str(cluster.core.read_namespaced_config_map("mesh-bundle", ns).data["ca.crt"])
+    except ApiException:
+        return None
