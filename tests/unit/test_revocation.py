@@ -29,6 +29,7 @@ T0 = NOW.replace(microsecond=0)
 DAY = timedelta(hours=24)
 NS, ISSUER = "team-a", "mesh-ca"
 CM_PATH = f"/api/v1/namespaces/{NS}/configmaps/{ISSUER}-revocations"
+WITH_CRL: dict[str, Any] = {"revocation": {}}  # spec.revocation, even empty, keeps a CRL
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -302,9 +303,9 @@ def test_revoke_stores_the_serial_and_signs_a_crl_once() -> None:
     ca = self_signed_ca(ECDSA_P256)
 
     async def run() -> None:
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
         assert api.writes == 1, "an empty CRL is published at the first sync"
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
         assert api.writes == 1, "a second sync with nothing new writes nothing"
         await store.revoke(NS, ISSUER, "abc", "keyCompromise", "web")
         await store.revoke(NS, ISSUER, "ABC", "superseded", "web")
@@ -335,10 +336,10 @@ def test_a_conflicting_writer_is_merged_not_lost() -> None:
         api.put_object(CM_PATH, body)
 
     async def run() -> None:
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
         api.before_write = other_replica
         await store.revoke(NS, ISSUER, "66", "unspecified", "web")
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
 
     asyncio.run(run())
     assert sorted(r.serial_number for r in _crl(api)) == [0x66, 0x77]
@@ -358,13 +359,42 @@ def test_a_new_crl_when_the_ca_changes_or_next_update_nears() -> None:
         clock.now = T0 + timedelta(hours=2)
         await store.sync_issuer(NS, ISSUER, {"revocation": {"crlValidity": "3h"}}, ca)
         assert _crl_number(_crl(api)) == 2
-        await store.sync_issuer(NS, ISSUER, {}, other)
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, other)
 
     asyncio.run(run())
     crl = _crl(api)
     assert _crl_number(crl) == 3
     assert _signed_by(crl, other)
     assert crl.next_update_utc is not None and crl.next_update_utc - crl.last_update_utc == DAY
+
+
+def test_an_issuer_without_revocation_gets_a_crl_only_once_something_is_revoked() -> None:
+    api = FakeApi()
+    store, _ = _store(api)
+    ca = self_signed_ca(ECDSA_P256)
+
+    async def run() -> None:
+        await store.sync_issuer(NS, ISSUER, {}, ca)
+        assert api.writes == 0 and CM_PATH not in api.objects, "no ConfigMap for an issuer that never revokes"
+        await store.revoke(NS, ISSUER, "9", "superseded", "web")
+        await store.sync_issuer(NS, ISSUER, {}, ca)
+
+    asyncio.run(run())
+    assert [r.serial_number for r in _crl(api)] == [9]
+    assert api.writes == 1
+
+
+@pytest.mark.parametrize(
+    ("configured", "stored", "expected"),
+    [
+        pytest.param(False, Stored(), False, id="no CRL for an issuer that never used revocation"),
+        pytest.param(True, Stored(), True, id="a CRL when spec.revocation is set"),
+        pytest.param(False, Stored(revoked=(Revoked(1, T0),)), True, id="a CRL once something was revoked"),
+        pytest.param(False, Stored(resource_version="3"), True, id="a CRL once there is a ConfigMap"),
+    ],
+)
+def test_publishes_crl(configured: bool, stored: Stored, expected: bool) -> None:
+    assert rev.publishes_crl(configured, stored) is expected
 
 
 def test_revoking_before_the_ca_is_known_signs_at_the_next_sync() -> None:
@@ -375,7 +405,7 @@ def test_revoking_before_the_ca_is_known_signs_at_the_next_sync() -> None:
     async def run() -> None:
         await store.revoke(NS, ISSUER, "5", "unspecified", "web")
         assert "binaryData" not in api.objects[CM_PATH]
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
 
     asyncio.run(run())
     assert [r.serial_number for r in _crl(api)] == [5]
@@ -388,9 +418,9 @@ def test_deleting_the_config_map_does_not_unrevoke() -> None:
 
     async def run() -> None:
         await store.revoke(NS, ISSUER, "5", "unspecified", "web")
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
         del api.objects[CM_PATH]
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
 
     asyncio.run(run())
     crl = _crl(api)
@@ -448,7 +478,7 @@ def test_responder_serves_crls_and_answers_ocsp(spec: Any, monkeypatch: pytest.M
         await store.start()
         try:
             assert store.port == port
-            await store.sync_issuer(NS, ISSUER, {}, ca)
+            await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
             await store.revoke(NS, ISSUER, format(revoked.serial_number, "x"), "keyCompromise", "r")
             out: dict[str, Any] = {}
             async with aiohttp.ClientSession() as http:

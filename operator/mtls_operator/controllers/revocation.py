@@ -9,9 +9,11 @@ again, so two writers (or an operator and a human with kubectl) never lose a rev
 no owner reference on purpose: a CA's revocations must outlive a deleted-and-recreated issuer object that
 reuses the same CA Secret.
 
-CRL. A new CRL (cRLNumber + 1) is signed when there is none, when the list changed since the last one, when
-the issuer's CA changed (the last one was signed by another CA), or when a third or less of its validity
-is left. ``sync_issuer`` (every issuer reconcile) and a refresh task (every minute) check that.
+CRL. Issuers with ``spec.revocation`` (``{}`` will do), and any issuer once something was revoked, keep a
+CRL; others get no ConfigMap. A new CRL (cRLNumber + 1) is signed when there is none, when the list changed
+since the last one, when the issuer's CA changed (the last one was signed by another CA), or when a third
+or less of its validity is left. ``sync_issuer`` (every issuer reconcile) and a refresh task (every minute)
+check that.
 
 HTTP. ``start()`` serves, on ``MTLS_REVOCATION_PORT`` (default 9403; 0 disables) and
 ``MTLS_REVOCATION_BIND`` (default 0.0.0.0)::
@@ -271,6 +273,12 @@ def config_map_body(namespace: str, issuer: str, stored: Stored) -> dict[str, An
 
 def config_map_name(issuer: str) -> str:
     return f"{issuer}{CONFIG_MAP_SUFFIX}"
+
+
+def publishes_crl(configured: bool, stored: Stored) -> bool:
+    """Whether an issuer keeps a CRL: when ``spec.revocation`` is set, once anything was revoked, or once it
+    has a ConfigMap. Issuers that never use revocation get no ConfigMap (and no extra API write)."""
+    return configured or bool(stored.revoked) or stored.resource_version is not None
 
 
 def crl_due(stored: Stored, ca_fingerprint: str, now: datetime) -> str | None:
@@ -547,7 +555,7 @@ class Revocations:
     async def _publish_if_due(self, key: Key, state: _Issuer) -> None:
         for _ in range(WRITE_ATTEMPTS):
             ca = state.ca
-            if ca is None:
+            if ca is None or not publishes_crl(state.spec is not None, state.stored):
                 return
             why = crl_due(state.stored, ca.facts.fingerprint, self.clock())
             if why is None:
