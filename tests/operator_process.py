@@ -20,7 +20,8 @@ class OperatorProcess:
         self.log_path = log_path
         # Several operators run at once in tests: no fixed metrics port unless a test asks for one.
         self.args = list(args) if "--metrics-port" in args else [*args, "--metrics-port", "0"]
-        self.env = env or {}
+        # Likewise no fixed revocation responder port (9403) unless the test sets one.
+        self.env = {"MTLS_REVOCATION_PORT": "0", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
