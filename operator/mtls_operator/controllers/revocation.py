@@ -384,12 +384,12 @@ class Revocations:
         await runner.setup()
         try:
             await web.TCPSite(runner, bind, port).start()
-        except OSError as exc:
+        except (OSError, OverflowError, ValueError) as exc:  # taken, not ours to bind, or out of range
             logger.error(
                 "The revocation responder cannot listen on %s:%d (%s); CRLs stay in ConfigMaps, OCSP is off.",
                 bind,
                 port,
-                exc.strerror or exc,
+                getattr(exc, "strerror", None) or exc,
             )
             await runner.cleanup()
             return
@@ -406,7 +406,7 @@ class Revocations:
                 try:
                     async with state.lock:
                         await self._publish_if_due(key, state)
-                except (ApiError, OSError, TimeoutError) as exc:
+                except Exception as exc:  # the loop must outlive any one issuer's failure
                     logger.warning("Cannot refresh the CRL of issuer %s/%s: %s", *key, exc)
 
     # ------------------------------------------------------------------ the interface the runtime calls
