@@ -349,7 +349,9 @@ def test_openssl_3_0_s_client_completes_a_mutual_handshake_with_a_classical_serv
         server.stop()
     output = proc.stdout + proc.stderr
     assert "Verify return code: 0 (ok)" in output, output
-    assert "TLSv1.3" in output, output
+    assert "New, TLSv1.3" in output, output
+    assert "Server Temp Key: X25519" in output, output  # the group, as the OpenSSL 3.0 client saw it
+    assert "Peer signature type: ECDSA" in output, output
     verdict = server.results[0]
     assert verdict.ok, verdict
     # OpenSSL 3.0 has no ML-KEM: a classical key exchange (OpenSSL 4 spells the group x25519).
