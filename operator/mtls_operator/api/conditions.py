@@ -57,3 +57,16 @@ def set_condition(
     out.append(updated)
     out.sort(key=lambda c: str(c.get("type")))
     return out
+
+
+def set_conditions(
+    conditions: Sequence[Mapping[str, Any]] | None,
+    updates: Sequence[tuple[str, bool, str, str]],
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Apply several ``(type, status, reason, message)`` updates with :func:`set_condition`."""
+    out: Sequence[Mapping[str, Any]] | None = conditions
+    for kind, status, reason, message in updates:
+        out = set_condition(out, kind, status, reason, message, generation, now)
+    return [dict(c) for c in out or ()]

@@ -893,21 +893,23 @@ class Runtime:
             assert violation is not None
             ready = cond.find(status.get("conditions"), cond.READY) or {}
             new_status = {
-                "conditions": cond.set_condition(
-                    cond.set_condition(
-                        status.get("conditions"),
-                        cond.READY,
-                        False,
-                        str(ready.get("reason") or violation.reason),
-                        str(ready.get("message") or violation.message),
-                        int(ready.get("observedGeneration") or inp.generation),
-                        now,
-                    ),
-                    cond.ISSUING,
-                    True,
-                    violation.reason,
-                    f"{violation.message} The next attempt is at {cond.rfc3339(decision.next_check)}.",
-                    inp.generation,
+                "conditions": cond.set_conditions(
+                    status.get("conditions"),
+                    [
+                        (
+                            cond.READY,
+                            False,
+                            str(ready.get("reason") or violation.reason),
+                            str(ready.get("message") or violation.message),
+                        ),
+                        (
+                            cond.ISSUING,
+                            True,
+                            violation.reason,
+                            f"{violation.message} The next attempt is at {cond.rfc3339(decision.next_check)}.",
+                        ),
+                    ],
+                    int(ready.get("observedGeneration") or inp.generation),
                     now,
                 ),
                 "nextAttemptTime": cond.rfc3339(decision.next_check),
@@ -915,20 +917,12 @@ class Runtime:
         else:  # BLOCKED
             assert violation is not None
             new_status = {
-                "conditions": cond.set_condition(
-                    cond.set_condition(
-                        status.get("conditions"),
-                        cond.READY,
-                        False,
-                        violation.reason,
-                        violation.message,
-                        inp.generation,
-                        now,
-                    ),
-                    cond.ISSUING,
-                    False,
-                    violation.reason,
-                    violation.message,
+                "conditions": cond.set_conditions(
+                    status.get("conditions"),
+                    [
+                        (cond.READY, False, violation.reason, violation.message),
+                        (cond.ISSUING, False, violation.reason, violation.message),
+                    ],
                     inp.generation,
                     now,
                 ),
@@ -1344,20 +1338,17 @@ class Runtime:
             result="failure", algorithm=inp.spec.private_key.label if inp.spec else "unknown", seconds=0.0
         )
         new_status = {
-            "conditions": cond.set_condition(
-                cond.set_condition(
-                    status.get("conditions"),
-                    cond.READY,
-                    False,
-                    violation.reason,
-                    violation.message,
-                    inp.generation,
-                    now,
-                ),
-                cond.ISSUING,
-                True,
-                violation.reason,
-                f"Attempt {failures} failed; the next attempt is at {cond.rfc3339(retry_at)}.",
+            "conditions": cond.set_conditions(
+                status.get("conditions"),
+                [
+                    (cond.READY, False, violation.reason, violation.message),
+                    (
+                        cond.ISSUING,
+                        True,
+                        violation.reason,
+                        f"Attempt {failures} failed; the next attempt is at {cond.rfc3339(retry_at)}.",
+                    ),
+                ],
                 inp.generation,
                 now,
             ),
