@@ -94,17 +94,17 @@ def env(crds: Any, cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> It
             "MTLS_BACKOFF_BASE": "2",
         },
     )
-    proc.start()
+    e = Env(cluster, namespace, port, proc.start())
     try:
         proc.wait_for_log("Revocation responder (CRL and OCSP) listening", timeout=30)
-        e = Env(cluster, namespace, port, proc)
         create_issuer(cluster, namespace, "ec", {**self_signed("ec"), "revocation": e.revocation_urls("ec")})
         create_issuer(cluster, namespace, "plain", self_signed("plain"))
         wait_issuer_ready(cluster, namespace, "ec")
         wait_issuer_ready(cluster, namespace, "plain")
         yield e
     finally:
-        print(proc.tail(80))
+        print(e.operator.tail(80))
+        e.operator.stop()  # the one a test restarted, if any
         proc.stop()
         cluster.core.delete_namespace(namespace)
 
@@ -534,3 +534,40 @@ def test_leaves_carry_crl_and_ocsp_urls_when_the_issuer_sets_them(env: Env) -> N
     for kind in (x509.CRLDistributionPoints, x509.AuthorityInformationAccess):
         with pytest.raises(x509.ExtensionNotFound):
             plain.extensions.get_extension_for_class(kind)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. A restarted operator serves what the ConfigMap holds, and signs nothing new for it
+
+
+def test_a_restarted_operator_still_answers_revoked(
+    env: Env, revoked_and_good: tuple[Leaf, Leaf], tmp_path: Path
+) -> None:
+    before = _config_map(env, "ec")
+    env.operator.stop()
+    env.operator = OperatorProcess(
+        env.cluster.kubeconfig,
+        tmp_path / "restarted.log",
+        "--namespace",
+        env.namespace,
+        env={"MTLS_REVOCATION_PORT": str(env.port), "MTLS_REVOCATION_BIND": "127.0.0.1"},
+    ).start()
+    env.operator.wait_for_log("Revocation responder (CRL and OCSP) listening", timeout=30)
+    bad, good = revoked_and_good
+
+    def answer(leaf: Leaf) -> ocsp.OCSPCertStatus | None:
+        try:
+            return _post_ocsp(env, "ec", leaf.cert).certificate_status
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # the issuer is not reconciled yet
+                return None
+            raise
+
+    assert (
+        wait_for(lambda: answer(bad), timeout=TIMEOUT, message="OCSP after restart")
+        is ocsp.OCSPCertStatus.REVOKED
+    )
+    assert answer(good) is ocsp.OCSPCertStatus.GOOD
+    after = _config_map(env, "ec")
+    assert after.metadata.resource_version == before.metadata.resource_version, "a fresh CRL is not re-signed"
+    assert after.data["crlNumber"] == before.data["crlNumber"]
