@@ -50,13 +50,13 @@ for algo in $ALGORITHMS; do
   "$MTLSCTL" serve --cert "$srv/tls.crt" --key "$srv/tls.key" --ca "$srv/ca.crt" --port 0 --count 4 > "$log" 2>&1 &
   server_pid=$!
   port=""
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")"
     [[ -n "$port" ]] && break
     kill -0 "$server_pid" 2>/dev/null || { cat "$log"; echo "mtlsctl serve exited" >&2; exit 1; }
     sleep 0.1
   done
-  [[ -n "$port" ]] || { cat "$log"; echo "mtlsctl serve did not listen within 10s" >&2; exit 1; }
+  [[ -n "$port" ]] || { cat "$log"; echo "mtlsctl serve did not listen within 30s" >&2; exit 1; }
   echo "server: badge-server-$algo-tls (api.example.com) on 127.0.0.1:$port"
   for who in alice bob mallory web; do
     case "$who" in
