@@ -12,9 +12,7 @@ RUN python -m venv /opt/mtls-operator
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # The runtime dependencies are pinned in pyproject.toml; the two it leaves open are pinned here.
-RUN /opt/mtls-operator/bin/pip install "aiohttp==3.14.5" "PyYAML==6.0.3" \
- && /opt/mtls-operator/bin/pip install --no-deps . \
- && /opt/mtls-operator/bin/pip install . \
+RUN /opt/mtls-operator/bin/pip install "aiohttp==3.14.5" "PyYAML==6.0.3" . \
  && /opt/mtls-operator/bin/python -c "import mtls_operator.main, cryptography, kopf" \
  && find /opt/mtls-operator -name '__pycache__' -prune -exec rm -rf {} +
 
