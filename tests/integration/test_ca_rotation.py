@@ -9,10 +9,11 @@ must walk its phases with zero failed handshakes and end with the old root gone 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -196,15 +197,26 @@ def test_ca_rotation_with_zero_failed_handshakes(cluster: Any, own_namespace: st
         wait_for(lambda: len(results) >= 3, timeout=30, message="the probe running")
         assert all(r.ok for r in results), [r.error for r in results if not r.ok]
 
-        requested = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cluster.custom.patch_namespaced_custom_object(
-            "mtls.dev",
-            "v1alpha1",
-            ns,
-            "mtlsissuers",
-            "root",
-            {"metadata": {"annotations": {"mtls.dev/rotate-requested-at": requested}}},
+        # On demand, as a user would: `mtlsctl rotate-ca` annotates the issuer.
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mtls_operator.cli.main",
+                "rotate-ca",
+                "root",
+                "-n",
+                ns,
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
+        assert cli.returncode == 0, cli.stderr
+        assert "CA rotation requested" in cli.stdout
 
         wait_for(lambda: "BundlesOverlap" in phases, timeout=60, message="the overlap phase")
         overlap = _roots(_read_bundle(cluster, ns) or "")

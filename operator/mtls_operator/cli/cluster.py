@@ -18,6 +18,7 @@ from mtls_operator.api.constants import (
     ANN_CERTIFICATE_NAME,
     ANN_ISSUER_NAME,
     ANN_RENEW_REQUESTED,
+    ANN_ROTATE_REQUESTED,
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
     GROUP,
@@ -184,25 +185,37 @@ async def inspect_secret(api: ApiClient, namespace: str, name: str, now: datetim
 # renew
 
 
+async def annotate(
+    api: ApiClient, plural: str, kind: str, namespace: str, name: str, annotations: dict[str, str]
+) -> dict[str, Any]:
+    """Merge-patch annotations onto one of the operator's objects; return the object as it now is."""
+    path = group_path(GROUP, VERSION, namespace, plural, name)
+    try:
+        return await api.request(
+            "PATCH", path, body={"metadata": {"annotations": annotations}}, content_type=MERGE_PATCH
+        )
+    except ApiError as exc:
+        if exc.not_found:
+            raise ClusterError(f"{kind} {namespace}/{name} does not exist.") from None
+        raise ClusterError(f"Cannot annotate {kind} {namespace}/{name}: {exc}.") from None
+    except OSError as exc:
+        raise ClusterError(f"Cannot reach the API server: {exc}.") from None
+
+
 async def request_renewal(api: ApiClient, namespace: str, name: str, now: datetime) -> dict[str, Any]:
     """Set ``mtls.dev/renew-requested-at`` to ``now``; the operator re-issues when it is newer than the
     certificate's notBefore."""
     stamp = now_rfc3339(now)
-    path = group_path(GROUP, VERSION, namespace, CERTIFICATE_PLURAL, name)
-    try:
-        await api.request(
-            "PATCH",
-            path,
-            body={"metadata": {"annotations": {ANN_RENEW_REQUESTED: stamp}}},
-            content_type=MERGE_PATCH,
-        )
-    except ApiError as exc:
-        if exc.not_found:
-            raise ClusterError(f"MTLSCertificate {namespace}/{name} does not exist.") from None
-        raise ClusterError(f"Cannot annotate MTLSCertificate {namespace}/{name}: {exc}.") from None
-    except OSError as exc:
-        raise ClusterError(f"Cannot reach the API server: {exc}.") from None
+    await annotate(api, CERTIFICATE_PLURAL, CERTIFICATE_KIND, namespace, name, {ANN_RENEW_REQUESTED: stamp})
     return {"namespace": namespace, "name": name, "annotation": ANN_RENEW_REQUESTED, "value": stamp}
+
+
+async def request_ca_rotation(api: ApiClient, namespace: str, name: str, now: datetime) -> dict[str, Any]:
+    """Set ``mtls.dev/rotate-requested-at`` on an MTLSIssuer: the operator starts a CA rotation with
+    overlap (status.rotation shows the phases)."""
+    stamp = now_rfc3339(now)
+    await annotate(api, ISSUER_PLURAL, ISSUER_KIND, namespace, name, {ANN_ROTATE_REQUESTED: stamp})
+    return {"namespace": namespace, "name": name, "annotation": ANN_ROTATE_REQUESTED, "value": stamp}
 
 
 # ---------------------------------------------------------------------------------------------------------

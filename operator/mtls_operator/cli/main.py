@@ -27,6 +27,7 @@ from mtls_operator.cli.cluster import (
     check_health,
     connect,
     inspect_secret,
+    request_ca_rotation,
     request_renewal,
 )
 from mtls_operator.cli.offline import (
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     renew.add_argument("name")
     _common(renew, cluster=True)
     add_revoke_parser(sub, _common)
+    rotate = sub.add_parser("rotate-ca", help="start a CA rotation with overlap on an MTLSIssuer")
+    rotate.add_argument("name")
+    _common(rotate, cluster=True)
 
     check = sub.add_parser("check", help="are the CRDs installed and an operator reconciling?")
     _common(check, cluster=True)
@@ -189,6 +193,12 @@ def cmd_inspect(args: argparse.Namespace, out: Printer) -> int:
     doc = _run_cluster(args, lambda api, ns: inspect_secret(api, ns, args.name, _now()))
     out.emit(doc, render.secret)
     return EXIT_OK if doc["chain"]["verified"] and doc["keyMatches"] else EXIT_FAILED
+
+
+def cmd_rotate_ca(args: argparse.Namespace, out: Printer) -> int:
+    doc = _run_cluster(args, lambda api, ns: request_ca_rotation(api, ns, args.name, _now()))
+    out.emit(doc, render.rotation)
+    return 0
 
 
 def cmd_renew(args: argparse.Namespace, out: Printer) -> int:
@@ -319,6 +329,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], int]] = {
     "inspect": cmd_inspect,
     "renew": cmd_renew,
     "revoke": cmd_revoke,
+    "rotate-ca": cmd_rotate_ca,
     "check": cmd_check,
     "ca": cmd_ca,
     "cert": cmd_cert,

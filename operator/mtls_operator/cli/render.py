@@ -186,6 +186,13 @@ def renewal(out: Printer, doc: dict[str, Any]) -> None:
     )
 
 
+def rotation(out: Printer, doc: dict[str, Any]) -> None:
+    out.line(
+        f"CA rotation requested for MTLSIssuer {doc['namespace']}/{doc['name']}: "
+        f"{doc['annotation']}={doc['value']}; follow status.rotation.phase"
+    )
+
+
 def health(out: Printer, doc: dict[str, Any]) -> None:
     out.table(
         ["check", "status", "detail"],

@@ -906,7 +906,8 @@ class Runtime:
                             cond.ISSUING,
                             True,
                             violation.reason,
-                            f"{violation.message} The next attempt is at {cond.rfc3339(decision.next_check)}.",
+                            f"{violation.message} The next attempt is at "
+                            f"{cond.rfc3339(decision.next_check)}.",
                         ),
                     ],
                     int(ready.get("observedGeneration") or inp.generation),
