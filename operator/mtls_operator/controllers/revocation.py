@@ -419,6 +419,17 @@ class Revocations:
             return False
         return any(r.serial == serial for r in state.stored.revoked)
 
+    def request_handled(self, namespace: str, issuer: str, certificate: str, requested_at: datetime) -> bool:
+        """Whether a revocation request made at ``requested_at`` for ``certificate`` was already acted on
+        (an entry for that certificate revoked at or after the request), so its replacement, perhaps
+        issued within the same second, is not revoked in turn."""
+        state = self._issuers.get((namespace, issuer))
+        if state is None:
+            return False
+        return any(
+            r.certificate == certificate and r.revoked_at >= requested_at for r in state.stored.revoked
+        )
+
     async def revoke(
         self, namespace: str, issuer: str, serial_hex: str, reason: str, certificate: str
     ) -> None:

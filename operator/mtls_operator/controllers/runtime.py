@@ -804,7 +804,11 @@ class Runtime:
         if self.revocations.is_revoked(namespace, issuer, serial):
             return True
         requested = cond.parse_rfc3339(annotations.get(ANN_REVOKE_REQUESTED))
-        if requested is not None and facts.leaf.not_before <= requested:
+        if (
+            requested is not None
+            and facts.leaf.not_before <= requested
+            and not self.revocations.request_handled(namespace, issuer, name, requested)
+        ):
             reason = annotations.get(ANN_REVOKE_REASON) or "unspecified"
             await self.revocations.revoke(namespace, issuer, serial, reason, name)
             return self.revocations.is_revoked(namespace, issuer, serial)
