@@ -162,6 +162,7 @@ class RolloutTracker:
     restarts: int = 0
     max_in_flight: int = 0
     restarted: set[str] = field(default_factory=set)
+    last_restart_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on_event(self, kind: str, obj: dict[str, Any], t: float) -> None:
@@ -176,6 +177,7 @@ class RolloutTracker:
             if stamp is not None and stamp != before:
                 self.restarts += 1
                 self.restarted.add(name)
+                self.last_restart_at = t
                 self.in_flight.add(name)
             if name in self.in_flight and rollout_complete(obj):
                 self.in_flight.discard(name)
@@ -500,10 +502,14 @@ def renewal_storm(run: Run, issue_rate_hint: float | None) -> None:
     # (revision 2) restart them.
     secrets = [f"c{i:05d}-tls" for i in range(n)]
     per = math.ceil(n / deployments)
+    # "blocks": Deployment d mounts certificates d*per .. d*per+per-1, which the operator renews at about
+    # the same time (it works through them roughly in name order), so one coalesced restart each: the
+    # kind case. "interleaved": Deployment d mounts every certificate i with i % deployments == d, whose
+    # renewals are spread over the whole storm: the restart pacing (coalesce, min interval) is exercised.
+    layout = os.environ.get("BENCH_STORM_LAYOUT", "blocks")
     for d in range(deployments):
-        run.c.apps.create_namespaced_deployment(
-            ns, deployment_body(f"app{d:03d}", secrets[d * per : (d + 1) * per])
-        )
+        mine = secrets[d::deployments] if layout == "interleaved" else secrets[d * per : (d + 1) * per]
+        run.c.apps.create_namespaced_deployment(ns, deployment_body(f"app{d:03d}", mine))
     rollouts = RolloutTracker()
     deploy_watch = watch_deployments(run.c, ns, rollouts.on_event)
     with tracker.lock:
@@ -522,9 +528,24 @@ def renewal_storm(run: Run, issue_rate_hint: float | None) -> None:
         )
         with tracker.lock:
             times = sorted(tracker.renewed.values())
-        idle = op_b.wait_idle(n - renewed_early, timeout=180)
-        time.sleep(12)  # coalesce window (10 s) of the last restarts, so the rollout figures include them
-        op_b.poll_log()
+        # Then let the restarts settle: the queue quiet and no new stamp for longer than the coalesce
+        # window (10 s), or BENCH_STORM_SETTLE seconds at most (MinInterval pacing can go on for minutes).
+        settle_deadline = time.monotonic() + env_int("BENCH_STORM_SETTLE", 120)
+        settled = False
+        while time.monotonic() < settle_deadline:
+            op_b.poll_log()
+            now = time.monotonic()
+            with rollouts.lock:
+                last_restart = rollouts.last_restart_at
+            if (
+                op_b.idle
+                and op_b.idle[-1][1].issued >= n - renewed_early
+                and now - op_b.idle[-1][0] >= 2.5
+                and now - max(last_restart, times[-1]) >= 12
+            ):
+                settled = True
+                break
+            time.sleep(0.5)
         idle = op_b.idle[-1][1]
         with rollouts.lock:
             restarts, restarted, max_in_flight = (
@@ -542,11 +563,13 @@ def renewal_storm(run: Run, issue_rate_hint: float | None) -> None:
             "api_writes_per_renewal_without_restarts": (idle.writes - restarts) / n,
             "api_reads_per_renewal": idle.reads / n,
             "deployments": deployments,
+            "deployment_layout": layout,
             "secrets_per_deployment": per,
             "rollout_restarts": restarts,
             "deployments_restarted": restarted,
             "max_rollouts_in_flight": max_in_flight,
             "renewed_before_storm": renewed_early,
+            "rollouts_settled": settled,
             "duration": duration,
             "renew_before": renew_before,
             "initial_issuance": issued,
@@ -566,8 +589,8 @@ def renewal_storm(run: Run, issue_rate_hint: float | None) -> None:
             "start -> the last certificate seen at revision >= 2 (Ready) on a watch. Writes are the second "
             "operator's Queue idle writes= / N (they include the Deployment patches). In flight = a "
             "Deployment from the watch event with a new mtls.dev/tls-stamp until its rollout is complete "
-            "(0 replicas: as soon as the Deployment controller observes it). Restarts counted until 12 s "
-            "after the queue drained; the operator's MinInterval pacing (60 s) may add more later.",
+            "(0 replicas: as soon as the Deployment controller observes it). Restarts counted until the "
+            "queue was quiet and no stamp came for 12 s (rollouts_settled), or BENCH_STORM_SETTLE s at most.",
         },
     )
     print(
