@@ -26,7 +26,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import textwrap
 import threading
 import time
 import uuid
@@ -47,6 +46,7 @@ from mtls_objects import (
     wait_ready,
 )
 from mtls_operator.cli.tlsio import EchoServer, client_handshake
+from nginx_peer import Nginx, running_nginx
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -440,87 +440,21 @@ def test_mldsa_keys_are_in_the_seed_form_and_node_loads_them(pq: Badges) -> None
 NGINX_ANSWER = "verify=$ssl_client_verify dn=$ssl_client_s_dn proto=$ssl_protocol curve=$ssl_curve"
 
 
-@dataclass
-class Nginx:
-    port: int
-    proc: subprocess.Popen[bytes]
-    error_log: Path
-
-
 @pytest.fixture
 def nginx(ec: Badges, tmp_path: Path) -> Iterator[Nginx]:
     """nginx requiring client certificates from the ECDSA issuer; answers with what it saw."""
     binary = require(which("nginx"), "nginx (Debian package)")
-    port = _free_port()
-    for sub in ("logs", "tmp"):
-        (tmp_path / sub).mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        textwrap.dedent(
-            f"""
-            daemon off;
-            master_process off;
-            worker_processes 1;
-            pid {tmp_path}/nginx.pid;
-            error_log {tmp_path}/logs/error.log info;
-            events {{ worker_connections 64; }}
-            http {{
-              access_log off;
-              client_body_temp_path {tmp_path}/tmp/body;
-              proxy_temp_path {tmp_path}/tmp/proxy;
-              fastcgi_temp_path {tmp_path}/tmp/fastcgi;
-              uwsgi_temp_path {tmp_path}/tmp/uwsgi;
-              scgi_temp_path {tmp_path}/tmp/scgi;
-              server {{
-                listen 127.0.0.1:{port} ssl;
-                server_name {SERVER_NAME};
-                ssl_protocols TLSv1.2 TLSv1.3;
-                ssl_certificate {ec.server.cert};
-                ssl_certificate_key {ec.server.key};
-                ssl_client_certificate {ec.alice.ca};
-                ssl_verify_client on;
-                default_type text/plain;
-                location / {{
-                  return 200 "{NGINX_ANSWER}\\n";
-                }}
-              }}
-            }}
-            """
-        )
-    )
-    proc = subprocess.Popen(
-        [binary, "-e", str(tmp_path / "logs" / "early.log"), "-p", str(tmp_path), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"nginx exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
-
-    try:
-        wait_for(listening, timeout=TIMEOUT, message="nginx listening")
-        yield Nginx(port, proc, tmp_path / "logs" / "error.log")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    server = f"""
+    server_name {SERVER_NAME};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate {ec.server.cert};
+    ssl_certificate_key {ec.server.key};
+    ssl_client_certificate {ec.alice.ca};
+    ssl_verify_client on;
+    default_type text/plain;
+    location / {{ return 200 "{NGINX_ANSWER}\\n"; }}"""
+    with running_nginx(binary, tmp_path, server, TIMEOUT) as peer:
+        yield peer
 
 
 def _curl(port: int, ca: Path, badge: Badge | None) -> subprocess.CompletedProcess[str]:

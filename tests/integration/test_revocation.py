@@ -10,10 +10,8 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import textwrap
 import urllib.error
 import urllib.request
 import uuid
@@ -42,17 +40,11 @@ from mtls_objects import (
     wait_issuer_ready,
     wait_ready,
 )
+from nginx_peer import Nginx, free_port, running_nginx
 from operator_process import OperatorProcess
 
 TIMEOUT = 60.0
 SERVER_NAME = "nginx.rev.test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _in_ci() -> bool:
@@ -81,7 +73,7 @@ class Env:
 def env(crds: Any, cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     namespace = f"rev-{uuid.uuid4().hex[:6]}"
     cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("revocation") / "operator.log"
     proc = OperatorProcess(
         cluster.kubeconfig,
@@ -389,12 +381,6 @@ def test_the_crl_is_served_over_http(env: Env, revoked_and_good: tuple[Leaf, Lea
 # 4. nginx refuses a revoked client certificate
 
 
-@dataclass
-class Nginx:
-    port: int
-    error_log: Path
-
-
 @pytest.fixture
 def nginx(env: Env, revoked_and_good: tuple[Leaf, Leaf], tmp_path: Path) -> Iterator[Nginx]:
     binary = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
@@ -403,8 +389,6 @@ def nginx(env: Env, revoked_and_good: tuple[Leaf, Leaf], tmp_path: Path) -> Iter
             pytest.fail("CI=true and nginx is not installed (make interop-deps)", pytrace=False)
         pytest.skip("nginx is not installed (make interop-deps)")
     server = _issue(env, "server-nginx")
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "tmp").mkdir()
     files = {
         "ca.pem": _ca(env, "ec").public_bytes(serialization.Encoding.PEM),
         "crl.pem": _config_map(env, "ec").data["ca.crl"].encode(),
@@ -414,68 +398,18 @@ def nginx(env: Env, revoked_and_good: tuple[Leaf, Leaf], tmp_path: Path) -> Iter
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     (tmp_path / "server.key").chmod(0o600)
-    port = _free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        textwrap.dedent(
-            f"""
-            daemon off;
-            master_process off;
-            worker_processes 1;
-            pid {tmp_path}/nginx.pid;
-            error_log {tmp_path}/logs/error.log info;
-            events {{ worker_connections 64; }}
-            http {{
-              access_log off;
-              client_body_temp_path {tmp_path}/tmp/body;
-              proxy_temp_path {tmp_path}/tmp/proxy;
-              fastcgi_temp_path {tmp_path}/tmp/fastcgi;
-              uwsgi_temp_path {tmp_path}/tmp/uwsgi;
-              scgi_temp_path {tmp_path}/tmp/scgi;
-              server {{
-                listen 127.0.0.1:{port} ssl;
-                server_name {SERVER_NAME};
-                ssl_protocols TLSv1.2 TLSv1.3;
-                ssl_certificate {tmp_path}/server.pem;
-                ssl_certificate_key {tmp_path}/server.key;
-                ssl_verify_client on;
-                ssl_client_certificate {tmp_path}/ca.pem;
-                ssl_crl {tmp_path}/crl.pem;
-                default_type text/plain;
-                location / {{
-                  return 200 "hello $ssl_client_s_dn\\n";
-                }}
-              }}
-            }}
-            """
-        )
-    )
-    proc = subprocess.Popen(
-        [binary, "-e", str(tmp_path / "logs" / "early.log"), "-p", str(tmp_path), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"nginx exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
-
-    try:
-        wait_for(listening, timeout=TIMEOUT, message="nginx listening")
-        yield Nginx(port, tmp_path / "logs" / "error.log")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    server = f"""
+    server_name {SERVER_NAME};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate {tmp_path}/server.pem;
+    ssl_certificate_key {tmp_path}/server.key;
+    ssl_verify_client on;
+    ssl_client_certificate {tmp_path}/ca.pem;
+    ssl_crl {tmp_path}/crl.pem;
+    default_type text/plain;
+    location / {{ return 200 "hello $ssl_client_s_dn\\n"; }}"""
+    with running_nginx(binary, tmp_path, server, TIMEOUT) as peer:
+        yield peer
 
 
 def _curl(port: int, ca: Path, cert: Path, key: Path) -> subprocess.CompletedProcess[str]:
