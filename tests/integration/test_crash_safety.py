@@ -84,7 +84,10 @@ def test_sigkill_during_a_burst_loses_nothing(
 ) -> None:
     ns = own_namespace
     recorder = SecretRecorder(cluster, ns)
-    first = OperatorProcess(cluster.kubeconfig, tmp_path / "op1.log", "--namespace", ns).start()
+    # Two workers keep the burst long enough to be cut in the middle on a fast machine.
+    first = OperatorProcess(
+        cluster.kubeconfig, tmp_path / "op1.log", "--namespace", ns, env={"MTLS_WORKERS": "2"}
+    ).start()
     try:
         create_issuer(cluster, ns, "ca", self_signed("ca", "MLDSA", 65))
         wait_issuer_ready(cluster, ns, "ca")
@@ -100,7 +103,13 @@ def test_sigkill_during_a_burst_loses_nothing(
                     "privateKey": {"algorithm": "MLDSA", "size": 65},
                 },
             )
-        wait_for(lambda: _ready_count(cluster, ns) >= 20, timeout=60, message="20 certificates Ready")
+        log = tmp_path / "op1.log"
+        wait_for(
+            lambda: log.read_text(errors="replace").count(" Issued ") >= 20,
+            timeout=60,
+            interval=0.05,
+            message="20 issuances",
+        )
         first.kill()
         killed_at = _ready_count(cluster, ns)
     finally:
@@ -133,7 +142,10 @@ def test_restart_writes_nothing_when_all_is_valid(
     crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
 ) -> None:
     ns = own_namespace
-    first = OperatorProcess(cluster.kubeconfig, tmp_path / "op1.log", "--namespace", ns).start()
+    # Two workers keep the burst long enough to be cut in the middle on a fast machine.
+    first = OperatorProcess(
+        cluster.kubeconfig, tmp_path / "op1.log", "--namespace", ns, env={"MTLS_WORKERS": "2"}
+    ).start()
     count = 30
     try:
         create_issuer(cluster, ns, "ca", self_signed("ca"))

@@ -213,6 +213,7 @@ class Runtime:
         self.revocations = Revocations(api, self.metrics)
         self.trust = TrustManager(api, self.rollouts, self._leaf_counts)
         self._ns_labels: dict[str, tuple[float, dict[str, str]]] = {}
+        self._must_read: set[Key] = set()  # certificates whose Secret must be read, not assumed missing
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -277,6 +278,7 @@ class Runtime:
             self._revoke_on_delete(key, body)
             others = self.certs.remove(key)
             self.verdicts.pop(key, None)
+            self._must_read.discard(key)
             self.metrics.forget_certificate(*key)
             self.queue.forget((CERT, *key))
         else:
@@ -839,6 +841,19 @@ class Runtime:
             and cached.resource_version == seen_rv
         ):
             return cached.view, None
+        status = (self.certs.get(key) or {}).get("status") or {}
+        if (
+            cached is None
+            and seen_rv is None
+            and key not in self._must_read
+            and not int(status.get("revision") or 0)
+            and not int(status.get("failedIssuanceAttempts") or 0)
+        ):
+            # Never issued and no such Secret seen by the watch: take it as missing without a read. The
+            # create that follows is atomic; if a Secret does exist after all, it fails with 409 and the
+            # next pass reads it (so nothing is ever overwritten).
+            return SecretView(exists=False, revision=0), None
+        self._must_read.discard(key)
         secret = await read_secret(self.api, namespace, spec.secret_name)
         view = await self._judge_secret(key, secret, ca)
         rv = secret.resource_version if secret else None
@@ -1198,6 +1213,7 @@ class Runtime:
                     "Secret %s/%s changed while issuing; deciding again.", namespace, spec.secret_name
                 )
                 self.verdicts.pop(key, None)
+                self._must_read.add(key)
                 self.queue.add((CERT, *key))
                 return
             if exc.status == 422 or exc.status == 403:
