@@ -74,7 +74,10 @@ for algo in $ALGORITHMS; do
     if [[ "$got" == "$expect" ]]; then verdict="${G}as expected${N}"; else verdict="${R}UNEXPECTED${N}"; failures=$((failures + 1)); fi
     summary+=("$(printf '%-12s %-8s %-8s %-15s %-18s %s' "$(label "$algo")" "$who" "$got" "${group:--}" "${sig:--}" "$verdict${reason:+ ($reason)}")")
   done
-  wait "$server_pid" || true
+  # serve exits after its four connections; never wait on it for more than 10 s.
+  for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
   server_pid=""
   echo
   echo "${B}server side (mtlsctl serve):${N}"

@@ -52,14 +52,18 @@ def test_badge_demo_four_outcomes_per_algorithm(operator: Any, cluster: Any, nam
         "MTLSCTL": str(Path(sys.executable).parent / "mtlsctl"),
         "PY": sys.executable,
     }
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "demo-badges.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts" / "demo-badges.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else str(exc.stdout or "")
+        pytest.fail(f"the badge demo did not finish in 180 s; it printed:\n{out}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PRIVATE KEY" not in proc.stdout
     outcomes = proc.stdout.split("=== Outcomes ===", 1)[1]
