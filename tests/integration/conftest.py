@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,26 @@ def operator(crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Op
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def own_namespace(cluster: Any) -> Iterator[str]:
+    """A namespace outside the shared operator's `t-*` glob, so only the operator a test starts acts in it."""
+    import uuid
+
+    from kubernetes import client
+
+    name = f"own-{uuid.uuid4().hex[:8]}"
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    cluster.core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def helm(controlplane_binaries: Any) -> str:
+    """The helm binary built with the control plane; missing fails under CI=true, else skips."""
+    if controlplane_binaries.helm is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("CI=true and the control-plane binaries have no helm", pytrace=False)
+        pytest.skip("no helm among the control-plane binaries: `make controlplane`")
+    return str(controlplane_binaries.helm)

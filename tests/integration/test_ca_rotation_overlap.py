@@ -12,12 +12,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 from kubernetes import client
 
@@ -100,21 +97,15 @@ class Pod:
         return True
 
 
-@pytest.fixture
-def own_namespace(cluster: Any, crds: Any) -> Iterator[str]:
-    name = f"rot-{uuid.uuid4().hex[:6]}"
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    cluster.core.delete_namespace(name)
-
-
 def _roots(pem: str) -> set[str]:
     return {
         c.fingerprint(c.signature_hash_algorithm).hex() for c in x509.load_pem_x509_certificates(pem.encode())
     }  # type: ignore[arg-type]
 
 
-def test_ca_rotation_with_zero_failed_handshakes(cluster: Any, own_namespace: str, tmp_path: Path) -> None:
+def test_ca_rotation_with_zero_failed_handshakes(
+    crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
+) -> None:
     ns = own_namespace
     env = {
         "MTLS_ROLLOUT_COALESCE": "1",

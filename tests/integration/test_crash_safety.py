@@ -9,30 +9,19 @@ import base64
 import hashlib
 import re
 import threading
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from kubernetes import client, watch
+from kubernetes import watch
 
 from helpers import wait_for
 from mtls_objects import condition, create_certificate, create_issuer, self_signed, wait_issuer_ready
 from operator_process import OperatorProcess
 
 BURST = 200
-
-
-@pytest.fixture
-def own_namespace(cluster: Any) -> Iterator[str]:
-    name = f"crash-{uuid.uuid4().hex[:6]}"
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    cluster.core.delete_namespace(name)
 
 
 class SecretRecorder:

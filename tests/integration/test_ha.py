@@ -8,13 +8,10 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from tests.helpers import Cluster, wait_for
 
 from mtls_objects import create_certificate, create_issuer, get, self_signed, wait_issuer_ready, wait_ready
@@ -54,16 +51,6 @@ class Candidate(OperatorProcess):
                 if line.startswith("mtls_leader_election_is_leader "):
                     return float(line.split()[1])
         raise AssertionError("no leader gauge")
-
-
-@pytest.fixture
-def own_namespace(cluster: Cluster) -> Iterator[str]:
-    from kubernetes import client
-
-    name = f"ha-{uuid.uuid4().hex[:8]}"
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    cluster.core.delete_namespace(name)
 
 
 def issued_events(cluster: Cluster, namespace: str) -> Counter[str]:

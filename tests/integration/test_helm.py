@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +15,6 @@ from tests.helpers import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "mtls-operator"
-
-
-@pytest.fixture(scope="module")
-def helm(controlplane_binaries: Any) -> str:
-    if controlplane_binaries.helm is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("CI=true and the control-plane binaries have no helm", pytrace=False)
-        pytest.skip("no helm among the control-plane binaries: `make controlplane`")
-    return str(controlplane_binaries.helm)
-
-
-@pytest.fixture
-def release_namespace(cluster: Cluster) -> Iterator[str]:
-    """A namespace outside the session operator's `t-*` glob, so no other operator acts in it."""
-    from kubernetes import client
-
-    name = f"helm-{uuid.uuid4().hex[:8]}"
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    cluster.core.delete_namespace(name)
 
 
 def run(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,12 +36,12 @@ def test_helm_lint_is_clean(helm: str, cluster: Cluster) -> None:
     ],
 )
 def test_the_server_accepts_every_rendered_object(
-    helm: str, cluster: Cluster, crds: Any, release_namespace: str, tmp_path: Path, values: list[str]
+    helm: str, cluster: Cluster, crds: Any, own_namespace: str, tmp_path: Path, values: list[str]
 ) -> None:
     """ServiceMonitor and PrometheusRule need the Prometheus Operator's CRDs, which this cluster lacks;
     tests/unit/test_chart.py checks their content, and test_prometheus*.py runs the rules."""
-    values = [v.replace("NS", release_namespace) for v in values]
-    rendered = run(cluster, helm, "template", "dry", str(CHART), "--namespace", release_namespace, *values)
+    values = [v.replace("NS", own_namespace) for v in values]
+    rendered = run(cluster, helm, "template", "dry", str(CHART), "--namespace", own_namespace, *values)
     assert rendered.returncode == 0, rendered.stderr
     docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
     assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "Service"} <= {
@@ -86,7 +65,7 @@ def test_the_server_accepts_every_rendered_object(
     assert result.stdout.count("(server dry run)") == len(docs), result.stdout
 
 
-def test_helm_install_and_uninstall(helm: str, cluster: Cluster, crds: Any, release_namespace: str) -> None:
+def test_helm_install_and_uninstall(helm: str, cluster: Cluster, crds: Any, own_namespace: str) -> None:
     release = f"mtls-{uuid.uuid4().hex[:6]}"
     result = run(
         cluster,
@@ -95,7 +74,7 @@ def test_helm_install_and_uninstall(helm: str, cluster: Cluster, crds: Any, rele
         release,
         str(CHART),
         "--namespace",
-        release_namespace,
+        own_namespace,
         "--set",
         "replicaCount=0",
         # The session's CRDs are already installed (by the `crds` fixture): the dry run above covers the
@@ -112,20 +91,20 @@ def test_helm_install_and_uninstall(helm: str, cluster: Cluster, crds: Any, rele
     assert "mtls-operator" in result.stdout  # NOTES.txt
     try:
         fullname = f"{release}-mtls-operator"
-        deployment = cluster.apps.read_namespaced_deployment(fullname, release_namespace)
+        deployment = cluster.apps.read_namespaced_deployment(fullname, own_namespace)
         assert deployment.spec.replicas == 0
-        assert cluster.core.read_namespaced_service_account(fullname, release_namespace)
-        assert cluster.core.read_namespaced_service(f"{fullname}-metrics", release_namespace)
+        assert cluster.core.read_namespaced_service_account(fullname, own_namespace)
+        assert cluster.core.read_namespaced_service(f"{fullname}-metrics", own_namespace)
         rules = list(cluster.rbac.read_cluster_role(fullname).rules)
-        rules += cluster.rbac.read_namespaced_role(f"{fullname}-leader-election", release_namespace).rules
+        rules += cluster.rbac.read_namespaced_role(f"{fullname}-leader-election", own_namespace).rules
         for rule in rules:  # as the server stored them: no wildcard anywhere
             for values in (rule.verbs, rule.resources, rule.api_groups, rule.resource_names or []):
                 assert "*" not in values, rule
-        assert cluster.rbac.read_namespaced_role(f"{fullname}-leader-election", release_namespace)
-        status = run(cluster, helm, "status", release, "--namespace", release_namespace)
+        assert cluster.rbac.read_namespaced_role(f"{fullname}-leader-election", own_namespace)
+        status = run(cluster, helm, "status", release, "--namespace", own_namespace)
         assert "STATUS: deployed" in status.stdout
     finally:
-        result = run(cluster, helm, "uninstall", release, "--namespace", release_namespace, "--wait")
+        result = run(cluster, helm, "uninstall", release, "--namespace", own_namespace, "--wait")
         assert result.returncode == 0, result.stdout + result.stderr
     from kubernetes.client.rest import ApiException
 

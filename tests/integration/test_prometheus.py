@@ -12,8 +12,6 @@ import socket
 import subprocess
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +42,6 @@ def prometheus_binary() -> str:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return found
-
-
-@pytest.fixture
-def own_namespace(cluster: Cluster) -> Iterator[str]:
-    from kubernetes import client
-
-    name = f"prom-{uuid.uuid4().hex[:8]}"
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    cluster.core.delete_namespace(name)
 
 
 class Prometheus:

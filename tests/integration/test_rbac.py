@@ -14,12 +14,10 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from tests.helpers import Cluster, wait_for
 
@@ -28,26 +26,6 @@ from operator_process import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "mtls-operator"
-
-
-@pytest.fixture(scope="module")
-def helm(controlplane_binaries: Any) -> str:
-    if controlplane_binaries.helm is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("CI=true and the control-plane binaries have no helm", pytrace=False)
-        pytest.skip("no helm among the control-plane binaries: `make controlplane`")
-    return str(controlplane_binaries.helm)
-
-
-@pytest.fixture
-def own_namespace(cluster: Cluster) -> Iterator[str]:
-    """Outside the session operator's `t-*` glob: only the operator under test acts here."""
-    from kubernetes import client
-
-    name = f"rbac-{uuid.uuid4().hex[:8]}"
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    cluster.core.delete_namespace(name)
 
 
 def token_kubeconfig(cluster: Cluster, namespace: str, service_account: str, path: Path) -> Path:

@@ -12,14 +12,11 @@ import base64
 import itertools
 import threading
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client, watch
@@ -207,14 +204,6 @@ def test_a_failing_issuer_backs_off_then_issues_promptly_once_fixed(
     assert time.monotonic() - fixed_at < 10
 
 
-@pytest.fixture
-def own_namespace(cluster: Any, crds: Any) -> Iterator[str]:
-    name = f"roll-{uuid.uuid4().hex[:6]}"
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    cluster.core.delete_namespace(name)
-
-
 class StampRecorder:
     """Records, per Deployment, the times its pod-template stamp changed (from a watch)."""
 
@@ -244,7 +233,7 @@ class StampRecorder:
 
 
 def test_fifty_renewals_roll_twenty_deployments_within_the_in_flight_limit(
-    cluster: Any, own_namespace: str, tmp_path: Path
+    crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
 ) -> None:
     ns, limit, timeout = own_namespace, 2, 3.0
     env = {
@@ -306,7 +295,9 @@ def test_fifty_renewals_roll_twenty_deployments_within_the_in_flight_limit(
         op.stop()
 
 
-def test_a_second_writer_trips_the_loop_guard(cluster: Any, own_namespace: str, tmp_path: Path) -> None:
+def test_a_second_writer_trips_the_loop_guard(
+    crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
+) -> None:
     ns = own_namespace
     env = {
         "MTLS_ROLLOUT_MAX_PER_HOUR": "3",
@@ -368,7 +359,7 @@ def test_a_second_writer_trips_the_loop_guard(cluster: Any, own_namespace: str, 
 
 
 def test_renewal_happens_on_time_across_an_operator_restart(
-    cluster: Any, own_namespace: str, tmp_path: Path
+    crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
 ) -> None:
     ns = own_namespace
     first = OperatorProcess(cluster.kubeconfig, tmp_path / "op1.log", "--namespace", ns).start()

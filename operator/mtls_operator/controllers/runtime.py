@@ -951,15 +951,8 @@ class Runtime:
             await self._patch_status(CERTIFICATE_PLURAL, key, new_status, self.certs)
             await self._post_rollout_event(key, inp, status, new_status)
             if violation is not None and _ready_reason(status) != _ready_reason(new_status):
-                await post_event(
-                    self.api,
-                    kind=CERTIFICATE_KIND,
-                    namespace=namespace,
-                    name=name,
-                    uid=inp.uid,
-                    event_type="Warning",
-                    reason=violation.reason,
-                    message=violation.message,
+                await self._certificate_event(
+                    (namespace, name), inp.uid, "Warning", violation.reason, violation.message
                 )
         if decision.next_check is not None:
             self.queue.add_at((CERT, *key), decision.next_check)
@@ -967,21 +960,28 @@ class Runtime:
             # Namespace labels are not watched: look again now and then.
             self.queue.add_at((CERT, *key), now + timedelta(seconds=30))
 
+    async def _certificate_event(
+        self, key: Key, uid: str, event_type: str, reason: Reason | str, message: str
+    ) -> None:
+        await post_event(
+            self.api,
+            kind=CERTIFICATE_KIND,
+            namespace=key[0],
+            name=key[1],
+            uid=uid,
+            event_type=event_type,
+            reason=reason,
+            message=message,
+        )
+
     async def _post_rollout_event(
         self, key: Key, inp: CertificateInput, old: Mapping[str, Any], new: Mapping[str, Any]
     ) -> None:
         before = cond.find(old.get("conditions"), ROLLOUT_BLOCKED) or {}
         after = cond.find(new.get("conditions"), ROLLOUT_BLOCKED) or {}
         if after.get("status") == "True" and before.get("status") != "True":
-            await post_event(
-                self.api,
-                kind=CERTIFICATE_KIND,
-                namespace=key[0],
-                name=key[1],
-                uid=inp.uid,
-                event_type="Warning",
-                reason=str(after.get("reason")),
-                message=str(after.get("message")),
+            await self._certificate_event(
+                (key[0], key[1]), inp.uid, "Warning", str(after.get("reason")), str(after.get("message"))
             )
 
     def _ready_status(
@@ -1245,15 +1245,12 @@ class Runtime:
         leaf = material.facts.leaf
         new_status = self._ready_status(inp, status, material.facts, revision, now, decision.violation)
         await self._patch_status(CERTIFICATE_PLURAL, key, new_status, self.certs)
-        await post_event(
-            self.api,
-            kind=CERTIFICATE_KIND,
-            namespace=namespace,
-            name=name,
-            uid=inp.uid,
-            event_type="Normal",
-            reason=Reason.ISSUED,
-            message=(
+        await self._certificate_event(
+            (namespace, name),
+            inp.uid,
+            "Normal",
+            Reason.ISSUED,
+            (
                 f"Issued revision {revision} ({spec.private_key.label}, serial {leaf.serial_number}) into "
                 f"Secret {spec.secret_name}, valid until {cond.rfc3339(leaf.not_after)}: "
                 f"{decision.violation.message}"
@@ -1378,15 +1375,12 @@ class Runtime:
             "nextAttemptTime": cond.rfc3339(retry_at),
         }
         await self._patch_status(CERTIFICATE_PLURAL, key, new_status, self.certs)
-        await post_event(
-            self.api,
-            kind=CERTIFICATE_KIND,
-            namespace=namespace,
-            name=name,
-            uid=inp.uid,
-            event_type="Warning",
-            reason=violation.reason,
-            message=f"{violation.message} Attempt {failures}; retrying at {cond.rfc3339(retry_at)}.",
+        await self._certificate_event(
+            (namespace, name),
+            inp.uid,
+            "Warning",
+            violation.reason,
+            f"{violation.message} Attempt {failures}; retrying at {cond.rfc3339(retry_at)}.",
         )
         logger.warning(
             "Issuance of %s/%s failed (attempt %d): %s", namespace, name, failures, violation.message
