@@ -15,13 +15,11 @@ from mtls_operator.api.issuer_policy import (
     CARotationSpec,
     IssuerPolicy,
     LabelSelector,
-    NameConstraintsSpec,
     RevocationPolicy,
     RevocationSpec,
     SpiffeSpec,
     TrustBundleSpec,
     parse_ca_rotation,
-    parse_intermediate,
     parse_issuer_policy,
     parse_revocation,
     parse_revocation_policy,
@@ -32,12 +30,14 @@ from mtls_operator.api.issuer_policy import (
 )
 from mtls_operator.api.models import (
     CertificateSpec,
+    IntermediateSpec,
     IssuerRef,
     KeyAlgorithm,
     KeySpec,
     SpecError,
     Usage,
     parse_certificate_spec,
+    parse_issuer_spec,
 )
 from mtls_operator.policy.certificate import Violation
 from mtls_operator.policy.issuance_policy import evaluate, glob_matches, selector_matches
@@ -604,6 +604,11 @@ def test_parse_trust_bundle() -> None:
     assert parse_trust_bundle({"configMapName": "b"}) == TrustBundleSpec("b")
 
 
+def parse_intermediate(raw: Any) -> IntermediateSpec | None:
+    """The one parser of spec.intermediate, reached through the issuer spec parser."""
+    return None if raw is None else parse_issuer_spec({"intermediate": raw}).intermediate
+
+
 def test_parse_intermediate() -> None:
     assert parse_intermediate(None) is None
     spec = parse_intermediate(
@@ -612,6 +617,7 @@ def test_parse_intermediate() -> None:
             "secretName": "team-a-ca",
             "commonName": "team-a intermediate",
             "duration": "720h",
+            "renewBefore": "240h",
             "privateKey": {"algorithm": "MLDSA", "size": 65},
             "pathLength": 0,
             "nameConstraints": {
@@ -621,12 +627,13 @@ def test_parse_intermediate() -> None:
         }
     )
     assert spec is not None
-    assert spec.issuer_name == "offline-root"
+    assert spec.parent == "offline-root"
     assert spec.ca.secret_name == "team-a-ca"
     assert spec.ca.duration == timedelta(hours=720)
+    assert spec.ca.renew_before == timedelta(hours=240)
     assert spec.ca.private_key == KeySpec(KeyAlgorithm.MLDSA, 65)
     assert spec.path_length == 0
-    assert spec.name_constraints == NameConstraintsSpec(("team-a.svc",), (".kube-system.svc",))
+    assert (spec.permitted_dns, spec.excluded_dns) == (("team-a.svc",), (".kube-system.svc",))
     minimal = parse_intermediate({"issuerRef": {"name": "root"}, "secretName": "s", "commonName": "i"})
     assert minimal is not None
     assert (minimal.ca.duration, minimal.path_length) == (timedelta(days=365), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -70,3 +71,77 @@ def set_conditions(
     for kind, status, reason, message in updates:
         out = set_condition(out, kind, status, reason, message, generation, now)
     return [dict(c) for c in out or ()]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One status condition, parsed."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str
+    observed_generation: int = 0
+    last_transition_time: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": "True" if self.status else "False",
+            "reason": self.reason,
+            "message": self.message,
+            "observedGeneration": self.observed_generation,
+            "lastTransitionTime": self.last_transition_time,
+        }
+
+
+def parse_conditions(raw: Any) -> tuple[Condition, ...]:
+    """A status' ``conditions`` list as frozen values; malformed entries are dropped."""
+    out: list[Condition] = []
+    for item in raw if isinstance(raw, list) else ():
+        if not isinstance(item, Mapping) or not isinstance(item.get("type"), str):
+            continue
+        try:
+            generation = int(item.get("observedGeneration") or 0)
+        except (TypeError, ValueError):
+            generation = 0
+        out.append(
+            Condition(
+                type=item["type"],
+                status=item.get("status") == "True",
+                reason=str(item.get("reason") or ""),
+                message=str(item.get("message") or ""),
+                observed_generation=generation,
+                last_transition_time=item.get("lastTransitionTime")
+                if isinstance(item.get("lastTransitionTime"), str)
+                else None,
+            )
+        )
+    return tuple(sorted(out, key=lambda c: c.type))
+
+
+def get(conditions: Sequence[Condition], kind: str) -> Condition | None:
+    for condition in conditions:
+        if condition.type == kind:
+            return condition
+    return None
+
+
+def put(
+    conditions: Sequence[Condition],
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> tuple[Condition, ...]:
+    """``conditions`` with ``kind`` set; its lastTransitionTime moves only when its status flips."""
+    previous = get(conditions, kind)
+    transition = previous.last_transition_time if previous is not None and previous.status == status else None
+    updated = Condition(kind, status, str(reason), message, generation, transition or rfc3339(now))
+    return tuple(sorted([*(c for c in conditions if c.type != kind), updated], key=lambda c: c.type))
+
+
+def as_list(conditions: Sequence[Condition]) -> list[dict[str, Any]]:
+    return [c.as_dict() for c in conditions]

@@ -33,6 +33,33 @@ ANN_FINGERPRINT: Final = "mtls.dev/fingerprint-sha256"
 ANN_REVISION: Final = "mtls.dev/revision"
 ANN_SPEC_HASH: Final = "mtls.dev/spec-hash"
 ANN_CA_FOR_ISSUER: Final = "mtls.dev/ca-for-issuer"
+ANN_ISSUER_UID: Final = "mtls.dev/issuer-uid"  # with ANN_CA_FOR_ISSUER: the issuer object that owns a CA
+ANN_CA_ROLE: Final = "mtls.dev/ca-role"  # "next" on the staged CA of a rotation
+CA_ROLE_NEXT: Final = "next"
+# The request (renew, revoke) a Secret's current content fulfilled: requests are acted on exactly once.
+ANN_FULFILLED_RENEW: Final = "mtls.dev/renew-request-fulfilled"
+ANN_FULFILLED_REVOKE: Final = "mtls.dev/revoke-request-fulfilled"
+# When the Secret's current content (certificate or ca.crt) was written: restarts compare it with the
+# workload's creation time.
+ANN_CONTENT_SINCE: Final = "mtls.dev/content-since"
+
+# Every Secret the operator watches carries this label, so its watch can be filtered by the API server:
+# "certificate" (leaf Secrets it issues), "ca" (CA Secrets it keeps, or a user's CA Secret opted in).
+LABEL_SECRET_ROLE: Final = "mtls.dev/secret-role"
+SECRET_ROLE_CERTIFICATE: Final = "certificate"
+SECRET_ROLE_CA: Final = "ca"
+# Set by whoever may write a CA Secret the operator did not create: the MTLSIssuers (names, in the
+# Secret's namespace, comma-separated) allowed to sign with it. Without it the operator never uses it.
+ANN_ALLOWED_ISSUERS: Final = "mtls.dev/allowed-issuers"
+# Set by a namespace's admin: the issuers ("<namespace>/<name>", comma-separated, "*" for any) whose trust
+# bundles may be published into it. A namespaced issuer's own namespace needs no opt-in.
+ANN_ACCEPT_BUNDLES_FROM: Final = "mtls.dev/accept-trust-bundles-from"
+# Set by a workload's owner: the MTLSCertificates (names, comma-separated, "*" for any) that may restart
+# it through spec.rollout.targets without the workload mounting their Secret.
+ANN_ROLLOUT_TARGET_OF: Final = "mtls.dev/rollout-target-of"
+
+# On MTLSCertificates with revocationPolicy Revoke: deletion waits until the serial is on the CRL.
+FINALIZER_REVOKE: Final = "mtls.dev/revoke-on-delete"
 
 # Annotations users (or mtlsctl) set on an MTLSCertificate.
 ANN_RENEW_REQUESTED: Final = "mtls.dev/renew-requested-at"
@@ -41,6 +68,8 @@ ANN_REVOKE_REQUESTED: Final = "mtls.dev/revoke-requested-at"
 ANN_REVOKE_REASON: Final = "mtls.dev/revoke-reason"
 # Set by `mtlsctl rotate-ca` on an MTLSIssuer: start a CA rotation with overlap.
 ANN_ROTATE_REQUESTED: Final = "mtls.dev/rotate-requested-at"
+# The values of these three are opaque request tokens (mtlsctl writes "<RFC 3339 time>/<random>"): a
+# request is acted on once, when its token differs from the one recorded as handled (status.requests).
 
 # kopf keeps its own bookkeeping under its own prefix so that product annotations stay visible to it.
 KOPF_PREFIX: Final = "kopf.mtls.dev"
@@ -51,6 +80,17 @@ TLS_KEY: Final = "tls.key"
 CA_CRT: Final = "ca.crt"
 KEYSTORE_P12: Final = "keystore.p12"
 TRUSTSTORE_P12: Final = "truststore.p12"
+
+
+class ConditionType(StrEnum):
+    """The condition types the operator sets."""
+
+    READY = "Ready"
+    ISSUING = "Issuing"
+    ROLLOUT_BLOCKED = "RolloutBlocked"
+    POST_QUANTUM = "PostQuantum"
+    TRUST_BUNDLE = "TrustBundle"
+    REVOCATION = "Revocation"
 
 
 class Reason(StrEnum):
@@ -85,6 +125,16 @@ class Reason(StrEnum):
     ISSUANCE_FAILED = "IssuanceFailed"
     POLICY_DENIED = "PolicyDenied"
     BACKING_OFF = "BackingOff"
+    ISSUANCE_BUDGET_EXCEEDED = "IssuanceBudgetExceeded"
+    REVOCATION_PENDING = "RevocationPending"
+    TRUST_REFRESHED = "TrustRefreshed"
+    # Certificate: the PostQuantum condition.
+    POST_QUANTUM_CHAIN = "PostQuantumChain"
+    MIXED_CHAIN = "MixedChain"
+    # Certificate: restarts of the workloads that use it.
+    ROLLOUT_LOOP_GUARD = "RolloutLoopGuard"
+    ROLLOUT_ALLOWED = "RolloutAllowed"
+    ROLLOUT_TARGET_NOT_OPTED_IN = "RolloutTargetNotOptedIn"
     # Issuer.
     KEY_PAIR_VERIFIED = "KeyPairVerified"
     CA_CREATED = "CACreated"
@@ -97,3 +147,16 @@ class Reason(StrEnum):
     CA_NOT_YET_VALID = "CANotYetValid"
     CA_KEY_UNSUPPORTED = "CAKeyUnsupported"
     CA_SECRET_NOT_MANAGED = "CASecretNotManaged"
+    CA_SECRET_NOT_ALLOWED = "CASecretNotAllowed"
+    PARENT_NOT_READY = "ParentNotReady"
+    # Issuer: trust bundles.
+    BUNDLE_PUBLISHED = "BundlePublished"
+    BUNDLE_CONFLICT = "BundleConflict"
+    BUNDLE_NOT_ACCEPTED = "BundleNotAccepted"
+
+
+class RestartWait(StrEnum):
+    """Why a workload restart waits (pacing), as the rollout decision says."""
+
+    MIN_INTERVAL = "MinInterval"
+    MAX_IN_FLIGHT = "MaxInFlight"

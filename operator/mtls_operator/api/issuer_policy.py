@@ -23,23 +23,17 @@ from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from mtls_operator.api.constants import ISSUER_KIND
 from mtls_operator.api.durations import DurationError, parse_duration
 from mtls_operator.api.models import (
     ALLOWED_SIZES,
     MIN_DURATION,
     CertificateSpec,
     KeyAlgorithm,
-    SelfSignedCASpec,
     SpecError,
     Usage,
-    parse_key_spec,
-    parse_subject,
-    validate_dns_name,
 )
 
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
-DEFAULT_INTERMEDIATE_DURATION: Final = timedelta(days=365)
 DEFAULT_CRL_VALIDITY: Final = timedelta(hours=24)
 TEMPLATE_VARIABLES: Final = ("namespace", "trustDomain")
 
@@ -395,24 +389,6 @@ class TrustBundleSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class NameConstraintsSpec:
-    permitted_dns_domains: tuple[str, ...] = ()
-    excluded_dns_domains: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class IntermediateSpec:
-    """``spec.intermediate`` of an MTLSIssuer: an intermediate CA signed by another MTLSIssuer (the
-    parent, same namespace) and kept in ``secret_name``. ``ca`` carries the fields
-    :func:`mtls_operator.pki.intermediate.sign_intermediate` takes."""
-
-    issuer_name: str
-    ca: SelfSignedCASpec
-    path_length: int | None = None
-    name_constraints: NameConstraintsSpec = NameConstraintsSpec()
-
-
-@dataclass(frozen=True, slots=True)
 class CARotationSpec:
     """When and to what the issuer's CA rotates. ``renew_before`` (selfSigned and intermediate): start a
     rotation that long before the CA expires; ``next_secret_name`` (ca): the Secret where the user stages
@@ -486,53 +462,6 @@ def parse_trust_bundle(raw: Any) -> TrustBundleSpec | None:
             raise SpecError(f"{where}.pkcs12.passwordSecretRef.key must be a string.")
         ref = (secret, key)
     return TrustBundleSpec(config_map_name=name, namespace_selector=selector, pkcs12_password_secret_ref=ref)
-
-
-def parse_intermediate(raw: Any) -> IntermediateSpec | None:
-    """``spec.intermediate`` of an MTLSIssuer (None when absent)."""
-    if raw is None:
-        return None
-    where = "spec.intermediate"
-    doc = _mapping(raw, where)
-    ref = _mapping(doc.get("issuerRef"), f"{where}.issuerRef")
-    parent = ref.get("name")
-    if not isinstance(parent, str) or not parent:
-        raise SpecError(f"{where}.issuerRef.name is required.")
-    kind = ref.get("kind") or ISSUER_KIND
-    if kind != ISSUER_KIND:
-        raise SpecError(f"{where}.issuerRef.kind {kind!r} is not supported: use {ISSUER_KIND}.")
-    cn = doc.get("commonName")
-    if not isinstance(cn, str) or not cn or len(cn) > 64:
-        raise SpecError(f"{where}.commonName is required and at most 64 characters long.")
-    duration = _optional_duration(doc.get("duration"), f"{where}.duration") or DEFAULT_INTERMEDIATE_DURATION
-    path_length = doc.get("pathLength")
-    if path_length is not None and (
-        not isinstance(path_length, int) or isinstance(path_length, bool) or path_length < 0
-    ):
-        raise SpecError(f"{where}.pathLength must be a whole number of 0 or more.")
-    constraints = _mapping(doc.get("nameConstraints"), f"{where}.nameConstraints")
-    domains: dict[str, tuple[str, ...]] = {}
-    for field in ("permittedDNSDomains", "excludedDNSDomains"):
-        values = _optional_strs(constraints.get(field), f"{where}.nameConstraints.{field}") or ()
-        for value in values:
-            problem = validate_dns_name(value.removeprefix("."))
-            if problem or value.startswith("*"):
-                raise SpecError(
-                    f"{where}.nameConstraints.{field}: {value!r} is not a DNS domain such as team-a.svc."
-                )
-        domains[field] = values
-    return IntermediateSpec(
-        issuer_name=parent,
-        ca=SelfSignedCASpec(
-            secret_name=_secret_name(doc.get("secretName"), f"{where}.secretName"),
-            common_name=cn,
-            subject=parse_subject(doc.get("subject")),
-            duration=duration,
-            private_key=parse_key_spec(doc.get("privateKey"), f"{where}.privateKey"),
-        ),
-        path_length=path_length,
-        name_constraints=NameConstraintsSpec(domains["permittedDNSDomains"], domains["excludedDNSDomains"]),
-    )
 
 
 def parse_ca_rotation(spec: Mapping[str, Any]) -> CARotationSpec:

@@ -12,22 +12,14 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from mtls_operator.api.constants import ISSUER_KIND, Reason
+from mtls_operator.api.constants import ISSUER_KIND
 from mtls_operator.api.durations import DurationError, parse_duration
-
-
-class SpecError(ValueError):
-    """A spec the operator cannot act on; ``reason`` goes into the condition, ``message`` is a sentence."""
-
-    def __init__(self, message: str, reason: Reason = Reason.INVALID_SPEC) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+from mtls_operator.api.errors import SpecError
 
 
 class KeyAlgorithm(StrEnum):
@@ -211,11 +203,14 @@ class CertificateSpec:
 
 @dataclass(frozen=True, slots=True)
 class SelfSignedCASpec:
+    """A CA the operator creates and keeps (a self-signed root, or an intermediate's own CA)."""
+
     secret_name: str
     common_name: str
     subject: Subject = field(default_factory=Subject)
     duration: timedelta = DEFAULT_CA_DURATION
     private_key: KeySpec = field(default_factory=KeySpec)
+    renew_before: timedelta | None = None  # start a CA rotation this long before the CA expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +220,8 @@ class CASecretSpec:
 
 @dataclass(frozen=True, slots=True)
 class IntermediateSpec:
-    """An intermediate CA the operator creates and keeps, signed by another MTLSIssuer (the parent)."""
+    """``spec.intermediate``: an intermediate CA the operator creates and keeps, signed by another
+    MTLSIssuer of the same namespace (the parent)."""
 
     parent: str
     ca: SelfSignedCASpec  # secret name, common name, subject, duration, key of the intermediate
@@ -248,6 +244,13 @@ class IssuerSpec:
             return self.intermediate.ca.secret_name
         assert self.ca is not None
         return self.ca.secret_name
+
+    @property
+    def managed_ca(self) -> SelfSignedCASpec | None:
+        """The CA the operator creates and keeps for this issuer (None for a ``ca`` issuer)."""
+        if self.self_signed is not None:
+            return self.self_signed
+        return self.intermediate.ca if self.intermediate is not None else None
 
     @property
     def kind(self) -> str:
@@ -508,37 +511,79 @@ def _managed_ca(doc: Mapping[str, Any], where: str, default_duration: timedelta)
     )
 
 
+DEFAULT_INTERMEDIATE_DURATION = timedelta(days=365)
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _object_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{what} is required.")
+    if len(value) > 253 or not _OBJECT_NAME.match(value):
+        raise SpecError(f"{what} {value!r} is not a valid Kubernetes object name.")
+    return value
+
+
+def _ca_renew_before(doc: Mapping[str, Any], where: str, ca: SelfSignedCASpec) -> SelfSignedCASpec:
+    renew_before = _duration(doc.get("renewBefore"), f"{where}.renewBefore", None)
+    if renew_before is None:
+        return ca
+    if renew_before < MIN_DURATION or renew_before >= ca.duration:
+        raise SpecError(f"{where}.renewBefore must be at least 1m and shorter than the CA's duration.")
+    return replace(ca, renew_before=renew_before)
+
+
+def _intermediate(doc: Mapping[str, Any]) -> IntermediateSpec:
+    where = "spec.intermediate"
+    ref = _mapping(doc.get("issuerRef"), f"{where}.issuerRef")
+    parent = ref.get("name")
+    if not isinstance(parent, str) or not parent:
+        raise SpecError(f"{where}.issuerRef.name is required.")
+    kind = ref.get("kind") or ISSUER_KIND
+    if kind != ISSUER_KIND:
+        raise SpecError(f"{where}.issuerRef.kind {kind!r} is not supported: use {ISSUER_KIND}.")
+    _object_name(doc.get("secretName"), f"{where}.secretName")
+    cn = doc.get("commonName")
+    if isinstance(cn, str) and len(cn) > 64:
+        raise SpecError(f"{where}.commonName must be at most 64 characters long.")
+    path_length = doc.get("pathLength")
+    if path_length is not None and (
+        not isinstance(path_length, int) or isinstance(path_length, bool) or path_length < 0
+    ):
+        raise SpecError(f"{where}.pathLength must be a whole number of 0 or more.")
+    constraints = _mapping(doc.get("nameConstraints"), f"{where}.nameConstraints")
+    domains: dict[str, tuple[str, ...]] = {}
+    for key in ("permittedDNSDomains", "excludedDNSDomains"):
+        values = tuple(dict.fromkeys(_strs(constraints.get(key), f"{where}.nameConstraints.{key}")))
+        for value in values:
+            if value.startswith("*") or validate_dns_name(value.removeprefix(".")):
+                raise SpecError(
+                    f"{where}.nameConstraints.{key}: {value!r} is not a DNS domain such as team-a.svc."
+                )
+        domains[key] = values
+    ca = _managed_ca(doc, where, DEFAULT_INTERMEDIATE_DURATION)
+    return IntermediateSpec(
+        parent=parent,
+        ca=_ca_renew_before(doc, where, ca),
+        path_length=path_length,
+        permitted_dns=domains["permittedDNSDomains"],
+        excluded_dns=domains["excludedDNSDomains"],
+    )
+
+
 def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
-    """Parse and validate an MTLSIssuer ``spec``: exactly one of ``selfSigned``, ``ca``, ``intermediate``."""
+    """Parse and validate the CA part of an MTLSIssuer ``spec``: exactly one of ``selfSigned``, ``ca``,
+    ``intermediate`` (the trust-lifecycle fields are parsed by :mod:`mtls_operator.api.issuer_policy`)."""
     kinds = [k for k in ("selfSigned", "ca", "intermediate") if spec.get(k) is not None]
     if len(kinds) != 1:
         raise SpecError("Set exactly one of spec.selfSigned, spec.ca and spec.intermediate.")
     if kinds[0] == "ca":
         doc = _mapping(spec["ca"], "spec.ca")
-        name = doc.get("secretName")
-        if not isinstance(name, str) or not name:
-            raise SpecError("spec.ca.secretName is required.")
-        return IssuerSpec(ca=CASecretSpec(secret_name=name))
+        return IssuerSpec(
+            ca=CASecretSpec(secret_name=_object_name(doc.get("secretName"), "spec.ca.secretName"))
+        )
     if kinds[0] == "selfSigned":
         doc = _mapping(spec["selfSigned"], "spec.selfSigned")
-        return IssuerSpec(self_signed=_managed_ca(doc, "spec.selfSigned", DEFAULT_CA_DURATION))
-    doc = _mapping(spec["intermediate"], "spec.intermediate")
-    ref = _mapping(doc.get("issuerRef"), "spec.intermediate.issuerRef")
-    parent = ref.get("name")
-    if not isinstance(parent, str) or not parent:
-        raise SpecError("spec.intermediate.issuerRef.name is required: the MTLSIssuer that signs this CA.")
-    path_length = doc.get("pathLength")
-    if path_length is not None and (not isinstance(path_length, int) or path_length < 0):
-        raise SpecError("spec.intermediate.pathLength must be a whole number, 0 or more.")
-    constraints = _mapping(doc.get("nameConstraints"), "spec.intermediate.nameConstraints")
-    return IssuerSpec(
-        intermediate=IntermediateSpec(
-            parent=parent,
-            ca=_managed_ca(doc, "spec.intermediate", timedelta(days=365)),
-            path_length=path_length,
-            permitted_dns=_strs(
-                constraints.get("permittedDNSDomains"), "nameConstraints.permittedDNSDomains"
-            ),
-            excluded_dns=_strs(constraints.get("excludedDNSDomains"), "nameConstraints.excludedDNSDomains"),
-        )
-    )
+        _object_name(doc.get("secretName"), "spec.selfSigned.secretName")
+        ca = _managed_ca(doc, "spec.selfSigned", DEFAULT_CA_DURATION)
+        return IssuerSpec(self_signed=_ca_renew_before(doc, "spec.selfSigned", ca))
+    return IssuerSpec(intermediate=_intermediate(_mapping(spec["intermediate"], "spec.intermediate")))

@@ -9,26 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from mtls_operator.api.constants import Reason
+from mtls_operator.api.errors import CAError, TLSMaterialError
 from mtls_operator.api.models import KeyAlgorithm, Usage
 
-
-class TLSMaterialError(ValueError):
-    """The bytes of a Secret are not usable TLS material. Always carries a reason and a sentence."""
-
-    def __init__(self, message: str, reason: Reason = Reason.SECRET_CORRUPT) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-class CAError(ValueError):
-    """A CA key pair that cannot issue: not a CA, no keyCertSign, key mismatch, expired, unsupported."""
-
-    def __init__(self, message: str, reason: Reason = Reason.CA_INVALID) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+__all__ = ["CAError", "CAFacts", "CertFacts", "SecretFacts", "TLSMaterialError", "effective_usages"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,16 +13,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from mtls_operator.api.constants import Reason
+from mtls_operator.api.errors import Violation
 from mtls_operator.api.models import EXTENDED_USAGES, CertificateSpec, KeyAlgorithm, RotationPolicy
 from mtls_operator.api.tls import CAFacts, SecretFacts
 from mtls_operator.policy import backoff
 from mtls_operator.policy.renewal import renewal_time
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    reason: Reason
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
