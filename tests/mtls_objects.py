@@ -10,6 +10,18 @@ from helpers import wait_for
 GROUP, VERSION = "mtls.dev", "v1alpha1"
 
 
+def byo_ca_metadata(name: str, *issuers: str) -> Any:
+    """Metadata of a bring-your-own CA Secret that lets ``issuers`` sign with it: the opt-in annotation
+    its owner sets, and the label that lets the operator's filtered watch see it."""
+    from kubernetes import client
+
+    return client.V1ObjectMeta(
+        name=name,
+        labels={"mtls.dev/secret-role": "ca"},
+        annotations={"mtls.dev/allowed-issuers": ",".join(issuers)},
+    )
+
+
 def create_issuer(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib.metadata
@@ -10,80 +9,25 @@ import logging
 import os
 import signal
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import kopf
 
 from mtls_operator import __version__
-from mtls_operator.controllers.runtime import Settings
+from mtls_operator.controllers.config import OperatorConfig, parse_config
+from mtls_operator.controllers.handlers import build_registry
 from mtls_operator.k8s.api import ApiClient, Credentials, credentials_from_kopf
 from mtls_operator.k8s.lease import LeaderElector, LeaseConfig, default_identity
 from mtls_operator.observability.metrics import Metrics
-from mtls_operator.observability.server import DEFAULT_PORT, MetricsServer
+from mtls_operator.observability.server import MetricsServer
 
 logger = logging.getLogger("mtls_operator")
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mtls-operator", description="Run the mtls-operator controller.")
-    scope = p.add_mutually_exclusive_group()
-    scope.add_argument(
-        "-n",
-        "--namespace",
-        action="append",
-        default=[],
-        help="watch this namespace (repeatable; globs such as 'team-*' allowed)",
-    )
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=int(os.environ.get("MTLS_WORKERS", "8")),
-        help="reconciles running at once (default 8)",
-    )
-    p.add_argument(
-        "--backoff-base",
-        type=float,
-        default=float(os.environ.get("MTLS_BACKOFF_BASE", "30")),
-        help="seconds before the first retry of a failed issuance; doubles up to --backoff-cap",
-    )
-    p.add_argument(
-        "--backoff-cap",
-        type=float,
-        default=float(os.environ.get("MTLS_BACKOFF_CAP", "3600")),
-        help="the longest wait between issuance attempts, in seconds (default 3600)",
-    )
-    p.add_argument("--log-level", default=os.environ.get("MTLS_LOG_LEVEL", "INFO"))
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(os.environ.get("MTLS_METRICS_PORT", str(DEFAULT_PORT))),
-        help=f"serve /metrics and /healthz on this port (default {DEFAULT_PORT}; 0 disables)",
-    )
-    p.add_argument(
-        "--metrics-bind-address",
-        default=os.environ.get("MTLS_METRICS_BIND_ADDRESS", "0.0.0.0"),  # noqa: S104 (scraped in a pod)
-        help="address the metrics server listens on (default 0.0.0.0)",
-    )
-    p.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        default=os.environ.get("MTLS_LEADER_ELECT", "").lower() in {"1", "true", "yes"},
-        help="run as one of several replicas: only the holder of a coordination.k8s.io Lease writes",
-    )
-    p.add_argument(
-        "--leader-elect-namespace",
-        default=os.environ.get("POD_NAMESPACE", ""),
-        help="namespace of the Lease (default: the pod's namespace, else the kubeconfig's)",
-    )
-    p.add_argument("--leader-elect-name", default="mtls-operator", help="name of the Lease")
-    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, help="seconds (default 15)")
-    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, help="seconds (default 10)")
-    p.add_argument("--leader-elect-retry-period", type=float, default=2.0, help="seconds (default 2)")
-    p.add_argument("--version", action="version", version=f"mtls-operator {__version__}")
-    return p.parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> OperatorConfig:
+    """The operator's configuration from the command line, whose defaults come from the environment."""
+    return parse_config(argv, os.environ)
 
 
 def build_info() -> dict[str, str]:
@@ -130,25 +74,25 @@ def _login() -> Credentials:
     return credentials_from_kopf(info)
 
 
-def _lease_namespace(args: argparse.Namespace, creds: Credentials) -> str:
-    if args.leader_elect_namespace:
-        return str(args.leader_elect_namespace)
+def _lease_namespace(config: OperatorConfig, creds: Credentials) -> str:
+    if config.leader_election.namespace:
+        return config.leader_election.namespace
     with contextlib.suppress(OSError):
         return SA_NAMESPACE_FILE.read_text().strip()
     return creds.default_namespace or "default"
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
+async def run(config: OperatorConfig) -> int:
     """Start the metrics server, wait for leadership if asked to, then run kopf until it stops."""
     metrics = Metrics(build=build_info())
     server: MetricsServer | None = None
-    if args.metrics_port:
-        server = MetricsServer(metrics, host=args.metrics_bind_address, port=args.metrics_port)
+    if config.metrics.port:
+        server = MetricsServer(metrics, host=config.metrics.bind, port=config.metrics.port)
         try:
             await server.start()
         except OSError as exc:
             logger.error(
-                "Cannot serve metrics on port %d: %s; running without /metrics.", args.metrics_port, exc
+                "Cannot serve metrics on port %d: %s; running without /metrics.", config.metrics.port, exc
             )
             server = None
     stop = asyncio.Event()
@@ -157,24 +101,25 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     holder: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     try:
-        if args.leader_elect:
+        election = config.leader_election
+        if election.enabled:
             creds = _login()
             lease_api = ApiClient(creds, timeout=10.0)
-            config = LeaseConfig(
-                namespace=_lease_namespace(args, creds),
-                name=args.leader_elect_name,
+            lease = LeaseConfig(
+                namespace=_lease_namespace(config, creds),
+                name=election.name,
                 identity=default_identity(),
-                lease_duration=args.leader_elect_lease_duration,
-                renew_deadline=args.leader_elect_renew_deadline,
-                retry_period=args.leader_elect_retry_period,
+                lease_duration=election.lease_duration,
+                renew_deadline=election.renew_deadline,
+                retry_period=election.retry_period,
             )
-            elector = LeaderElector(lease_api, config)
+            elector = LeaderElector(lease_api, lease)
             metrics.set_leader(False)
             logger.info(
                 "Leader election on: identity %s, lease %s/%s.",
                 elector.identity,
-                config.namespace,
-                config.name,
+                lease.namespace,
+                lease.name,
             )
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
@@ -197,15 +142,16 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
             holder = asyncio.create_task(elector.hold(lost))
         metrics.set_leader(True)
-        namespaces = args.namespace or None
+        namespaces = list(config.namespaces) or None
         kopf_settings = kopf.OperatorSettings()
         # Exact namespaces need no cluster-wide listing of Namespaces and CRDs (least RBAC).
         kopf_settings.scanning.disabled = not needs_cluster_scan(namespaces)
         await kopf.operator(
+            registry=build_registry(config, watch_namespaces=namespaces is None),
             standalone=True,
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
-            memo=kopf.Memo(settings=settings, metrics=metrics),
+            memo=kopf.Memo(metrics=metrics),
             settings=kopf_settings,
             stop_flag=stop,
         )
@@ -222,21 +168,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    config = parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, config.log_level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # kopf logs every handled event at INFO: at 10k objects that drowns what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    import mtls_operator.controllers.handlers  # noqa: F401  (registers the kopf handlers)
-
-    settings = Settings(
-        workers=args.workers,
-        backoff_base=timedelta(seconds=args.backoff_base),
-        backoff_cap=timedelta(seconds=args.backoff_cap),
-    )
-    return asyncio.run(run(args, settings))
+    return asyncio.run(run(config))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from kubernetes import client
 
 from helpers import wait_for
 from mtls_objects import (
+    byo_ca_metadata,
     create_certificate,
     create_issuer,
     get,
@@ -58,7 +59,7 @@ def _ca_secret(cluster: Any, namespace: str, name: str, crt: bytes, key: bytes) 
     cluster.core.create_namespaced_secret(
         namespace,
         client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name),
+            metadata=byo_ca_metadata(name, name.removesuffix("-keypair")),
             type="kubernetes.io/tls",
             data={"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode()},
         ),

@@ -255,13 +255,19 @@ BAD_SPECS = [
         "rejects renewBefore equal to duration",
         CERTIFICATE_KIND,
         cert(duration="24h", renewBefore="24h"),
-        "renewBefore (24h) must be shorter than duration (24h)",
+        "renewBefore (24h) must be at most 90% of duration (24h)",
     ),
     (
         "rejects renewBefore longer than the default duration",
         CERTIFICATE_KIND,
         cert(renewBefore="2200h"),
-        "renewBefore (2200h) must be shorter than duration (2160h)",
+        "renewBefore (2200h) must be at most 90% of duration (2160h)",
+    ),
+    (
+        "rejects a renewBefore that would renew a one-minute certificate in a loop",
+        CERTIFICATE_KIND,
+        cert(duration="1m", renewBefore="59s"),
+        "renewBefore (59s) must be at most 90% of duration (1m), so that a certificate lives a while",
     ),
     (
         "rejects renewBefore under five seconds",
@@ -276,11 +282,11 @@ BAD_SPECS = [
         "set only one of renewBefore and renewBeforePercentage",
     ),
     (
-        "rejects renewBeforePercentage of 100",
+        "rejects a renewBeforePercentage of 99 (a renewal loop for short certificates)",
         CERTIFICATE_KIND,
-        cert(renewBeforePercentage=100),
-        "spec.renewBeforePercentage: Invalid value: 100: spec.renewBeforePercentage in body should be less "
-        "than or equal to 99",
+        cert(renewBeforePercentage=99),
+        "spec.renewBeforePercentage: Invalid value: 99: spec.renewBeforePercentage in body should be less "
+        "than or equal to 90",
     ),
     (
         "rejects renewBeforePercentage of 0",
@@ -878,9 +884,7 @@ CERT_STATUS = {
     "algorithm": "ML-DSA-65",
     "secretName": "web-tls",
     "issuerFingerprint": "cd" * 32,
-    "rollouts": [
-        {"kind": "Deployment", "name": "web", "fingerprint": "ab" * 32, "time": "2026-01-01T00:00:05Z"}
-    ],
+    "requests": {"renew": "2026-01-01T00:00:04Z/1f2e3d", "revoke": "2026-01-01T00:00:05Z/4c5b6a"},
 }
 ISSUER_STATUS = {
     "observedGeneration": 1,

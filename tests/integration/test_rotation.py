@@ -23,6 +23,7 @@ from kubernetes import client, watch
 
 from helpers import wait_for
 from mtls_objects import (
+    byo_ca_metadata,
     condition,
     create_certificate,
     create_issuer,
@@ -150,7 +151,7 @@ def test_a_failing_issuer_backs_off_then_issues_promptly_once_fixed(
     cluster.core.create_namespaced_secret(
         namespace,
         client.V1Secret(
-            metadata=client.V1ObjectMeta(name="byo-keypair"),
+            metadata=byo_ca_metadata("byo-keypair", "byo"),
             type="kubernetes.io/tls",
             data={
                 "tls.crt": base64.b64encode(b"broken").decode(),
@@ -191,7 +192,7 @@ def test_a_failing_issuer_backs_off_then_issues_promptly_once_fixed(
         "byo-keypair",
         namespace,
         client.V1Secret(
-            metadata=client.V1ObjectMeta(name="byo-keypair"),
+            metadata=byo_ca_metadata("byo-keypair", "byo"),
             type="kubernetes.io/tls",
             data={
                 "tls.crt": base64.b64encode(crt).decode(),

@@ -37,7 +37,7 @@ def test_mldsa_defaults_to_44() -> None:
         pytest.param({"dnsNames": ["bad_name.example"]}, "DNS name", id="rejects an invalid DNS name"),
         pytest.param({"ipAddresses": ["300.1.1.1"]}, "not an IPv4", id="rejects a bad IP"),
         pytest.param(
-            {"duration": "1h", "renewBefore": "2h"}, "shorter than", id="rejects renewBefore >= duration"
+            {"duration": "1h", "renewBefore": "2h"}, "at most 90%", id="rejects renewBefore >= duration"
         ),
         pytest.param(
             {"privateKey": {"algorithm": "RSA", "size": 1024}}, "not valid for RSA", id="rejects RSA 1024"

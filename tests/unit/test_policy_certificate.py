@@ -43,9 +43,15 @@ LEAF = CertFacts(
     public_key_fingerprint="pk",
     issuer_fingerprint="cafp",
 )
-GOOD = SecretFacts(LEAF, True, True, True, True, False)
+GOOD = SecretFacts(LEAF, True, True, True, True, False, frozenset({"cafp"}))
 VALID_SECRET = SecretView(
-    exists=True, owner_certificate="web", managed=True, facts=GOOD, spec_hash=SPEC.identity_hash(), revision=1
+    exists=True,
+    owner_certificate="web",
+    managed=True,
+    owned=True,
+    facts=GOOD,
+    spec_hash=SPEC.identity_hash(),
+    revision=1,
 )
 READY_ISSUER = IssuerView(True, True, Reason.KEY_PAIR_VERIFIED, "ok", CA)
 
@@ -141,16 +147,67 @@ def leaf(**changes: object) -> SecretView:
             id="re-issues an expired certificate",
         ),
         pytest.param(
-            state(renew_requested_at=NOW - timedelta(minutes=1)),
+            state(renew_request="2026-11-24T12:00:00Z/a1"),
             Action.ISSUE,
             Reason.MANUAL_RENEWAL,
-            id="renews when a renewal was requested after issuance",
+            id="renews when a renewal request is not fulfilled yet",
         ),
         pytest.param(
-            state(renew_requested_at=NOW - timedelta(hours=2)),
+            state(
+                renew_request="2026-11-24T12:00:00Z/a1",
+                secret=replace(VALID_SECRET, fulfilled_renew="2026-11-24T12:00:00Z/a1"),
+            ),
             Action.NOTHING,
             None,
-            id="ignores a renewal request older than the certificate",
+            id="acts on a renewal request once: the Secret records that it fulfilled it",
+        ),
+        pytest.param(
+            state(
+                renew_request="2026-11-24T12:00:00Z/b2",
+                secret=replace(VALID_SECRET, fulfilled_renew="2026-11-24T12:00:00Z/a1"),
+            ),
+            Action.ISSUE,
+            Reason.MANUAL_RENEWAL,
+            id="a second request within the same second is another request",
+        ),
+        pytest.param(
+            state(revoke_request="r1"),
+            Action.ISSUE,
+            Reason.REVOKED,
+            id="revokes and replaces on a revocation request",
+        ),
+        pytest.param(
+            state(revoke_request="r1", secret=replace(VALID_SECRET, fulfilled_revoke="r1")),
+            Action.NOTHING,
+            None,
+            id="does not revoke the replacement of a fulfilled revocation request",
+        ),
+        pytest.param(
+            state(issuer=replace(READY_ISSUER, anchors=frozenset({"cafp", "newroot"}))),
+            Action.REFRESH_TRUST,
+            Reason.CA_BUNDLE_MISMATCH,
+            id="rewrites only ca.crt when the trust anchors change (a CA rotation's overlap)",
+        ),
+        pytest.param(
+            state(
+                issuer=replace(READY_ISSUER, anchors=frozenset({"cafp", "newroot"})),
+                now=NOW + timedelta(hours=16),
+            ),
+            Action.ISSUE,
+            Reason.RENEWAL_DUE,
+            id="a renewal due at the same time re-issues (with the new anchors) instead",
+        ),
+        pytest.param(
+            state(secret=SecretView(revision=3), budget_retry_at=NOW + timedelta(minutes=1)),
+            Action.WAIT,
+            Reason.ISSUANCE_BUDGET_EXCEEDED,
+            id="waits when the issuance budget is spent",
+        ),
+        pytest.param(
+            state(secret=replace(VALID_SECRET, owned=False)),
+            Action.BLOCKED,
+            Reason.SECRET_NOT_MANAGED,
+            id="never overwrites a Secret written for another certificate object of the same name",
         ),
         pytest.param(
             state(duplicates=("other",)),
@@ -159,7 +216,7 @@ def leaf(**changes: object) -> SecretView:
             id="writes nothing when two certificates name one Secret",
         ),
         pytest.param(
-            state(secret=replace(VALID_SECRET, managed=False, owner_certificate=None)),
+            state(secret=replace(VALID_SECRET, managed=False, owned=False, owner_certificate=None)),
             Action.BLOCKED,
             Reason.SECRET_NOT_MANAGED,
             id="never overwrites a Secret it does not manage",

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 from tests.unit.pki_factory import ECDSA_P256, MLDSA_44, NOW, build_cert, key, self_signed_ca
 
+from mtls_operator.api.issuer_policy import parse_revocation
 from mtls_operator.controllers import revocation as rev
 from mtls_operator.controllers.revocation import Revocations, Revoked, Stored
 from mtls_operator.k8s.api import ApiClient, ApiError
@@ -29,7 +30,7 @@ T0 = NOW.replace(microsecond=0)
 DAY = timedelta(hours=24)
 NS, ISSUER = "team-a", "mesh-ca"
 CM_PATH = f"/api/v1/namespaces/{NS}/configmaps/{ISSUER}-revocations"
-WITH_CRL: dict[str, Any] = {"revocation": {}}  # spec.revocation, even empty, keeps a CRL
+WITH_CRL = parse_revocation({})  # spec.revocation, even empty, keeps a CRL
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -352,12 +353,12 @@ def test_a_new_crl_when_the_ca_changes_or_next_update_nears() -> None:
     ca, other = self_signed_ca(ECDSA_P256), self_signed_ca(ECDSA_P256, slot=1)
 
     async def run() -> None:
-        await store.sync_issuer(NS, ISSUER, {"revocation": {"crlValidity": "3h"}}, ca)
+        await store.sync_issuer(NS, ISSUER, parse_revocation({"crlValidity": "3h"}), ca)
         clock.now = T0 + timedelta(hours=1)
-        await store.sync_issuer(NS, ISSUER, {"revocation": {"crlValidity": "3h"}}, ca)
+        await store.sync_issuer(NS, ISSUER, parse_revocation({"crlValidity": "3h"}), ca)
         assert _crl_number(_crl(api)) == 1
         clock.now = T0 + timedelta(hours=2)
-        await store.sync_issuer(NS, ISSUER, {"revocation": {"crlValidity": "3h"}}, ca)
+        await store.sync_issuer(NS, ISSUER, parse_revocation({"crlValidity": "3h"}), ca)
         assert _crl_number(_crl(api)) == 2
         await store.sync_issuer(NS, ISSUER, WITH_CRL, other)
 
@@ -374,10 +375,10 @@ def test_an_issuer_without_revocation_gets_a_crl_only_once_something_is_revoked(
     ca = self_signed_ca(ECDSA_P256)
 
     async def run() -> None:
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, None, ca)
         assert api.writes == 0 and CM_PATH not in api.objects, "no ConfigMap for an issuer that never revokes"
         await store.revoke(NS, ISSUER, "9", "superseded", "web")
-        await store.sync_issuer(NS, ISSUER, {}, ca)
+        await store.sync_issuer(NS, ISSUER, None, ca)
 
     asyncio.run(run())
     assert [r.serial_number for r in _crl(api)] == [9]
@@ -430,14 +431,12 @@ def test_deleting_the_config_map_does_not_unrevoke() -> None:
 
 def test_leaf_urls_come_from_spec_revocation() -> None:
     store, _ = _store(FakeApi())
-    spec = {
-        "revocation": {"crlURL": "http://ca.example/crl/a/b.crl", "ocspURL": "http://ca.example/ocsp/a/b"}
-    }
+    spec = parse_revocation({"crlURL": "http://ca.example/crl/a/b.crl", "ocspURL": "http://ca.example/ocsp/a/b"})
     assert store.leaf_urls(NS, ISSUER) == (None, None)
     asyncio.run(store.sync_issuer(NS, ISSUER, spec, None))
     assert store.leaf_urls(NS, ISSUER) == ("http://ca.example/crl/a/b.crl", "http://ca.example/ocsp/a/b")
-    asyncio.run(store.sync_issuer(NS, ISSUER, {"revocation": {"crlURL": "ftp://nope"}}, None))
-    assert store.leaf_urls(NS, ISSUER) == (None, None), "an invalid spec.revocation adds no URLs"
+    asyncio.run(store.sync_issuer(NS, ISSUER, None, None))
+    assert store.leaf_urls(NS, ISSUER) == (None, None), "without spec.revocation no URLs"
     store.forget_issuer(NS, ISSUER)
     assert store.leaf_urls(NS, ISSUER) == (None, None)
 

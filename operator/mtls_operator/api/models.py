@@ -19,7 +19,7 @@ from typing import Any
 
 from mtls_operator.api.constants import ISSUER_KIND
 from mtls_operator.api.durations import DurationError, parse_duration
-from mtls_operator.api.errors import SpecError
+from mtls_operator.api.errors import SpecError as SpecError
 
 
 class KeyAlgorithm(StrEnum):
@@ -84,6 +84,8 @@ DEFAULT_CERT_DURATION = timedelta(days=90)
 DEFAULT_CA_DURATION = timedelta(days=3650)
 MIN_DURATION = timedelta(minutes=1)
 MIN_RENEW_BEFORE = timedelta(seconds=5)
+MAX_RENEW_PERCENTAGE = 90  # renewBefore at most 90 % of the duration: see policy.renewal's floor too
+MAX_RENEW_FRACTION = MAX_RENEW_PERCENTAGE / 100
 
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -411,13 +413,19 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
     pct = spec.get("renewBeforePercentage")
     if renew_before is not None and pct is not None:
         raise SpecError("Set only one of spec.renewBefore and spec.renewBeforePercentage.")
-    if renew_before is not None and not (MIN_RENEW_BEFORE <= renew_before < duration):
+    if renew_before is not None and not (MIN_RENEW_BEFORE <= renew_before <= duration * MAX_RENEW_FRACTION):
         raise SpecError(
-            f"spec.renewBefore ({spec.get('renewBefore')}) must be at least 5s and shorter than "
-            f"spec.duration ({spec.get('duration') or '2160h'})."
+            f"spec.renewBefore ({spec.get('renewBefore')}) must be at least 5s and at most 90% of "
+            f"spec.duration ({spec.get('duration') or '2160h'}), so that a certificate lives a while "
+            "before it is renewed."
         )
-    if pct is not None and (not isinstance(pct, int) or isinstance(pct, bool) or not 1 <= pct <= 99):
-        raise SpecError("spec.renewBeforePercentage must be a whole number from 1 to 99.")
+    if pct is not None and (
+        not isinstance(pct, int) or isinstance(pct, bool) or not 1 <= pct <= MAX_RENEW_PERCENTAGE
+    ):
+        raise SpecError(
+            f"spec.renewBeforePercentage must be a whole number from 1 to {MAX_RENEW_PERCENTAGE}, so that a "
+            "certificate lives a while before it is renewed."
+        )
 
     key = parse_key_spec(spec.get("privateKey"))
 

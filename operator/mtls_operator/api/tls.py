@@ -46,6 +46,7 @@ class SecretFacts:
     ca_bundle_matches: bool  # ca.crt holds the issuer's root certificate
     chain_complete: bool  # tls.crt carries the issuer's intermediates after the leaf
     has_keystores: bool  # keystore.p12 and truststore.p12 are present
+    ca_bundle_fingerprints: frozenset[str] = frozenset()  # sha256 of every certificate in ca.crt
 
 
 @dataclass(frozen=True, slots=True)

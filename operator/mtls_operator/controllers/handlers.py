@@ -1,7 +1,12 @@
-"""kopf wiring, kept thin: watch events go to the runtime's stores and queue; kopf itself writes nothing.
+"""kopf wiring, kept thin: watch events go to intake; kopf itself writes nothing.
 
 Only ``on.event`` handlers are used (no ``on.create``/``on.update``, timers or daemons), so kopf adds no
-finalizers, progress or diff-base annotations: every API write is the runtime's own, deliberate one.
+finalizers, progress or diff-base annotations: every API write is the operator's own, deliberate one.
+
+Secrets are watched with a server-side label selector (``mtls.dev/secret-role``): the API server sends only
+the Secrets the operator keeps and the CA Secrets users opted in, never the rest of the cluster's.
+Namespaces are watched (labels and the operator's annotations) only when the operator serves every
+namespace, which is also when its RBAC may list them.
 """
 
 from __future__ import annotations
@@ -11,8 +16,16 @@ from typing import Any
 
 import kopf
 
-from mtls_operator.api.constants import CERTIFICATE_PLURAL, GROUP, ISSUER_PLURAL, KOPF_PREFIX, VERSION
-from mtls_operator.controllers.runtime import Runtime, Settings
+from mtls_operator.api.constants import (
+    CERTIFICATE_PLURAL,
+    GROUP,
+    ISSUER_PLURAL,
+    KOPF_PREFIX,
+    LABEL_SECRET_ROLE,
+    VERSION,
+)
+from mtls_operator.controllers.config import OperatorConfig
+from mtls_operator.controllers.runtime import Runtime
 from mtls_operator.k8s.api import ApiClient, credentials_from_kopf
 from mtls_operator.observability.metrics import Metrics
 
@@ -24,61 +37,77 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's own bookkeeping lives under its own prefix, never under mtls.dev (see KOPF_NOTES).
-    settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 270
-    settings.watching.client_timeout = 300
-    settings.networking.request_timeout = 60
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-    if info is None:
-        raise kopf.PermanentError("No credentials: set KUBECONFIG or run in-cluster with a service account.")
-    op_settings: Settings = getattr(memo, "settings", None) or Settings()
-    metrics: Metrics = getattr(memo, "metrics", None) or Metrics()
-    runtime = Runtime(ApiClient(credentials_from_kopf(info)), op_settings, metrics=metrics)
-    runtime.start()
-    memo.runtime = runtime
-    logger.info("mtls-operator started with %d workers.", op_settings.workers)
+def build_registry(config: OperatorConfig, *, watch_namespaces: bool) -> kopf.OperatorRegistry:
+    """The handlers for one run of the operator."""
+    registry = kopf.OperatorRegistry()
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+            **kwargs
+        ) or kopf.login_with_kubeconfig(**kwargs)
+        return info
 
-@kopf.on.cleanup()
-async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    runtime = getattr(memo, "runtime", None)
-    if runtime is not None:
-        await runtime.stop()
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # kopf's own bookkeeping lives under its own prefix, never under mtls.dev (see KOPF_NOTES).
+        settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=KOPF_PREFIX, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = config.watch.server_timeout
+        settings.watching.client_timeout = config.watch.client_timeout
+        settings.networking.request_timeout = config.watch.request_timeout
+        settings.watching.label_selectors["v1", "secrets"] = LABEL_SECRET_ROLE
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+            settings=settings
+        )
+        if info is None:
+            raise kopf.PermanentError(
+                "No credentials: set KUBECONFIG or run in-cluster with a service account."
+            )
+        metrics: Metrics = getattr(memo, "metrics", None) or Metrics()
+        runtime = Runtime(ApiClient(credentials_from_kopf(info)), config, metrics=metrics)
+        runtime.start()
+        memo.runtime = runtime
+        logger.info("mtls-operator started with %d workers.", config.workers)
 
+    @kopf.on.cleanup(registry=registry)
+    async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+        runtime = getattr(memo, "runtime", None)
+        if runtime is not None:
+            await runtime.stop()
 
-@kopf.on.event(GROUP, VERSION, CERTIFICATE_PLURAL)
-async def certificate_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).on_certificate_event(event.get("type"), event["object"])
+    @kopf.on.event(GROUP, VERSION, CERTIFICATE_PLURAL, registry=registry)
+    async def certificate_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        _runtime(memo).intake.certificate_event(event.get("type"), event["object"])
 
+    @kopf.on.event(GROUP, VERSION, ISSUER_PLURAL, registry=registry)
+    async def issuer_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        _runtime(memo).intake.issuer_event(event.get("type"), event["object"])
 
-@kopf.on.event(GROUP, VERSION, ISSUER_PLURAL)
-async def issuer_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).on_issuer_event(event.get("type"), event["object"])
+    @kopf.on.event("v1", "secrets", registry=registry)
+    async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        _runtime(memo).intake.secret_event(event.get("type"), event["object"])
 
+    for kind, plural in (
+        ("Deployment", "deployments"),
+        ("StatefulSet", "statefulsets"),
+        ("DaemonSet", "daemonsets"),
+    ):
 
-@kopf.on.event("v1", "secrets")
-async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).on_secret_event(event.get("type"), event["object"])
+        @kopf.on.event("apps", "v1", plural, registry=registry, id=f"{plural}-event")
+        async def workload_event(
+            event: kopf.RawEvent, memo: kopf.Memo, workload_kind: str = kind, **_: Any
+        ) -> None:
+            _runtime(memo).intake.workload_event(workload_kind, event.get("type"), event["object"])
 
+    if watch_namespaces:
 
-@kopf.on.event("apps", "v1", "deployments")
-async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).on_workload_event("Deployment", event.get("type"), event["object"])
+        @kopf.on.event("v1", "namespaces", registry=registry)
+        async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+            _runtime(memo).intake.namespace_event(event.get("type"), event["object"])
 
-
-@kopf.on.event("apps", "v1", "statefulsets")
-async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).on_workload_event("StatefulSet", event.get("type"), event["object"])
-
-
-@kopf.on.event("apps", "v1", "daemonsets")
-async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).on_workload_event("DaemonSet", event.get("type"), event["object"])
+    return registry

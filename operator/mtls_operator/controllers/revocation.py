@@ -49,8 +49,7 @@ from aiohttp import web
 
 from mtls_operator.api import conditions as cond
 from mtls_operator.api.constants import LABEL_MANAGED_BY, MANAGED_BY_VALUE
-from mtls_operator.api.issuer_policy import DEFAULT_CRL_VALIDITY, RevocationSpec, parse_revocation
-from mtls_operator.api.models import SpecError
+from mtls_operator.api.issuer_policy import DEFAULT_CRL_VALIDITY, RevocationSpec
 from mtls_operator.api.tls import CAError
 from mtls_operator.k8s.api import ApiClient, ApiError
 from mtls_operator.observability.metrics import Metrics
@@ -431,22 +430,34 @@ class Revocations:
         )
 
     async def revoke(
-        self, namespace: str, issuer: str, serial_hex: str, reason: str, certificate: str
-    ) -> None:
-        """Put a serial on the issuer's list and publish a new CRL. Idempotent."""
+        self,
+        namespace: str,
+        issuer: str,
+        serial_hex: str,
+        reason: str,
+        certificate: str,
+        *,
+        not_after: datetime | None = None,
+    ) -> bool:
+        """Put a serial on the issuer's list and publish a new CRL. Idempotent. True once the serial is
+        durably on the list (in the ConfigMap), False when it could not be written yet (retry)."""
+        del not_after
         key = (namespace, issuer)
         serial = parse_serial(serial_hex)
         if serial is None:
             logger.warning("Not revoking %r of issuer %s/%s: not a hex serial.", serial_hex, *key)
-            return
+            return True
         entry = Revoked(serial, whole_seconds(self.clock()), normalize_reason(reason), certificate)
         state = self._issuers.setdefault(key, _Issuer())
         try:
             async with state.lock:
                 await self._load(key, state)
                 for _ in range(WRITE_ATTEMPTS):
-                    if any(r.serial == serial for r in state.stored.revoked):
-                        break
+                    if (
+                        any(r.serial == serial for r in state.stored.revoked)
+                        and state.stored.resource_version
+                    ):
+                        return True
                     candidate = replace(state.stored, revoked=merge_revoked(state.stored.revoked, [entry]))
                     if await self._write(key, state, await self._signed(key, state, candidate)):
                         logger.info(
@@ -457,21 +468,18 @@ class Revocations:
                             issuer,
                             entry.reason,
                         )
-                        break
+                        return True
         except (ApiError, OSError, TimeoutError) as exc:
             logger.error("Cannot revoke serial %s of issuer %s/%s: %s", entry.serial_hex, *key, exc)
+        return False
 
     async def sync_issuer(
-        self, namespace: str, issuer: str, spec: Mapping[str, Any], ca: CAKeyPair | None
+        self, namespace: str, issuer: str, spec: RevocationSpec | None, ca: CAKeyPair | None
     ) -> None:
         """Called at every issuer reconcile: load the issuer's list and (re)publish its CRL when needed."""
         key = (namespace, issuer)
         state = self._issuers.setdefault(key, _Issuer())
-        try:
-            state.spec = parse_revocation(spec.get("revocation"))
-        except SpecError as exc:
-            state.spec = None
-            self._problem(key, state, f"spec.revocation is ignored: {exc.message}")
+        state.spec = spec
         state.ca = ca
         try:
             async with state.lock:

@@ -1,15 +1,19 @@
 """Trust bundles and CA rotation with overlap.
 
-Each issuer with ``spec.trustBundle`` publishes its trust anchors (PEM, key ``ca.crt``) to a ConfigMap in
-every namespace its selector matches. During a CA rotation the anchors are the old and the new root, so
-every relying party trusts the new CA before any peer presents a certificate from it, and keeps trusting
-the old one until every leaf has moved and the longest leaf lifetime has passed. Workloads that mount a
-bundle are restarted (paced, by the rollout manager) when its content changes.
+Each issuer with ``spec.trustBundle`` publishes its trust anchors (PEM, key ``ca.crt``) to a ConfigMap in its
+own namespace and in every namespace its selector matches *whose admin accepted it* (the namespace
+annotation ``mtls.dev/accept-trust-bundles-from``). A ConfigMap of that name the operator did not write for
+this issuer is never touched: the issuer reports ``BundleConflict``.
 
-The rotation itself is the pure state machine of ``policy.ca_rotation``; this module gathers its
-observations and performs its actions. Every action is idempotent: the next CA is staged in the Secret
-``<secretName>-next`` (created once; a crash leaves it to be adopted), bundles are written only when they
-differ, the switch is a status field, and retiring copies the staged CA into the main Secret.
+A CA the operator keeps (selfSigned or intermediate) rotates with an overlap, driven by the pure machine of
+:mod:`mtls_operator.policy.ca_rotation`: the next CA is staged in ``<secretName>-next``; every bundle *and
+every leaf's ca.crt* (the issuer's and its intermediates') then hold the old and the new root; the
+workloads using them restart; only then does the issuer sign with the new CA; the old root leaves the
+bundles only after every leaf below it moved and the longest leaf lifetime passed; the new CA then
+replaces the old one in the issuer's Secret. Each step is idempotent: a crash resumes from the objects.
+
+This module gathers the rotation's observations (reads), asks the machine, and performs its actions
+(writes); crypto runs in the crypto threads.
 """
 
 from __future__ import annotations
@@ -17,369 +21,492 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from mtls_operator.api import conditions as cond
 from mtls_operator.api.constants import (
     ANN_CA_FOR_ISSUER,
-    ANN_ROTATE_REQUESTED,
+    ANN_CA_ROLE,
+    ANN_ISSUER_UID,
+    CA_ROLE_NEXT,
     LABEL_MANAGED_BY,
+    LABEL_SECRET_ROLE,
     MANAGED_BY_VALUE,
+    SECRET_ROLE_CA,
     SECRET_TYPE_TLS,
+    Reason,
 )
-from mtls_operator.api.issuer_policy import (
-    CARotationSpec,
-    TrustBundleSpec,
-    parse_ca_rotation,
-    parse_trust_bundle,
-)
-from mtls_operator.api.models import IssuerSpec, SpecError
+from mtls_operator.api.errors import ReasonedError, Violation
+from mtls_operator.api.issuer_policy import TrustBundleSpec
+from mtls_operator.api.objects import Key, ParsedIssuer, next_ca_secret_name
+from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.rollouts import RolloutManager
-from mtls_operator.k8s.api import ApiClient, ApiError
-from mtls_operator.k8s.resources import encode_data, read_secret, write_secret
-from mtls_operator.pki.bundle import bundle_pem
+from mtls_operator.k8s.api import ApiError
+from mtls_operator.k8s.resources import (
+    SecretObject,
+    delete_secret,
+    encode_data,
+    list_namespaces,
+    read_config_map,
+    read_secret,
+    write_config_map,
+    write_secret,
+)
+from mtls_operator.pki.bundle import Anchors, anchors_of
 from mtls_operator.pki.ca import CAKeyPair, create_self_signed_ca, load_ca
+from mtls_operator.pki.intermediate import sign_intermediate
 from mtls_operator.policy.ca_rotation import (
     Phase,
     RotationAction,
     RotationObservations,
+    RotationState,
     advance,
     due_for_rotation,
-    from_status,
-    to_status,
+)
+from mtls_operator.policy.issuance_policy import selector_matches
+from mtls_operator.policy.ownership import (
+    ANN_BUNDLE_FOR,
+    ANN_BUNDLE_FOR_UID,
+    namespace_accepts_bundle,
+    owns_bundle,
+    owns_staged_ca,
 )
 from mtls_operator.policy.rollout import CONFIGMAP_PREFIX, SecretVersion
 
 logger = logging.getLogger("mtls_operator.trust")
-Key = tuple[str, str]
-ANN_BUNDLE_FOR = "mtls.dev/bundle-for"
+
 ANN_BUNDLE_REVISION = "mtls.dev/bundle-revision"
 ANN_BUNDLE_DIGEST = "mtls.dev/bundle-digest"
 ANN_BUNDLE_UPDATED = "mtls.dev/bundle-updated-at"
+ANN_ROTATE_REQUEST = "mtls.dev/rotate-request"  # on the staged CA: the request that started the rotation
 BUNDLE_KEY = "ca.crt"
-# While the new CA signs, ca.crt of leaves and bundles carry both roots.
+# While the new CA is staged or signs, bundles and leaves' ca.crt carry both roots.
 OVERLAP_PHASES = frozenset(
     {Phase.NEW_CA_GENERATED, Phase.BUNDLES_OVERLAP, Phase.CONSUMERS_RESTARTED, Phase.LEAVES_REISSUED}
 )
 SIGN_WITH_NEW = frozenset({Phase.CONSUMERS_RESTARTED, Phase.LEAVES_REISSUED, Phase.OLD_CA_DROPPED})
+STEP = timedelta(seconds=2)  # how soon a rotation in progress looks again
 
 
-@dataclass(frozen=True)
-class RotationOutcome:
-    """What the issuer reconcile takes from the trust manager."""
+@dataclass(frozen=True, slots=True)
+class LeafCounts:
+    """The leaves below an issuer (its own and its intermediates'), as the rotation observes them."""
 
-    active_ca: CAKeyPair | None  # the CA to sign with (the staged one once the rotation switched)
-    trust_anchors_pem: bytes | None  # what leaves' ca.crt carry (both roots during the overlap)
-    status: dict[str, Any] | None  # status.rotation, None when no rotation ever ran
+    total: int = 0
+    on_root: int = 0  # chaining to the root asked about
+    trusting: int = 0  # whose ca.crt holds every anchor asked about
+    longest_lifetime: timedelta = timedelta(0)
+    secrets: tuple[Key, ...] = ()
+
+
+LeafCounter = Callable[[str | None, frozenset[str]], LeafCounts]  # (new root fp, anchors) -> counts
+
+
+@dataclass(frozen=True, slots=True)
+class TrustOutcome:
+    signing_ca: CAKeyPair  # the CA to sign leaves with (the staged one once the rotation switched)
+    anchors: Anchors  # what leaves' ca.crt and the bundles hold
+    rotation: RotationState | None  # status.rotation; None when no rotation ever ran
     recheck: datetime | None
+    problem: Violation | None = None
 
 
 def digest(pem: bytes) -> str:
     return hashlib.sha256(pem).hexdigest()[:20]
 
 
-class TrustManager:
-    def __init__(
-        self,
-        api: ApiClient,
-        rollouts: RolloutManager,
-        leaf_counts: Callable[[Key, str], tuple[int, int, timedelta]],
-    ) -> None:
-        self.api = api
-        self.rollouts = rollouts
-        self.leaf_counts = leaf_counts  # (issuer, new CA fingerprint) -> (on new CA, total, longest life)
-        self.versions: dict[tuple[str, str], SecretVersion] = {}  # (namespace, configmap) -> published
-        self.bundle_names: dict[Key, tuple[str, tuple[str, ...]]] = {}  # issuer -> (configmap, namespaces)
-        self._staged: dict[Key, tuple[str, CAKeyPair]] = {}  # issuer -> (staged Secret rv, parsed CA)
+class BundleIndex:
+    """The bundles the operator publishes and what each holds: written by the trust manager, read by the
+    rollout manager's view of managed versions."""
 
-    # ------------------------------------------------------------------ bundles
+    def __init__(self) -> None:
+        self.versions: dict[Key, SecretVersion] = {}  # (namespace, configmap) -> what it holds
+        self.targets: dict[Key, tuple[str, tuple[str, ...]]] = {}  # issuer -> (configmap, namespaces)
 
-    def bundle_version(self, namespace: str, ref: str) -> SecretVersion | str | None:
-        """For the rollout manager: the version of a bundle ConfigMap, "unknown" before the first sync."""
+    def bundle_version(self, namespace: str, ref: str) -> SecretVersion | bool | None:
+        """The version a bundle ConfigMap holds; True when it is a bundle not yet synced; None when it is
+        not a bundle the operator publishes."""
         name = ref.removeprefix(CONFIGMAP_PREFIX)
         found = self.versions.get((namespace, name))
         if found is not None:
             return found
-        for config_map, namespaces in self.bundle_names.values():
+        for config_map, namespaces in self.targets.values():
             if config_map == name and namespace in namespaces:
-                return "unknown"
+                return True
         return None
 
-    async def _target_namespaces(self, issuer: Key, spec: TrustBundleSpec) -> tuple[str, ...]:
-        sel = spec.namespace_selector
-        if not (sel.match_labels or sel.match_expressions):
-            return (issuer[0],)  # no selector: the issuer's own namespace only
-        path = f"/api/v1/namespaces?labelSelector={quote(str(sel))}"
-        try:
-            body = await self.api.get(path)
-        except ApiError as exc:
-            if exc.status == 403:  # namespaced RBAC: publish in the issuer's namespace only
-                return (issuer[0],)
-            raise
-        names = [str((item.get("metadata") or {}).get("name")) for item in body.get("items") or []]
-        active = [
-            n
-            for n, item in zip(names, body.get("items") or [], strict=True)
-            if (item.get("status") or {}).get("phase") != "Terminating"
-        ]
-        return tuple(sorted(set(active) | {issuer[0]}))
 
-    async def publish(self, issuer: Key, spec: TrustBundleSpec, anchors_pem: bytes, now: datetime) -> bool:
-        """Make every target ConfigMap hold exactly ``anchors_pem``; True when all of them do."""
-        namespaces = await self._target_namespaces(issuer, spec)
-        self.bundle_names[issuer] = (spec.config_map_name, namespaces)
-        want = digest(anchors_pem)
+class TrustManager:
+    def __init__(self, ctx: Context, rollouts: RolloutManager, bundles: BundleIndex) -> None:
+        self.api = ctx.api
+        self.namespaces = ctx.namespaces
+        self.in_thread = ctx.in_thread
+        self.rollouts = rollouts
+        self.bundles = bundles
+        self._staged: dict[Key, tuple[str, CAKeyPair]] = {}  # issuer -> (staged Secret rv, parsed CA)
+
+    def forget_issuer(self, issuer: Key) -> None:
+        self.bundles.targets.pop(issuer, None)
+        self._staged.pop(issuer, None)
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def reconcile(
+        self,
+        issuer: ParsedIssuer,
+        base: CAKeyPair,
+        *,
+        may_write_ca: bool,
+        inherited: Anchors | None,
+        parent: CAKeyPair | None,
+        leaves: LeafCounter,
+        staged_seen: bool,
+        now: datetime,
+    ) -> TrustOutcome:
+        """One level-based step: the CA to sign with, the anchors, the bundles published, the rotation."""
+        spec = issuer.spec
+        assert spec is not None
+        state = issuer.status.rotation or RotationState()
+        managed = spec.managed_ca
+        wanted = self._rotation_wanted(issuer, base, state, now)
+        base_anchors = _merge(anchors_of([base.root]), inherited)
+        if managed is None or (state.phase is Phase.STABLE and not wanted and not staged_seen):
+            _, problem = await self._publish_all(issuer, base_anchors, now)
+            return TrustOutcome(
+                base, base_anchors, issuer.status.rotation, self._due_at(issuer, base), problem
+            )
+
+        staged, staged_problem = await self._load_staged(issuer, now)
+        if staged_problem is not None:
+            await self._publish_all(issuer, base_anchors, now)
+            return TrustOutcome(base, base_anchors, issuer.status.rotation, None, staged_problem)
+        if not may_write_ca and (wanted or staged is not None):
+            await self._publish_all(issuer, base_anchors, now)
+            why = Violation(
+                Reason.CA_SECRET_NOT_MANAGED,
+                f"The CA cannot rotate: Secret {spec.ca_secret_name} was not created by mtls-operator for "
+                "this issuer (it is used as allowed by mtls.dev/allowed-issuers, never rewritten).",
+            )
+            return TrustOutcome(base, base_anchors, issuer.status.rotation, None, why)
+
+        old_root, new_root = base.root, staged.root if staged is not None else None
+        both = _merge(anchors_of([old_root, *([new_root] if new_root is not None else [])]), inherited)
+        new_only = _merge(anchors_of([new_root if new_root is not None else old_root]), inherited)
+        target = new_only if state.phase is Phase.OLD_CA_DROPPED else both
+        published, problem = await self._publish_all(issuer, target, now)
+        counts = leaves(staged.facts.root_fingerprint if staged else None, both.fingerprints)
+        signing = staged if (staged is not None and state.phase in SIGN_WITH_NEW) else base
+        observations = RotationObservations(
+            current_ca_fingerprint=signing.facts.fingerprint,
+            rotation_due=wanted,
+            staged_ca_fingerprint=staged.facts.fingerprint if staged else None,
+            bundles_published_with_both=(
+                staged is not None and published and target is both and counts.trusting == counts.total
+            ),
+            bundles_published_with_new_only=published and target is new_only,
+            consumers_restarted=self._settled(issuer.key, counts),
+            leaves_on_new_ca=counts.on_root,
+            leaves_total=counts.total,
+            longest_leaf_lifetime=counts.longest_lifetime,
+        )
+        new_state, actions = advance(state, observations, now)
+        retired = False
+        for action in actions:
+            if action is RotationAction.GENERATE_NEW_CA:
+                staged = await self._generate(issuer, parent, now)
+                new_state = replace(new_state, last_request=issuer.rotate_request or new_state.last_request)
+            elif action is RotationAction.RETIRE_OLD_CA and staged is not None:
+                await self._retire(issuer, staged)
+                retired = True
+        if new_state.phase != state.phase:
+            logger.info(
+                "CA rotation of MTLSIssuer %s/%s: %s -> %s.", *issuer.key, state.phase, new_state.phase
+            )
+        signing = staged if (staged is not None and (retired or new_state.phase in SIGN_WITH_NEW)) else base
+        if staged is not None and retired:
+            anchors = _merge(anchors_of([staged.root]), inherited)
+        elif staged is not None and new_state.phase in OVERLAP_PHASES:
+            anchors = _merge(anchors_of([old_root, staged.root]), inherited)
+        elif staged is not None and new_state.phase is Phase.OLD_CA_DROPPED:
+            anchors = _merge(anchors_of([staged.root]), inherited)
+        else:
+            anchors = base_anchors
+        in_progress = new_state.phase is not Phase.STABLE or bool(actions)
+        return TrustOutcome(
+            signing,
+            anchors,
+            new_state,
+            now + STEP if in_progress else self._due_at(issuer, base),
+            problem,
+        )
+
+    def _rotation_wanted(
+        self, issuer: ParsedIssuer, base: CAKeyPair, state: RotationState, now: datetime
+    ) -> bool:
+        """A rotate request not acted on yet (its token differs from the one recorded), or renewBefore."""
+        if issuer.rotate_request is not None and issuer.rotate_request != state.last_request:
+            return True
+        managed = issuer.spec.managed_ca if issuer.spec else None
+        if managed is None or managed.renew_before is None:
+            return False
+        return due_for_rotation(base.facts.not_before, base.facts.not_after, managed.renew_before, now)
+
+    def _due_at(self, issuer: ParsedIssuer, base: CAKeyPair) -> datetime | None:
+        managed = issuer.spec.managed_ca if issuer.spec else None
+        if managed is None or managed.renew_before is None:
+            return None
+        return max(base.facts.not_before, base.facts.not_after - managed.renew_before)
+
+    def _settled(self, issuer: Key, counts: LeafCounts) -> bool:
+        """Every workload using the issuer's bundles, or a Secret of a leaf below it, runs what they hold."""
+        found = self.bundles.targets.get(issuer)
+        refs = [(ns, CONFIGMAP_PREFIX + found[0]) for ns in found[1]] if found else []
+        refs += list(counts.secrets)
+        return all(self.rollouts.settled(ns, ref) for ns, ref in refs)
+
+    # ------------------------------------------------------------------ the staged CA
+
+    async def _load_staged(
+        self, issuer: ParsedIssuer, now: datetime
+    ) -> tuple[CAKeyPair | None, Violation | None]:
+        assert issuer.spec is not None
+        name = next_ca_secret_name(issuer.spec.ca_secret_name)
+        secret = await read_secret(self.api, issuer.meta.namespace, name)
+        if secret is None:
+            self._staged.pop(issuer.key, None)
+            return None, None
+        if not owns_staged_ca(secret.labels, secret.annotations, issuer.meta.name, issuer.meta.uid):
+            return None, Violation(
+                Reason.CA_SECRET_NOT_MANAGED,
+                f"Secret {name} (where a CA rotation stages the next CA) was not created by mtls-operator "
+                "for this issuer: the rotation does not use or overwrite it. Delete it to rotate.",
+            )
+        cached = self._staged.get(issuer.key)
+        if cached is not None and cached[0] == secret.resource_version:
+            return cached[1], None
+        try:
+            ca: CAKeyPair = await self.in_thread(load_ca, secret.data, now)
+        except ReasonedError as exc:
+            return None, Violation(
+                exc.reason, f"The staged next CA in Secret {name} is unusable: {exc.message}"
+            )
+        self._staged[issuer.key] = (secret.resource_version, ca)
+        return ca, None
+
+    async def _generate(
+        self, issuer: ParsedIssuer, parent: CAKeyPair | None, now: datetime
+    ) -> CAKeyPair | None:
+        spec = issuer.spec
+        assert spec is not None and spec.managed_ca is not None
+        if spec.intermediate is not None:
+            if parent is None:
+                return None
+            inter = spec.intermediate
+            key_pem, chain = await self.in_thread(
+                sign_intermediate,
+                inter.ca,
+                parent,
+                now,
+                inter.path_length,
+                inter.permitted_dns,
+                inter.excluded_dns,
+            )
+            data = {"tls.crt": chain, "tls.key": key_pem, "ca.crt": parent.root_pem}
+        else:
+            key_pem, cert_pem = await self.in_thread(create_self_signed_ca, spec.managed_ca, now)
+            data = {"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": cert_pem}
+        annotations = {
+            ANN_CA_FOR_ISSUER: issuer.meta.name,
+            ANN_ISSUER_UID: issuer.meta.uid,
+            ANN_CA_ROLE: CA_ROLE_NEXT,
+        }
+        if issuer.rotate_request:
+            annotations[ANN_ROTATE_REQUEST] = issuer.rotate_request
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": SECRET_TYPE_TLS,
+            "metadata": {
+                "name": next_ca_secret_name(spec.ca_secret_name),
+                "namespace": issuer.meta.namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_SECRET_ROLE: SECRET_ROLE_CA},
+                "annotations": annotations,
+            },
+            "data": encode_data(data),
+        }
+        try:
+            await write_secret(self.api, body, replace_version=None)
+            logger.info("Staged the next CA of MTLSIssuer %s/%s for rotation.", *issuer.key)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+        staged, _ = await self._load_staged(issuer, now)
+        return staged
+
+    async def _retire(self, issuer: ParsedIssuer, staged: CAKeyPair) -> None:
+        """The staged CA becomes the issuer's CA Secret; the staged Secret goes. Both writes are guarded by
+        the resourceVersions read, and the caller checked that the issuer owns its CA Secret."""
+        assert issuer.spec is not None
+        namespace = issuer.meta.namespace
+        main = await read_secret(self.api, namespace, issuer.spec.ca_secret_name)
+        nxt = await read_secret(self.api, namespace, next_ca_secret_name(issuer.spec.ca_secret_name))
+        if nxt is None:
+            return
+        if main is not None and main.data.get("tls.crt") != nxt.data.get("tls.crt"):
+            await write_secret(
+                self.api, _replaced_ca(main, nxt, issuer.meta.uid), replace_version=main.resource_version
+            )
+        await delete_secret(self.api, namespace, nxt.name, resource_version=nxt.resource_version)
+        self._staged.pop(issuer.key, None)
+        logger.info("Retired the old CA of MTLSIssuer %s/%s.", *issuer.key)
+
+    # ------------------------------------------------------------------ bundles
+
+    async def _publish_all(
+        self, issuer: ParsedIssuer, anchors: Anchors, now: datetime
+    ) -> tuple[bool, Violation | None]:
+        """Make every accepted target ConfigMap hold exactly ``anchors``: (all of them do, the problem)."""
+        spec = issuer.trust_bundle
+        if spec is None:
+            self.bundles.targets.pop(issuer.key, None)
+            return True, None
+        accepted, refused = await self._target_namespaces(issuer, spec)
+        self.bundles.targets[issuer.key] = (spec.config_map_name, accepted)
+        conflicts: list[str] = []
         done = True
-        for ns in namespaces:
+        for namespace in accepted:
             try:
-                await self._publish_one(issuer, ns, spec.config_map_name, anchors_pem, want, now)
+                if not await self._publish_one(issuer, namespace, spec.config_map_name, anchors, now):
+                    conflicts.append(namespace)
             except ApiError as exc:
-                logger.warning("Cannot publish trust bundle %s/%s: %s", ns, spec.config_map_name, exc)
+                logger.warning("Cannot publish trust bundle %s/%s: %s", namespace, spec.config_map_name, exc)
                 done = False
-        return done
+        if conflicts:
+            return False, Violation(
+                Reason.BUNDLE_CONFLICT,
+                f"ConfigMap {spec.config_map_name} in {', '.join(conflicts)} was not written by "
+                "mtls-operator for this issuer; it is left unchanged. Delete it or choose another "
+                "configMapName.",
+            )
+        if refused:
+            return done, Violation(
+                Reason.BUNDLE_NOT_ACCEPTED,
+                f"The trust bundle is not published to {', '.join(refused)}: those namespaces do not accept "
+                f"bundles from {issuer.meta.namespace}/{issuer.meta.name} (their admin sets the annotation "
+                "mtls.dev/accept-trust-bundles-from).",
+            )
+        return done, None
+
+    async def _target_namespaces(
+        self, issuer: ParsedIssuer, spec: TrustBundleSpec
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(namespaces to publish into, selected namespaces that did not accept it)."""
+        own = issuer.meta.namespace
+        selector = spec.namespace_selector
+        if not (selector.match_labels or selector.match_expressions):
+            return (own,), ()
+        candidates: dict[str, Mapping[str, str]] = {}
+        if self.namespaces.watched:
+            for name, info in self.namespaces:
+                if not info.terminating and selector_matches(selector, info.labels):
+                    candidates[name] = info.annotations
+        else:
+            try:
+                for ns in await list_namespaces(self.api, str(selector)):
+                    if not ns.terminating:
+                        candidates[ns.name] = ns.annotations
+            except ApiError as exc:
+                if exc.status != 403:
+                    raise
+        accepted = sorted(
+            {own} | {n for n, a in candidates.items() if namespace_accepts_bundle(n, a, issuer.key)}
+        )
+        refused = sorted(n for n, a in candidates.items() if not namespace_accepts_bundle(n, a, issuer.key))
+        return tuple(accepted), tuple(refused)
 
     async def _publish_one(
-        self, issuer: Key, namespace: str, name: str, pem: bytes, want: str, now: datetime
-    ) -> None:
-        path = f"/api/v1/namespaces/{namespace}/configmaps/{name}"
-        current = await self.api.get_or_none(path)
-        meta = (current or {}).get("metadata") or {}
-        annotations = dict(meta.get("annotations") or {})
-        if current is not None and annotations.get(ANN_BUNDLE_FOR) not in (None, f"{issuer[0]}/{issuer[1]}"):
-            raise ApiError(
-                409, "Conflict", f"ConfigMap {namespace}/{name} belongs to another issuer's bundle"
-            )
-        if current is not None and (current.get("data") or {}).get(BUNDLE_KEY) == pem.decode():
-            self._remember(namespace, name, annotations, want)
-            return
-        revision = int(annotations.get(ANN_BUNDLE_REVISION) or 0) + 1
-        annotations.update(
-            {
-                ANN_BUNDLE_FOR: f"{issuer[0]}/{issuer[1]}",
-                ANN_BUNDLE_REVISION: str(revision),
-                ANN_BUNDLE_DIGEST: want,
-                ANN_BUNDLE_UPDATED: cond.rfc3339(now) or "",
-            }
-        )
+        self, issuer: ParsedIssuer, namespace: str, name: str, anchors: Anchors, now: datetime
+    ) -> bool:
+        """Write the bundle when it differs; False when the ConfigMap exists and is not the issuer's."""
+        current = await read_config_map(self.api, namespace, name)
+        want = digest(anchors.pem)
+        pem = anchors.pem.decode()
+        if current is not None:
+            holds = current.data.get("ca.crt") == pem
+            if not owns_bundle(
+                current.labels, current.annotations, issuer.key, issuer.meta.uid, holds_current_anchors=holds
+            ):
+                return False
+            if holds and current.annotations.get(ANN_BUNDLE_FOR_UID) == issuer.meta.uid:
+                self._remember(namespace, name, current.annotations, want)
+                return True
+        previous = dict(current.annotations) if current is not None else {}
+        try:
+            revision = int(previous.get(ANN_BUNDLE_REVISION) or 0) + 1
+        except ValueError:
+            revision = 1
+        annotations = {
+            **previous,
+            ANN_BUNDLE_FOR: f"{issuer.meta.namespace}/{issuer.meta.name}",
+            ANN_BUNDLE_FOR_UID: issuer.meta.uid,
+            ANN_BUNDLE_REVISION: str(revision),
+            ANN_BUNDLE_DIGEST: want,
+            ANN_BUNDLE_UPDATED: cond.rfc3339(now) or "",
+        }
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
                 "name": name,
                 "namespace": namespace,
-                "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE},
+                "labels": {**(current.labels if current else {}), LABEL_MANAGED_BY: MANAGED_BY_VALUE},
                 "annotations": annotations,
             },
-            "data": {BUNDLE_KEY: pem.decode()},
+            "data": {BUNDLE_KEY: pem},
         }
-        if current is None:
-            await self.api.request("POST", f"/api/v1/namespaces/{namespace}/configmaps", body=body)
-        else:
-            body["metadata"]["resourceVersion"] = meta.get("resourceVersion")
-            await self.api.request("PUT", path, body=body)
+        try:
+            await write_config_map(
+                self.api, body, replace_version=current.resource_version if current else None
+            )
+        except ApiError as exc:
+            if exc.conflict:
+                return True  # someone wrote first: the next pass reads and decides again
+            raise
         logger.info("Published trust bundle %s/%s revision %d (%s).", namespace, name, revision, want)
         self._remember(namespace, name, annotations, want)
-        self.rollouts.secret_changed(namespace, CONFIGMAP_PREFIX + name)
+        return True
 
     def _remember(self, namespace: str, name: str, annotations: Mapping[str, str], want: str) -> None:
         updated = (
             cond.parse_rfc3339(annotations.get(ANN_BUNDLE_UPDATED)) or datetime.fromtimestamp(0).astimezone()
         )
-        version = SecretVersion(
-            CONFIGMAP_PREFIX + name, want, int(annotations.get(ANN_BUNDLE_REVISION) or 1), updated
-        )
-        if self.versions.get((namespace, name)) != version:
-            self.versions[(namespace, name)] = version
+        try:
+            revision = int(annotations.get(ANN_BUNDLE_REVISION) or 1)
+        except ValueError:
+            revision = 1
+        version = SecretVersion(CONFIGMAP_PREFIX + name, want, revision, updated)
+        if self.bundles.versions.get((namespace, name)) != version:
+            self.bundles.versions[(namespace, name)] = version
             self.rollouts.secret_changed(namespace, CONFIGMAP_PREFIX + name)
 
-    def consumers_settled(self, issuer: Key) -> bool:
-        found = self.bundle_names.get(issuer)
-        if found is None:
-            return True
-        name, namespaces = found
-        return all(self.rollouts.settled(ns, CONFIGMAP_PREFIX + name) for ns in namespaces)
 
-    # ------------------------------------------------------------------ rotation
+def _merge(anchors: Anchors, inherited: Anchors | None) -> Anchors:
+    return anchors if inherited is None else anchors | inherited
 
-    async def reconcile(
-        self,
-        issuer: Key,
-        obj: Mapping[str, Any],
-        spec: IssuerSpec,
-        current: CAKeyPair,
-        now: datetime,
-    ) -> RotationOutcome:
-        """Publish bundles and drive a rotation (selfSigned issuers) one level-based step."""
-        raw_spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
-        try:
-            bundle = parse_trust_bundle(raw_spec.get("trustBundle"))
-            rotation_spec = parse_ca_rotation(raw_spec)
-        except SpecError as exc:
-            logger.warning("MTLSIssuer %s/%s: %s", issuer[0], issuer[1], exc.message)
-            bundle, rotation_spec = None, None
-        state = from_status(status.get("rotation"))
-        if spec.self_signed is None or (
-            state.phase is Phase.STABLE
-            and not self._rotation_wanted(obj, rotation_spec, current, now)
-            and not await self._staged_exists(issuer, spec)
-        ):
-            if bundle is not None:
-                await self.publish(issuer, bundle, current.root_pem, now)
-            return RotationOutcome(
-                current, None, status.get("rotation"), self._due_at(rotation_spec, current)
-            )
 
-        staged = await self._load_staged(issuer, spec, now)
-        # The machine's notion of "current": the staged CA once it switched to signing with it.
-        signing = staged if (staged is not None and state.phase in SIGN_WITH_NEW) else current
-        old_root = current.root
-        anchors = [old_root] + ([staged.root] if staged is not None else [])
-        both_pem = bundle_pem(anchors)
-        new_only_pem = staged.root_pem if staged is not None else current.root_pem
-        published_both = published_new = True
-        if bundle is not None:
-            target = (
-                both_pem if state.phase in OVERLAP_PHASES or state.phase is Phase.STABLE else new_only_pem
-            )
-            if state.phase is Phase.STABLE and staged is None:
-                target = current.root_pem
-            ok = await self.publish(issuer, bundle, target, now)
-            published_both = ok and target == both_pem and staged is not None
-            published_new = ok and target == new_only_pem
-        elif staged is not None:
-            published_both = state.phase is not Phase.OLD_CA_DROPPED
-            published_new = state.phase is Phase.OLD_CA_DROPPED
-        new_fp = staged.facts.fingerprint if staged else None
-        on_new, total, longest = self.leaf_counts(issuer, new_fp or "")
-        observations = RotationObservations(
-            current_ca_fingerprint=signing.facts.fingerprint,
-            rotation_due=self._rotation_wanted(obj, rotation_spec, current, now),
-            staged_ca_fingerprint=new_fp,
-            bundles_published_with_both=published_both,
-            bundles_published_with_new_only=published_new,
-            consumers_restarted=self.consumers_settled(issuer),
-            leaves_on_new_ca=on_new,
-            leaves_total=total,
-            longest_leaf_lifetime=longest,
-        )
-        new_state, actions = advance(state, observations, now)
-        for action in actions:
-            if action is RotationAction.GENERATE_NEW_CA:
-                staged = await self._generate(issuer, spec, now)
-            elif action is RotationAction.RETIRE_OLD_CA and staged is not None:
-                await self._retire(issuer, spec, staged)
-        if new_state.phase != state.phase:
-            logger.info(
-                "CA rotation of MTLSIssuer %s/%s: %s -> %s.",
-                issuer[0],
-                issuer[1],
-                state.phase,
-                new_state.phase,
-            )
-        active = staged if (staged is not None and new_state.phase in SIGN_WITH_NEW) else current
-        anchors_pem = both_pem if (staged is not None and new_state.phase in OVERLAP_PHASES) else None
-        in_progress = new_state.phase is not Phase.STABLE or bool(actions)
-        return RotationOutcome(
-            active,
-            anchors_pem,
-            to_status(new_state),
-            now + timedelta(seconds=2) if in_progress else self._due_at(rotation_spec, current),
-        )
-
-    def _rotation_wanted(
-        self, obj: Mapping[str, Any], rotation: CARotationSpec | None, current: CAKeyPair, now: datetime
-    ) -> bool:
-        requested = cond.parse_rfc3339(
-            ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_ROTATE_REQUESTED)
-        )
-        # A request made after the current CA was created (strictly: the new CA of a finished rotation
-        # is created after the request that started it) and not in the future.
-        if requested is not None and current.facts.not_before < requested <= now:
-            return True
-        if rotation is None or rotation.renew_before is None:
-            return False
-        return due_for_rotation(current.facts.not_before, current.facts.not_after, rotation.renew_before, now)
-
-    def _due_at(self, rotation: CARotationSpec | None, current: CAKeyPair) -> datetime | None:
-        if rotation is None or rotation.renew_before is None:
-            return None
-        due: datetime = max(current.facts.not_before, current.facts.not_after - rotation.renew_before)
-        return due
-
-    @staticmethod
-    def _next_name(spec: IssuerSpec) -> str:
-        assert spec.self_signed is not None
-        return f"{spec.self_signed.secret_name}-next"
-
-    async def _staged_exists(self, issuer: Key, spec: IssuerSpec) -> bool:
-        return await read_secret(self.api, issuer[0], self._next_name(spec)) is not None
-
-    async def _load_staged(self, issuer: Key, spec: IssuerSpec, now: datetime) -> CAKeyPair | None:
-        secret = await read_secret(self.api, issuer[0], self._next_name(spec))
-        if secret is None:
-            self._staged.pop(issuer, None)
-            return None
-        cached = self._staged.get(issuer)
-        if cached is not None and cached[0] == secret.resource_version:
-            return cached[1]
-        ca = load_ca(secret.data, now)
-        self._staged[issuer] = (secret.resource_version, ca)
-        return ca
-
-    async def _generate(self, issuer: Key, spec: IssuerSpec, now: datetime) -> CAKeyPair | None:
-        assert spec.self_signed is not None
-        key_pem, cert_pem = create_self_signed_ca(spec.self_signed, now)
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": SECRET_TYPE_TLS,
-            "metadata": {
-                "name": self._next_name(spec),
-                "namespace": issuer[0],
-                "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE},
-                "annotations": {ANN_CA_FOR_ISSUER: issuer[1], "mtls.dev/ca-role": "next"},
-            },
-            "data": encode_data({"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": cert_pem}),
-        }
-        try:
-            await write_secret(self.api, body, replace_version=None)
-            logger.info("Staged the next CA of MTLSIssuer %s/%s for rotation.", issuer[0], issuer[1])
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
-        return await self._load_staged(issuer, spec, now)
-
-    async def _retire(self, issuer: Key, spec: IssuerSpec, staged: CAKeyPair) -> None:
-        """The staged CA becomes the issuer's CA Secret; the staged Secret goes."""
-        assert spec.self_signed is not None
-        main = await read_secret(self.api, issuer[0], spec.self_signed.secret_name)
-        nxt = await read_secret(self.api, issuer[0], self._next_name(spec))
-        if nxt is None:
-            return
-        if main is not None and main.data.get("tls.crt") != nxt.data.get("tls.crt"):
-            body = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": SECRET_TYPE_TLS,
-                "metadata": {
-                    "name": spec.self_signed.secret_name,
-                    "namespace": issuer[0],
-                    "labels": dict(main.labels),
-                    "annotations": dict(main.annotations),
-                },
-                "data": encode_data(dict(nxt.data)),
-            }
-            await write_secret(self.api, body, replace_version=main.resource_version)
-        try:
-            await self.api.request(
-                "DELETE", f"/api/v1/namespaces/{issuer[0]}/secrets/{self._next_name(spec)}"
-            )
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
-        self._staged.pop(issuer, None)
-        logger.info("Retired the old CA of MTLSIssuer %s/%s.", issuer[0], issuer[1])
+def _replaced_ca(main: SecretObject, staged: SecretObject, issuer_uid: str) -> dict[str, Any]:
+    annotations = {**main.annotations, ANN_ISSUER_UID: issuer_uid}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": SECRET_TYPE_TLS,
+        "metadata": {
+            "name": main.name,
+            "namespace": main.namespace,
+            "labels": {**main.labels, LABEL_SECRET_ROLE: SECRET_ROLE_CA},
+            "annotations": annotations,
+        },
+        "data": encode_data(dict(staged.data)),
+    }

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import time
 from collections.abc import Awaitable, Callable, Hashable
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
+from mtls_operator.controllers.clock import SYSTEM_CLOCK, Clock
 from mtls_operator.k8s.api import ApiError
 
 K = TypeVar("K", bound=Hashable)
@@ -26,8 +26,12 @@ class WorkQueue(Generic[K]):
         workers: int = 8,
         name: str = "queue",
         on_idle: Callable[[], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        retry_after: timedelta = timedelta(seconds=30),
     ) -> None:
         self._handler = handler
+        self._clock = clock
+        self._retry_after = retry_after
         self._on_idle = on_idle
         self._workers = workers
         self._name = name
@@ -75,11 +79,11 @@ class WorkQueue(Generic[K]):
 
     def add_at(self, key: K, when: datetime) -> None:
         """Process ``key`` at wall-clock ``when`` (or at once if that has passed)."""
-        delay = (when - datetime.now(UTC)).total_seconds()
+        delay = (when - self._clock.now()).total_seconds()
         if delay <= 0:
             self.add(key)
             return
-        due = time.monotonic() + delay
+        due = self._clock.monotonic() + delay
         current = self._due.get(key)
         if current is not None and current <= due:
             return
@@ -91,14 +95,23 @@ class WorkQueue(Generic[K]):
     def forget(self, key: K) -> None:
         self._due.pop(key, None)
 
+    def due_at(self, key: K) -> float | None:
+        """The monotonic time ``key`` is waiting for, if it is waiting."""
+        return self._due.get(key)
+
+    def release_due(self) -> None:
+        """Move every delayed key whose time has come to the queue."""
+        now = self._clock.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            due, _, key = heapq.heappop(self._delayed)
+            if self._due.get(key) == due:
+                del self._due[key]
+                self.add(key)
+
     async def _timer(self) -> None:
         while True:
-            now = time.monotonic()
-            while self._delayed and self._delayed[0][0] <= now:
-                due, _, key = heapq.heappop(self._delayed)
-                if self._due.get(key) == due:
-                    del self._due[key]
-                    self.add(key)
+            self.release_due()
+            now = self._clock.monotonic()
             timeout = self._delayed[0][0] - now if self._delayed else None
             self._wakeup.clear()
             try:
@@ -119,11 +132,11 @@ class WorkQueue(Generic[K]):
                 # Expected now and then (a namespace being deleted, a webhook, RBAC): one line, no trace.
                 logger.warning("API error while processing %s (%s); it is retried in 30 s.", key, exc)
                 self._active.discard(key)
-                self.add_at(key, datetime.fromtimestamp(time.time() + 30, UTC))
+                self.add_at(key, self._clock.now() + self._retry_after)
             except Exception:
                 logger.exception("Unexpected error while processing %s; it is retried in 30 s.", key)
                 self._active.discard(key)
-                self.add_at(key, datetime.fromtimestamp(time.time() + 30, UTC))
+                self.add_at(key, self._clock.now() + self._retry_after)
             finally:
                 self._active.discard(key)
                 self.processed += 1

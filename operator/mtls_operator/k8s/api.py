@@ -142,6 +142,7 @@ class ApiClient:
         body: Mapping[str, Any] | list[Any] | None = None,
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
+        accept: str | None = None,
     ) -> JSON:
         session = self._ensure()
         if method == "GET":
@@ -151,6 +152,8 @@ class ApiClient:
             if self.on_write is not None:
                 self.on_write(method)
         headers = {"Content-Type": content_type} if body is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
         attempts = 0
         while True:
             attempts += 1

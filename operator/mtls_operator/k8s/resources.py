@@ -145,3 +145,180 @@ async def post_event(
         await api.request("POST", core_path(namespace, "events"), body=body)
     except ApiError:
         pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ConfigMaps (trust bundles)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapObject:
+    namespace: str
+    name: str
+    resource_version: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    data: Mapping[str, str]
+
+
+def decode_config_map(body: Mapping[str, Any]) -> ConfigMapObject:
+    meta = body.get("metadata") or {}
+    return ConfigMapObject(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        resource_version=meta.get("resourceVersion", ""),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        data={str(k): str(v) for k, v in (body.get("data") or {}).items()},
+    )
+
+
+async def read_config_map(api: ApiClient, namespace: str, name: str) -> ConfigMapObject | None:
+    body = await api.get_or_none(core_path(namespace, "configmaps", name))
+    return None if body is None else decode_config_map(body)
+
+
+async def write_config_map(api: ApiClient, body: JSON, *, replace_version: str | None) -> ConfigMapObject:
+    """Create the ConfigMap, or replace it guarded by ``replace_version``; 409 when someone wrote first."""
+    meta = body["metadata"]
+    if replace_version is None:
+        return decode_config_map(
+            await api.request("POST", core_path(meta["namespace"], "configmaps"), body=body)
+        )
+    meta["resourceVersion"] = replace_version
+    path = core_path(meta["namespace"], "configmaps", meta["name"])
+    return decode_config_map(await api.request("PUT", path, body=body))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Secrets: deletion
+
+
+async def delete_secret(api: ApiClient, namespace: str, name: str, *, resource_version: str) -> bool:
+    """Delete the Secret only if it is still the version that was read (a precondition): another writer's
+    newer content is never deleted. False when it is already gone or changed meanwhile."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"resourceVersion": resource_version},
+    }
+    try:
+        await api.request("DELETE", core_path(namespace, "secrets", name), body=body)
+    except ApiError as exc:
+        if exc.not_found or exc.conflict:
+            return False
+        raise
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Namespaces
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceObject:
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    terminating: bool
+
+
+def decode_namespace(body: Mapping[str, Any]) -> NamespaceObject:
+    meta = body.get("metadata") or {}
+    return NamespaceObject(
+        name=str(meta.get("name", "")),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        terminating=(body.get("status") or {}).get("phase") == "Terminating"
+        or bool(meta.get("deletionTimestamp")),
+    )
+
+
+async def read_namespace(api: ApiClient, name: str) -> NamespaceObject | None:
+    body = await api.get_or_none(f"/api/v1/namespaces/{name}")
+    return None if body is None else decode_namespace(body)
+
+
+async def list_namespaces(api: ApiClient, label_selector: str) -> list[NamespaceObject]:
+    body = await api.request("GET", "/api/v1/namespaces", params={"labelSelector": label_selector})
+    return [decode_namespace(item) for item in body.get("items") or ()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Workloads and our own objects' metadata
+
+WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+
+
+async def patch_workload(api: ApiClient, namespace: str, kind: str, name: str, patch: JSON) -> None:
+    path = f"/apis/apps/v1/namespaces/{namespace}/{WORKLOAD_PLURALS[kind]}/{name}"
+    await api.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+
+async def set_finalizers(
+    api: ApiClient, plural: str, namespace: str, name: str, finalizers: list[str], *, resource_version: str
+) -> None:
+    """Replace an object's finalizers, guarded by the resourceVersion they were computed from (409 when
+    the object changed meanwhile: decide again)."""
+    patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+    await api.request(
+        "PATCH", group_path(GROUP, VERSION, namespace, plural, name), body=patch, content_type=MERGE_PATCH
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Lists for the resync: metadata only, paginated
+
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ListedObject:
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+
+
+async def list_metadata(
+    api: ApiClient, path: str, *, label_selector: str | None = None, page: int = 500
+) -> tuple[list[ListedObject], str]:
+    """Every object at ``path`` (a collection, cluster-wide or in one namespace) as metadata only, and the
+    list's resourceVersion."""
+    out: list[ListedObject] = []
+    token = ""
+    version = ""
+    while True:
+        params = {"limit": str(page)}
+        if token:
+            params["continue"] = token
+        if label_selector:
+            params["labelSelector"] = label_selector
+        body = await api.request("GET", path, params=params, accept=PARTIAL_METADATA)
+        for item in body.get("items") or ():
+            meta = item.get("metadata") or {}
+            out.append(
+                ListedObject(
+                    str(meta.get("namespace", "")),
+                    str(meta.get("name", "")),
+                    str(meta.get("uid", "")),
+                    str(meta.get("resourceVersion", "")),
+                )
+            )
+        meta = body.get("metadata") or {}
+        version = str(meta.get("resourceVersion") or version)
+        token = str(meta.get("continue") or "")
+        if not token:
+            return out, version
+
+
+def custom_collection(plural: str, namespace: str | None = None) -> str:
+    return (
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
+        if namespace
+        else f"/apis/{GROUP}/{VERSION}/{plural}"
+    )
+
+
+def secret_collection(namespace: str | None = None) -> str:
+    return core_path(namespace, "secrets") if namespace else "/api/v1/secrets"

@@ -9,6 +9,7 @@ bundle) does not change.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -73,3 +74,23 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
     except READ_ERRORS:
         return False
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """A set of trust anchors: the certificates, their PEM bundle and their fingerprints."""
+
+    certificates: tuple[x509.Certificate, ...]
+    pem: bytes
+    fingerprints: frozenset[str]
+
+    def __or__(self, other: Anchors) -> Anchors:
+        return anchors_of([*self.certificates, *other.certificates])
+
+
+def anchors_of(certificates: Sequence[x509.Certificate]) -> Anchors:
+    """The anchors ``certificates`` make (deduplicated, in :func:`bundle_anchors` order)."""
+    ordered = bundle_anchors(certificates)
+    return Anchors(
+        tuple(ordered), certificates_to_pem(ordered), frozenset(certificate_fingerprint(c) for c in ordered)
+    )

@@ -16,7 +16,7 @@ from datetime import datetime
 from cryptography import x509
 
 from mtls_operator.api.constants import CA_CRT, TLS_CRT, TLS_KEY, Reason
-from mtls_operator.api.models import KeyEncoding, SelfSignedCASpec
+from mtls_operator.api.models import KeyAlgorithm, KeyEncoding, SelfSignedCASpec
 from mtls_operator.api.tls import CAError, CAFacts, TLSMaterialError
 from mtls_operator.pki.certs import (
     READ_ERRORS,
@@ -59,6 +59,17 @@ class CAKeyPair:
     def root_pem(self) -> bytes:
         """The trust anchor, for ``ca.crt`` and truststores."""
         return certificates_to_pem([self.root])
+
+    @property
+    def chain_algorithms(self) -> tuple[KeyAlgorithm, ...]:
+        """The key algorithms of the CA, its intermediates and the root (the PostQuantum condition)."""
+        return tuple(
+            key_algorithm_of(c.public_key())[0] for c in (self.certificate, *self.intermediates, self.root)
+        )
+
+    def signed_by(self, parent: CAKeyPair) -> bool:
+        """Whether this CA's certificate verifies under ``parent``'s CA certificate."""
+        return issued_by(self.certificate, parent.certificate)
 
     @property
     def chain_pem(self) -> bytes:

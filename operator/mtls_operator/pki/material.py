@@ -14,6 +14,7 @@ from mtls_operator.api.constants import CA_CRT, KEYSTORE_P12, TLS_CRT, TLS_KEY, 
 from mtls_operator.api.tls import SecretFacts, TLSMaterialError
 from mtls_operator.pki.ca import CAKeyPair
 from mtls_operator.pki.certs import cert_facts, issued_by, parse_certificate_pem
+from mtls_operator.pki.fingerprints import certificate_fingerprint
 from mtls_operator.pki.keys import keys_match, load_private_key_pem
 
 __all__ = ["inspect_tls_secret", "parse_certificate_pem"]
@@ -42,4 +43,5 @@ def inspect_tls_secret(data: Mapping[str, bytes], ca: CAKeyPair | None) -> Secre
         ca_bundle_matches=ca is not None and ca.root in bundle,
         chain_complete=ca is not None and tuple(after_leaf) == ca.issuer_chain,
         has_keystores=bool(data.get(KEYSTORE_P12)) and bool(data.get(TRUSTSTORE_P12)),
+        ca_bundle_fingerprints=frozenset(certificate_fingerprint(c) for c in bundle),
     )

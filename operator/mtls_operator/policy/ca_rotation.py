@@ -22,14 +22,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from mtls_operator.api.rotation import Phase, RotationState, from_status, to_status
 
-class Phase(StrEnum):
-    STABLE = "Stable"
-    NEW_CA_GENERATED = "NewCAGenerated"
-    BUNDLES_OVERLAP = "BundlesOverlap"
-    CONSUMERS_RESTARTED = "ConsumersRestarted"
-    LEAVES_REISSUED = "LeavesReissued"
-    OLD_CA_DROPPED = "OldCADropped"
+__all__ = [
+    "Phase",
+    "RotationAction",
+    "RotationObservations",
+    "RotationState",
+    "advance",
+    "due_for_rotation",
+    "from_status",
+    "next_check",
+    "to_status",
+]
 
 
 class RotationAction(StrEnum):
@@ -40,21 +45,6 @@ class RotationAction(StrEnum):
     REISSUE_LEAVES = "ReissueLeaves"  # re-issue every leaf still signed by the old CA
     PUBLISH_BUNDLES_WITH_NEW_ONLY = "PublishBundlesWithNewOnly"  # trust bundles := new root
     RETIRE_OLD_CA = "RetireOldCA"  # archive or delete the old CA's key; the new CA becomes "current"
-
-
-@dataclass(frozen=True, slots=True)
-class RotationState:
-    """What is persisted (in the issuer's status) between reconciles."""
-
-    phase: Phase = Phase.STABLE
-    old_ca_fingerprint: str | None = None  # the CA in use before (or, when Stable, the current one)
-    new_ca_fingerprint: str | None = None  # the CA being rotated to
-    started_at: datetime | None = None  # when the rotation left Stable
-    phase_since: datetime | None = None
-    overlap_since: datetime | None = None  # when both roots were first seen in every bundle
-    leaves_total: int = 0
-    leaves_moved: int = 0  # leaves signed by the new CA
-    longest_leaf_lifetime: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +176,7 @@ def advance(
         phase_since=now,
         leaves_total=o.leaves_total,
         leaves_moved=o.leaves_on_new_ca,
+        last_request=state.last_request,
     )
     return stable, (RotationAction.RETIRE_OLD_CA, RotationAction.RESTART_CONSUMERS)
 
@@ -195,52 +186,3 @@ def next_check(state: RotationState) -> datetime | None:
     if state.phase is Phase.LEAVES_REISSUED:
         return drop_allowed_at(state)
     return None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Persistence in status.rotation
-
-
-def to_status(state: RotationState) -> dict[str, Any]:
-    """``status.rotation`` of the issuer: camelCase, times as RFC 3339 whole seconds, lifetime in seconds."""
-
-    def when(t: datetime | None) -> str | None:
-        return None if t is None else t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-    doc: dict[str, Any] = {
-        "phase": str(state.phase),
-        "oldCAFingerprint": state.old_ca_fingerprint,
-        "newCAFingerprint": state.new_ca_fingerprint,
-        "startedAt": when(state.started_at),
-        "phaseSince": when(state.phase_since),
-        "overlapSince": when(state.overlap_since),
-        "leavesTotal": state.leaves_total,
-        "leavesMoved": state.leaves_moved,
-        "longestLeafLifetimeSeconds": int(state.longest_leaf_lifetime.total_seconds()),
-    }
-    return {k: v for k, v in doc.items() if v is not None}
-
-
-def from_status(raw: Mapping[str, Any] | None) -> RotationState:
-    """The inverse of :func:`to_status`; anything unreadable starts from a fresh ``Stable`` state."""
-    if not raw:
-        return RotationState()
-    try:
-
-        def when(key: str) -> datetime | None:
-            value = raw.get(key)
-            return None if value is None else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-        return RotationState(
-            phase=Phase(raw.get("phase", Phase.STABLE)),
-            old_ca_fingerprint=raw.get("oldCAFingerprint"),
-            new_ca_fingerprint=raw.get("newCAFingerprint"),
-            started_at=when("startedAt"),
-            phase_since=when("phaseSince"),
-            overlap_since=when("overlapSince"),
-            leaves_total=int(raw.get("leavesTotal", 0)),
-            leaves_moved=int(raw.get("leavesMoved", 0)),
-            longest_leaf_lifetime=timedelta(seconds=int(raw.get("longestLeafLifetimeSeconds", 0))),
-        )
-    except (ValueError, TypeError):
-        return RotationState()

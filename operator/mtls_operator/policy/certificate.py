@@ -8,12 +8,12 @@ named after the state it detects and returns a :class:`Violation` or None; the f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from mtls_operator.api.constants import Reason
-from mtls_operator.api.errors import Violation
+from mtls_operator.api.errors import Violation as Violation
 from mtls_operator.api.models import EXTENDED_USAGES, CertificateSpec, KeyAlgorithm, RotationPolicy
 from mtls_operator.api.tls import CAFacts, SecretFacts
 from mtls_operator.policy import backoff
@@ -31,6 +31,10 @@ class SecretView:
     error: Violation | None = None  # why the data could not be read as TLS material
     spec_hash: str | None = None
     revision: int = 0
+    owned: bool = False  # written by the operator for this very certificate object (policy.ownership)
+    fulfilled_renew: str | None = None  # the renew request this content fulfilled
+    fulfilled_revoke: str | None = None  # the revoke request this content fulfilled
+    content_since: datetime | None = None  # when this content (certificate or ca.crt) was written
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,9 @@ class IssuerView:
     message: str = ""
     ca: CAFacts | None = None
     chain_algorithms: tuple[KeyAlgorithm, ...] = ()  # issuing CA, its intermediates, the root
+    # sha256 of the trust anchors a leaf's ca.crt must hold (two roots during a CA rotation's overlap);
+    # empty when not known, and then only "holds the issuer's root" is checked
+    anchors: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +62,8 @@ class CertificateInput:
     issuer: IssuerView
     now: datetime
     duplicates: tuple[str, ...] = ()  # other certificates naming the same Secret
-    renew_requested_at: datetime | None = None
+    renew_request: str | None = None  # a renew request token not yet handled (mtlsctl renew)
+    revoke_request: str | None = None  # a revoke request token not yet handled (mtlsctl revoke)
     failed_attempts: int = 0
     last_failure_time: datetime | None = None
     last_failure_generation: int | None = None
@@ -64,11 +72,13 @@ class CertificateInput:
     backoff_cap: timedelta = backoff.DEFAULT_CAP
     policy_violation: Violation | None = None  # the issuer's issuance policy refuses this request
     revoked: bool = False  # the Secret's certificate is on the issuer's revocation list
+    budget_retry_at: datetime | None = None  # the issuance budget is spent until then (policy.budget)
 
 
 class Action(StrEnum):
     NOTHING = "Nothing"  # the Secret is valid; look again at next_check
     ISSUE = "Issue"  # issue now, for `violation`
+    REFRESH_TRUST = "RefreshTrust"  # the certificate is fine; rewrite ca.crt with the issuer's anchors
     WAIT = "Wait"  # issuance is needed but backing off until next_check
     BLOCKED = "Blocked"  # nothing can be issued until the world changes (spec, issuer, Secret owner)
     FAIL = "Fail"  # issuance is needed but the issuer cannot serve it: a failed attempt, backed off
@@ -81,7 +91,9 @@ class Plan:
     reuse_key: bool = False
     next_check: datetime | None = None
     renewal_time: datetime | None = None
-    notes: tuple[str, ...] = field(default=())
+    revoke_serial: str | None = None  # revoke this serial (durably) before issuing its replacement
+    fulfils_renew: str | None = None  # the renew request token the issuance fulfils
+    fulfils_revoke: str | None = None  # the revoke request token the issuance fulfils
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,19 +116,18 @@ def secret_name_duplicated(s: CertificateInput) -> Violation | None:
 
 
 def secret_not_managed(s: CertificateInput) -> Violation | None:
-    if s.spec is None or not s.secret.exists:
+    if s.spec is None or not s.secret.exists or s.secret.owned:
         return None
     if s.secret.managed and s.secret.owner_certificate == s.name:
-        return None
-    owner = (
-        f"MTLSCertificate {s.secret.owner_certificate}"
-        if s.secret.owner_certificate
-        else "something other than mtls-operator"
-    )
+        owner = f"another MTLSCertificate named {s.name} (deleted since: the owner's UID differs)"
+    elif s.secret.managed and s.secret.owner_certificate:
+        owner = f"MTLSCertificate {s.secret.owner_certificate}"
+    else:
+        owner = "something other than mtls-operator"
     return Violation(
         Reason.SECRET_NOT_MANAGED,
-        f"Secret {s.spec.secret_name} already exists and is managed by {owner}; the operator does "
-        "not overwrite it. Delete it or choose another secretName.",
+        f"Secret {s.spec.secret_name} already exists and belongs to {owner}; the operator does not "
+        "overwrite it. Delete it or choose another secretName.",
     )
 
 
@@ -258,6 +269,20 @@ def ca_bundle_mismatch(s: CertificateInput) -> Violation | None:
     return None
 
 
+def trust_anchors_changed(s: CertificateInput) -> Violation | None:
+    """ca.crt must hold exactly the issuer's trust anchors: both roots during a CA rotation's overlap,
+    only the new one after it."""
+    f = s.secret.facts
+    if f is None or not s.issuer.anchors or f.ca_bundle_fingerprints == s.issuer.anchors:
+        return None
+    count = len(s.issuer.anchors)
+    return Violation(
+        Reason.CA_BUNDLE_MISMATCH,
+        f"ca.crt does not hold exactly the issuer's {count} trust anchor{'s' if count > 1 else ''}"
+        f"{' (a CA rotation is in progress)' if count > 1 else ''}.",
+    )
+
+
 def keystore_missing(s: CertificateInput) -> Violation | None:
     f, spec = s.secret.facts, s.spec
     assert spec is not None
@@ -268,7 +293,15 @@ def keystore_missing(s: CertificateInput) -> Violation | None:
 
 def serial_revoked(s: CertificateInput) -> Violation | None:
     f = s.secret.facts
-    if f is None or not s.revoked:
+    if f is None:
+        return None
+    if s.revoke_request is not None and s.revoke_request != s.secret.fulfilled_revoke:
+        return Violation(
+            Reason.REVOKED,
+            f"Revocation of serial {f.leaf.serial_number} was requested ({s.revoke_request}); revoking it "
+            "and issuing a new key.",
+        )
+    if not s.revoked:
         return None
     return Violation(
         Reason.REVOKED, f"The certificate with serial {f.leaf.serial_number} was revoked; issuing a new key."
@@ -283,14 +316,10 @@ def expired(s: CertificateInput) -> Violation | None:
 
 
 def manual_renewal(s: CertificateInput) -> Violation | None:
-    f = s.secret.facts
-    if f is None or s.renew_requested_at is None:
-        return None
-    if s.renew_requested_at <= f.leaf.not_before or s.renew_requested_at > s.now + timedelta(minutes=5):
+    if s.secret.facts is None or s.renew_request is None or s.renew_request == s.secret.fulfilled_renew:
         return None
     return Violation(
-        Reason.MANUAL_RENEWAL,
-        f"Renewal was requested at {s.renew_requested_at.isoformat()} (mtls.dev/renew-requested-at).",
+        Reason.MANUAL_RENEWAL, f"Renewal was requested ({s.renew_request}, mtls.dev/renew-requested-at)."
     )
 
 
@@ -319,9 +348,10 @@ ISSUANCE_CHECKS: Sequence[Callable[[CertificateInput], Violation | None]] = (
     expired,
     manual_renewal,
     renewal_due,
+    trust_anchors_changed,  # last: any re-issue writes the right ca.crt too
 )
 # Without a usable CA the checks that compare against it cannot be judged.
-CA_DEPENDENT_CHECKS = frozenset({issuer_changed, ca_bundle_mismatch})
+CA_DEPENDENT_CHECKS = frozenset({issuer_changed, ca_bundle_mismatch, trust_anchors_changed})
 CA_INDEPENDENT_CHECKS = tuple(c for c in ISSUANCE_CHECKS if c not in CA_DEPENDENT_CHECKS)
 
 
@@ -348,6 +378,8 @@ def can_reuse_key(s: CertificateInput) -> bool:
     """rotationPolicy Never keeps a key that still matches its certificate and the spec."""
     f, spec = s.secret.facts, s.spec
     if f is None or spec is None or spec.private_key.rotation_policy is not RotationPolicy.NEVER or s.revoked:
+        return False
+    if s.revoke_request is not None and s.revoke_request != s.secret.fulfilled_revoke:
         return False
     return f.key_matches and (f.leaf.key_algorithm, f.leaf.key_size) == (
         spec.private_key.algorithm,
@@ -383,12 +415,37 @@ def plan(s: CertificateInput) -> Plan:
     if violation is None:
         assert s.secret.facts is not None
         candidates = [t for t in (renew_at, s.secret.facts.leaf.not_after) if t is not None]
-        if s.renew_requested_at is not None and s.renew_requested_at > s.now:
-            candidates.append(s.renew_requested_at)
         return Plan(Action.NOTHING, None, next_check=min(candidates), renewal_time=renew_at)
     # Failed issuance backs off; an issuer that came back (a different last reason) retries at once.
     if s.last_failure_reason is Reason.ISSUANCE_FAILED:
         retry_at = _retry_at(s)
         if retry_at is not None:
             return Plan(Action.WAIT, violation, next_check=retry_at, renewal_time=renew_at)
-    return Plan(Action.ISSUE, violation, reuse_key=can_reuse_key(s), renewal_time=renew_at)
+    if s.budget_retry_at is not None and s.now < s.budget_retry_at:
+        return Plan(
+            Action.WAIT,
+            Violation(
+                Reason.ISSUANCE_BUDGET_EXCEEDED,
+                f"{violation.message} The certificate was issued too often lately (a second writer, or a "
+                "spec that cannot renew sanely?), so the next issuance waits.",
+            ),
+            next_check=s.budget_retry_at,
+            renewal_time=renew_at,
+        )
+    if violation == trust_anchors_changed(s) and not (s.spec and s.spec.pkcs12.create):
+        # Only ca.crt is stale (the last check): rewrite it, keep the certificate and key.
+        return Plan(Action.REFRESH_TRUST, violation, renewal_time=renew_at)
+    return replace(
+        Plan(Action.ISSUE, violation, reuse_key=can_reuse_key(s), renewal_time=renew_at),
+        revoke_serial=_serial_to_revoke(s, violation),
+        fulfils_renew=s.renew_request,
+        fulfils_revoke=s.revoke_request,
+    )
+
+
+def _serial_to_revoke(s: CertificateInput, violation: Violation) -> str | None:
+    """The serial to revoke before issuing: the current one, when revocation was requested for it."""
+    f = s.secret.facts
+    if f is None or violation.reason is not Reason.REVOKED or s.revoke_request is None:
+        return None
+    return None if s.revoke_request == s.secret.fulfilled_revoke else f.leaf.serial_number

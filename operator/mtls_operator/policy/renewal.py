@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 JITTER_FRACTION = 0.05  # at most 5 % of the renewal window, always earlier, never later
 DEFAULT_RENEW_FRACTION = 1 / 3  # renew when a third of the lifetime is left, i.e. at 2/3
+FLOOR_FRACTION = 0.1  # a certificate is never renewed before a tenth of its life ...
+FLOOR_MINIMUM = timedelta(seconds=30)  # ... nor before 30 s (but always by half of its life)
 
 
 def truncate(moment: datetime) -> datetime:
@@ -51,4 +53,13 @@ def renewal_time(
     window = renewal_window(not_before, not_after, renew_before, renew_before_percentage)
     jitter = window * JITTER_FRACTION * jitter_fraction(uid)
     moment = truncate(not_after - window - jitter)
-    return max(moment, truncate(not_before))
+    return max(moment, renewal_floor(not_before, not_after))
+
+
+def renewal_floor(not_before: datetime, not_after: datetime) -> datetime:
+    """The earliest renewal of a certificate valid from ``not_before`` to ``not_after``: notBefore plus a
+    tenth of its life, at least 30 s, at most half its life. Whatever renewBefore says, a certificate is
+    not renewed in a loop."""
+    lifetime = max(not_after - not_before, timedelta(0))
+    floor = min(max(lifetime * FLOOR_FRACTION, FLOOR_MINIMUM), lifetime / 2)
+    return truncate(not_before + floor)

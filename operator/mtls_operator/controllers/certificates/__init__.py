@@ -1,0 +1,1 @@
+"""The MTLSCertificate reconcile: gather (reads), decide (policy), act (writes)."""

@@ -1,0 +1,478 @@
+"""The MTLSCertificate reconcile: gather (reads), plan (pure), act (writes).
+
+Act is the only step with side effects, and running it twice changes nothing the second time: the Secret
+write is atomic and guarded, the status is patched only where it differs, events are posted when the
+Ready reason changes. A certificate with ``revocationPolicy: Revoke`` carries the finalizer
+``mtls.dev/revoke-on-delete``, so a deletion waits until its serial is durably on the revocation list,
+however long the operator was down.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from mtls_operator.api.constants import (
+    CERTIFICATE_KIND,
+    CERTIFICATE_PLURAL,
+    FINALIZER_REVOKE,
+    ConditionType,
+    Reason,
+)
+from mtls_operator.api.errors import ReasonedError, Violation
+from mtls_operator.api.issuer_policy import RevocationPolicy
+from mtls_operator.api.objects import CertificateStatus, Key, ParsedCertificate
+from mtls_operator.controllers.certificates.gather import Gathered, Gatherer
+from mtls_operator.controllers.certificates.issuing import ConflictError, Issuer, Written
+from mtls_operator.controllers.context import Context
+from mtls_operator.controllers.issuers import IssuerController
+from mtls_operator.controllers.revocation import Revocations
+from mtls_operator.controllers.rollouts import RolloutManager
+from mtls_operator.controllers.secret_cache import Verdict
+from mtls_operator.k8s.api import ApiError
+from mtls_operator.k8s.resources import patch_status, post_event, read_namespace, read_secret, set_finalizers
+from mtls_operator.policy import backoff
+from mtls_operator.policy.budget import BudgetState, take
+from mtls_operator.policy.certificate import Action, Plan, SecretView, plan
+from mtls_operator.policy.ownership import owns_leaf_secret
+from mtls_operator.policy.status import (
+    RolloutBlock,
+    blocked_status,
+    failure_status,
+    ready_of,
+    ready_status,
+    status_patch,
+    waiting_status,
+)
+
+logger = logging.getLogger("mtls_operator.certificates")
+RETRY_FINALIZE = timedelta(seconds=10)
+
+
+class CertificateController:
+    def __init__(
+        self,
+        ctx: Context,
+        issuers: IssuerController,
+        gatherer: Gatherer,
+        writer: Issuer,
+        revocations: Revocations,
+        rollouts: RolloutManager,
+        budgets: dict[Key, BudgetState],
+    ) -> None:
+        self.ctx = ctx
+        self.api = ctx.api
+        self.config = ctx.config
+        self.clock = ctx.clock
+        self.metrics = ctx.metrics
+        self.certificates = ctx.certificates
+        self.namespaces = ctx.namespaces
+        self.secrets = ctx.secrets
+        self.issuers = issuers
+        self.gatherer = gatherer
+        self.issuer = writer
+        self.revocations = revocations
+        self.rollouts = rollouts
+        self.budgets = budgets
+        self.issued = 0
+        self.failed = 0
+        self._content: dict[Key, str] = {}  # the content each certificate's Secret was last seen with
+
+    def forget(self, key: Key) -> None:
+        self.secrets.forget_certificate(key)
+        self.budgets.pop(key, None)
+        self._content.pop(key, None)
+        self.metrics.forget_certificate(*key)
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def reconcile(self, key: Key) -> None:
+        cert = self.certificates.get(key)
+        if cert is None:
+            return
+        if cert.meta.deleting:
+            await self._finalize(cert)
+            return
+        issuer_key = (key[0], cert.spec.issuer_ref.name) if cert.spec is not None else None
+        if (
+            issuer_key is not None
+            and not self.issuers.judged(issuer_key)
+            and self.ctx.issuers.get(issuer_key)
+        ):
+            # After a restart the certificate watch may deliver before the issuer watch: deciding now would
+            # flap Ready to IssuerNotReady and back (two needless writes). The issuer's first reconcile
+            # queues this certificate again.
+            self.ctx.work.add_issuer(issuer_key)
+            return
+        now = self.clock.now()
+        gathered = await self.gatherer.gather(cert, now)
+        decision = plan(gathered.input)
+        await self._act(cert, gathered, decision, now)
+        await self._keep_finalizer(key)
+
+    async def _act(self, cert: ParsedCertificate, g: Gathered, decision: Plan, now: datetime) -> None:
+        key = cert.key
+        if decision.action in (Action.ISSUE, Action.REFRESH_TRUST):
+            await self._write_secret(cert, g, decision, now)
+            return
+        if decision.action is Action.FAIL:
+            assert decision.violation is not None
+            await self._failed(cert, g, decision.violation, now)
+            return
+        violation = decision.violation
+        old = cert.status
+        generation = cert.meta.generation
+        if decision.action is Action.NOTHING:
+            assert g.spec is not None and g.input.secret.facts is not None
+            new = self._ready(cert, g, decision, g.input.secret.facts, g.input.secret.revision, now)
+        elif decision.action is Action.WAIT:
+            assert violation is not None
+            new = waiting_status(old, violation, decision.next_check, generation, now)
+        else:
+            assert violation is not None
+            new = blocked_status(old, violation, generation, now)
+        if await self._patch(cert, old, new):
+            await self._rollout_event(cert, old, new)
+            if violation is not None and ready_of(old) != ready_of(new):
+                await self._event(cert, "Warning", violation.reason, violation.message, now)
+        self._observe(cert, g, decision)
+        if decision.next_check is not None:
+            self.ctx.work.schedule_certificate(key, decision.next_check)
+        elif (
+            violation is not None and violation.reason is Reason.POLICY_DENIED and not self.namespaces.watched
+        ):
+            self.ctx.work.schedule_certificate(
+                key, now + timedelta(seconds=30)
+            )  # namespace labels are not watched here
+
+    def _ready(
+        self,
+        cert: ParsedCertificate,
+        g: Gathered,
+        decision: Plan,
+        facts: object,
+        revision: int,
+        now: datetime,
+        trigger: Violation | None = None,
+        refreshed: bool = False,
+        fulfilled: tuple[str | None, str | None] | None = None,
+    ) -> CertificateStatus:
+        from mtls_operator.api.tls import SecretFacts
+
+        assert g.spec is not None and isinstance(facts, SecretFacts)
+        view = g.input.issuer
+        return ready_status(
+            cert.status,
+            spec=g.spec,
+            generation=cert.meta.generation,
+            facts=facts,
+            revision=revision,
+            renewal_time=decision.renewal_time,
+            issuer_fingerprint=view.ca.fingerprint if view.ca else None,
+            chain=view.chain_algorithms,
+            fulfilled=fulfilled or (g.input.secret.fulfilled_renew, g.input.secret.fulfilled_revoke),
+            block=self._block(cert, g),
+            now=now,
+            trigger=trigger,
+            refreshed=refreshed,
+        )
+
+    def _block(self, cert: ParsedCertificate, g: Gathered) -> RolloutBlock | None:
+        if g.spec is None:
+            return None
+        found = self.rollouts.blocked(cert.meta.namespace, g.spec.secret_name, cert.meta.name)
+        return RolloutBlock(*found) if found is not None else None
+
+    async def _write_secret(
+        self, cert: ParsedCertificate, g: Gathered, decision: Plan, now: datetime
+    ) -> None:
+        key = cert.key
+        spec, state = g.spec, g.issuer
+        assert spec is not None and decision.violation is not None
+        if state is None or state.ca is None or state.anchors is None:
+            self.ctx.work.add_certificate(key)  # the issuer changed since this was decided: decide again
+            return
+        revision = max(g.input.secret.revision, cert.status.revision) + 1
+        budget, _ = take(self.config.budget, self.budgets.get(key), spec.duration, now)
+        started = self.clock.monotonic()
+        refreshed = decision.action is Action.REFRESH_TRUST
+        try:
+            if refreshed:
+                written = await self.issuer.refresh_trust(
+                    cert, spec, state, decision, g.secret, revision, now
+                )
+            else:
+                written = await self.issuer.issue(
+                    cert, spec, state, decision, g.secret, g.input.secret.exists, revision, now
+                )
+        except ConflictError:
+            logger.info("Secret %s/%s changed while issuing; deciding again.", key[0], spec.secret_name)
+            self.secrets.invalidate(key, must_read=True)
+            self.ctx.work.add_certificate(key)
+            return
+        except ReasonedError as exc:
+            await self._failed(
+                cert,
+                g,
+                Violation(
+                    Reason.ISSUANCE_FAILED if exc.reason is not Reason.REVOCATION_PENDING else exc.reason,
+                    exc.message,
+                ),
+                now,
+            )
+            return
+        if budget is not None:
+            self.budgets[key] = budget
+        self._remember(cert, g, decision, written)
+        if not refreshed:
+            self.issued += 1
+            self.metrics.issuance(
+                result="success", algorithm=spec.private_key.label, seconds=self.clock.monotonic() - started
+            )
+        new = self._ready(
+            cert,
+            g,
+            decision,
+            written.facts,
+            written.revision,
+            now,
+            trigger=decision.violation,
+            refreshed=refreshed,
+            fulfilled=(
+                decision.fulfils_renew or g.input.secret.fulfilled_renew,
+                decision.fulfils_revoke or g.input.secret.fulfilled_revoke,
+            ),
+        )
+        await self._patch(cert, cert.status, new)
+        leaf = written.facts.leaf
+        if refreshed:
+            message = (
+                f"Updated ca.crt of Secret {spec.secret_name} (revision {written.revision}): "
+                f"{decision.violation.message}"
+            )
+            await self._event(cert, "Normal", Reason.TRUST_REFRESHED, message, now)
+        else:
+            message = (
+                f"Issued revision {written.revision} ({spec.private_key.label}, serial {leaf.serial_number}) "
+                "into "
+                f"Secret {spec.secret_name}, valid until {leaf.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}: "
+                f"{decision.violation.message}"
+            )
+            await self._event(cert, "Normal", Reason.ISSUED, message, now)
+            logger.info(
+                "Issued %s/%s revision %d (%s, serial %s): %s",
+                *key,
+                written.revision,
+                spec.private_key.label,
+                leaf.serial_number,
+                decision.violation.reason,
+            )
+        self._observe(cert, g, decision, facts=written.facts.leaf.not_after)
+        if new.renewal_time is not None:
+            self.ctx.work.schedule_certificate(key, min(new.renewal_time, leaf.not_after))
+
+    def _remember(self, cert: ParsedCertificate, g: Gathered, decision: Plan, written: Written) -> None:
+        assert g.spec is not None and g.issuer is not None and g.issuer.ca is not None
+        secret = written.secret
+        view = SecretView(
+            exists=True,
+            owner_certificate=cert.meta.name,
+            managed=True,
+            owned=True,
+            facts=written.facts,
+            spec_hash=g.spec.identity_hash(),
+            revision=written.revision,
+            fulfilled_renew=secret.annotations.get("mtls.dev/renew-request-fulfilled"),
+            fulfilled_revoke=secret.annotations.get("mtls.dev/revoke-request-fulfilled"),
+            content_since=self.clock.now(),
+        )
+        self.secrets.remember(
+            cert.key,
+            Verdict(
+                g.spec.secret_name,
+                secret.resource_version,
+                g.issuer.ca.facts.fingerprint,
+                g.issuer.view.anchors,
+                view,
+            ),
+        )
+        self._note_content(cert, g.spec.secret_name, view)
+
+    def _note_content(self, cert: ParsedCertificate, secret_name: str, view: SecretView) -> None:
+        """Tell the rollout manager when a certificate's Secret holds something new (or was first judged
+        after a start), so the workloads using it are looked at."""
+        if view.facts is None:
+            return
+        content = f"{view.facts.leaf.fingerprint}/{','.join(sorted(view.facts.ca_bundle_fingerprints))}"
+        if self._content.get(cert.key) != content:
+            self._content[cert.key] = content
+            self.rollouts.secret_changed(cert.meta.namespace, secret_name)
+
+    async def _failed(
+        self, cert: ParsedCertificate, g: Gathered, violation: Violation, now: datetime
+    ) -> None:
+        key = cert.key
+        failures = cert.status.failed_attempts + 1
+        retry_at = backoff.next_attempt(failures, now, self.config.backoff_base, self.config.backoff_cap)
+        assert retry_at is not None
+        self.failed += 1
+        self.metrics.issuance(
+            result="failure", algorithm=g.spec.private_key.label if g.spec else "unknown", seconds=0.0
+        )
+        new = failure_status(cert.status, violation, retry_at, cert.meta.generation, now)
+        await self._patch(cert, cert.status, new)
+        await self._event(
+            cert,
+            "Warning",
+            violation.reason,
+            f"{violation.message} Attempt {failures}; retrying at {retry_at.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
+            now,
+        )
+        logger.warning("Issuance of %s/%s failed (attempt %d): %s", *key, failures, violation.message)
+        self._observe(cert, g, None)
+        self.ctx.work.schedule_certificate(key, retry_at)
+
+    # ------------------------------------------------------------------ status, events, metrics
+
+    async def _patch(self, cert: ParsedCertificate, old: CertificateStatus, new: CertificateStatus) -> bool:
+        patch = status_patch(old, new)
+        if not patch:
+            return False
+        try:
+            await patch_status(self.api, CERTIFICATE_PLURAL, *cert.key, patch)
+        except ApiError as exc:
+            if exc.not_found:  # deleted meanwhile: forget it
+                self.certificates.remove(cert.key)
+                self.forget(cert.key)
+                return False
+            raise
+        self.certificates.update_status(cert.key, new)
+        return True
+
+    async def _event(
+        self, cert: ParsedCertificate, kind: str, reason: Reason | str, message: str, now: datetime
+    ) -> None:
+        await post_event(
+            self.api,
+            kind=CERTIFICATE_KIND,
+            namespace=cert.meta.namespace,
+            name=cert.meta.name,
+            uid=cert.meta.uid,
+            event_type=kind,
+            reason=reason,
+            message=message,
+            now=now,
+        )
+
+    async def _rollout_event(
+        self, cert: ParsedCertificate, old: CertificateStatus, new: CertificateStatus
+    ) -> None:
+        from mtls_operator.api import conditions as cond
+
+        before = cond.get(old.conditions, ConditionType.ROLLOUT_BLOCKED)
+        after = cond.get(new.conditions, ConditionType.ROLLOUT_BLOCKED)
+        if after is not None and after.status and not (before is not None and before.status):
+            await self._event(cert, "Warning", after.reason, after.message, self.clock.now())
+
+    def _observe(
+        self, cert: ParsedCertificate, g: Gathered, decision: Plan | None, facts: datetime | None = None
+    ) -> None:
+        current = self.certificates.get(cert.key) or cert
+        verdict = self.secrets.verdict(cert.key)
+        leaf = verdict.view.facts.leaf if verdict is not None and verdict.view.facts is not None else None
+        if verdict is not None and g.spec is not None:
+            self._note_content(cert, g.spec.secret_name, verdict.view)
+        ready = next((c for c in current.status.conditions if c.type == ConditionType.READY), None)
+        self.metrics.observe_certificate(
+            cert.meta.namespace,
+            cert.meta.name,
+            cert.issuer_name or "",
+            not_after=leaf.not_after if leaf is not None else facts,
+            renewal_time=current.status.renewal_time if leaf is not None else None,
+            ready=ready is not None and ready.status,
+            reason=ready.reason if ready is not None else "",
+        )
+
+    # ------------------------------------------------------------------ finalizer and deletion
+
+    async def _keep_finalizer(self, key: Key) -> None:
+        """Revoke-on-delete needs the finalizer; nothing else does."""
+        cert = self.certificates.get(key)
+        if cert is None or cert.meta.deleting:
+            return
+        wanted = cert.revocation_policy is RevocationPolicy.REVOKE
+        has = FINALIZER_REVOKE in cert.meta.finalizers
+        if wanted == has:
+            return
+        finalizers = [f for f in cert.meta.finalizers if f != FINALIZER_REVOKE]
+        if wanted:
+            finalizers.append(FINALIZER_REVOKE)
+        await self._set_finalizers(cert, finalizers)
+
+    async def _set_finalizers(self, cert: ParsedCertificate, finalizers: list[str]) -> None:
+        try:
+            await set_finalizers(
+                self.api,
+                CERTIFICATE_PLURAL,
+                *cert.key,
+                finalizers,
+                resource_version=cert.meta.resource_version,
+            )
+        except ApiError as exc:
+            if exc.conflict:
+                self.ctx.work.add_certificate(cert.key)  # changed meanwhile: the watch brings the new version
+                return
+            if not exc.not_found:
+                raise
+
+    async def _finalize(self, cert: ParsedCertificate) -> None:
+        """A deleted certificate with the revoke finalizer: its serials go on the revocation list, durably,
+        then the finalizer goes and Kubernetes deletes the object."""
+        key = cert.key
+        if FINALIZER_REVOKE not in cert.meta.finalizers:
+            return
+        now = self.clock.now()
+        serials: dict[str, datetime | None] = {}
+        if cert.status.serial_number:
+            serials[cert.status.serial_number] = cert.status.not_after
+        if cert.spec is not None:
+            secret = await read_secret(self.api, key[0], cert.spec.secret_name)
+            if secret is not None and owns_leaf_secret(
+                secret.labels, secret.annotations, cert.meta.name, cert.meta.uid
+            ):
+                view = await self.gatherer.judge(cert, secret, None)
+                if view.facts is not None:
+                    serials[view.facts.leaf.serial_number] = view.facts.leaf.not_after
+        issuer = cert.spec.issuer_ref.name if cert.spec is not None else cert.issuer_name
+        done = True
+        if issuer and serials:
+            for serial, not_after in sorted(serials.items()):
+                if not_after is not None and not_after <= now:
+                    continue  # expired: nothing left to revoke
+                try:
+                    ok = await self.revocations.revoke(
+                        key[0], issuer, serial, "cessationOfOperation", cert.meta.name, not_after=not_after
+                    )
+                except ApiError as exc:
+                    logger.warning("Cannot revoke serial %s of %s/%s yet: %s", serial, *key, exc)
+                    ok = False
+                done = done and ok is not False
+        if not done and await self._namespace_terminating(key[0]):
+            logger.warning(
+                "Namespace %s is being deleted with MTLSCertificate %s: its CA goes too; not revoking.", *key
+            )
+            done = True
+        if not done:
+            self.ctx.work.schedule_certificate(key, now + RETRY_FINALIZE)
+            return
+        await self._set_finalizers(cert, [f for f in cert.meta.finalizers if f != FINALIZER_REVOKE])
+
+    async def _namespace_terminating(self, namespace: str) -> bool:
+        info = self.namespaces.get(namespace)
+        if info is not None:
+            return info.terminating
+        try:
+            found = await read_namespace(self.api, namespace)
+        except ApiError:
+            return False
+        return found is None or found.terminating

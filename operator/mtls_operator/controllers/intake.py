@@ -1,0 +1,142 @@
+"""Intake: watch events become parsed objects in the stores, and keys in the work queue.
+
+Every body is parsed here, once (:mod:`mtls_operator.api.objects`); nothing downstream reads a raw dict.
+Events are hints: what to look at again. The reconciles decide from the stores and the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mtls_operator.api.constants import ANN_CERTIFICATE_NAME
+from mtls_operator.api.objects import Key, parse_certificate, parse_issuer
+from mtls_operator.controllers.context import Context
+from mtls_operator.controllers.rollouts import RolloutManager
+from mtls_operator.controllers.stores import NamespaceInfo
+
+DELETED = "DELETED"
+
+
+class Intake:
+    def __init__(
+        self,
+        ctx: Context,
+        rollouts: RolloutManager,
+        forget_certificate: Callable[[Key], None],
+        forget_issuer: Callable[[Key], None],
+    ) -> None:
+        self.certificates = ctx.certificates
+        self.issuers = ctx.issuers
+        self.namespaces = ctx.namespaces
+        self.secrets = ctx.secrets
+        self.work = ctx.work
+        self.monotonic = ctx.clock.monotonic
+        self.rollouts = rollouts
+        self.forget_certificate = forget_certificate
+        self.forget_issuer = forget_issuer
+        self.seen: dict[tuple[str, Key], float] = {}  # (kind, key) -> when intake last heard of it
+
+    def heard_since(self, kind: str, key: Key, since: float) -> bool:
+        """Whether an event for ``key`` arrived at or after ``since`` (the resync must not forget it)."""
+        return self.seen.get((kind, key), float("-inf")) >= since
+
+    # ------------------------------------------------------------------ our kinds
+
+    def certificate_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        cert = parse_certificate(body)
+        namespace, name = cert.key
+        self.seen[("cert", cert.key)] = self.monotonic()
+        if event_type == DELETED:
+            self.certificate_gone(cert.key)
+            return
+        touched = self.certificates.put(cert)
+        spec = cert.spec
+        self.rollouts.set_certificate_targets(
+            namespace,
+            name,
+            spec.secret_name if spec is not None else None,
+            str(spec.rollout.policy) if spec is not None else "Auto",
+            [(t.kind, t.name) for t in spec.rollout.targets] if spec is not None else [],
+        )
+        self.work.add_certificate(cert.key)
+        for other in touched:  # certificates sharing a secretName re-judge their duplicate condition
+            self.work.add_certificate((namespace, other))
+
+    def certificate_gone(self, key: Key) -> None:
+        self.seen.pop(("cert", key), None)
+        _, others = self.certificates.remove(key)
+        self.rollouts.set_certificate_targets(key[0], key[1], None, "Auto", [])
+        self.forget_certificate(key)
+        for other in others:
+            self.work.add_certificate((key[0], other))
+
+    def issuer_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        issuer = parse_issuer(body)
+        self.seen[("issuer", issuer.key)] = self.monotonic()
+        if event_type == DELETED:
+            self.issuer_gone(issuer.key)
+            return
+        self.issuers.put(issuer)
+        self.work.add_issuer(issuer.key)
+
+    def issuer_gone(self, key: Key) -> None:
+        self.seen.pop(("issuer", key), None)
+        self.issuers.remove(key)
+        self.forget_issuer(key)
+        for name in self.certificates.of_issuer(*key):
+            self.work.add_certificate((key[0], name))
+        for child in self.issuers.children(*key):
+            self.work.add_issuer((key[0], child))
+
+    # ------------------------------------------------------------------ Secrets (the filtered watch)
+
+    def secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        version = None if event_type == DELETED else str(meta.get("resourceVersion", ""))
+        owner = (meta.get("annotations") or {}).get(ANN_CERTIFICATE_NAME)
+        self.secret_changed((namespace, name), version, owner if isinstance(owner, str) else None)
+
+    def secret_changed(self, secret: Key, version: str | None, owner: str | None = None) -> None:
+        if not self.secrets.observe(secret, version):
+            return  # our own write (or a repeat), already judged
+        namespace, name = secret
+        names = set(self.certificates.naming_secret(namespace, name))
+        if owner:
+            names.add(owner)
+        for cert in names:
+            self.work.add_certificate((namespace, cert))
+        for issuer in self.issuers.using_secret(namespace, name):
+            self.work.add_issuer((namespace, issuer))
+
+    # ------------------------------------------------------------------ workloads and namespaces
+
+    def workload_event(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self.rollouts.on_workload_event(kind, event_type, body)
+
+    def namespace_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        self.namespaces.watched = True
+        if event_type == DELETED:
+            self.namespaces.remove(name)
+            return
+        info = NamespaceInfo(
+            labels=dict(meta.get("labels") or {}),
+            annotations={
+                k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("mtls.dev/")
+            },
+            terminating=(body.get("status") or {}).get("phase") == "Terminating",
+        )
+        old = self.namespaces.put(name, info)
+        if old is not None and (old.labels, old.annotations) == (info.labels, info.annotations):
+            return
+        # Labels decide issuance policy and bundle targets; annotations decide bundle opt-ins.
+        for issuer in self.issuers:
+            if issuer.trust_bundle is not None:
+                self.work.add_issuer(issuer.key)
+        if old is not None:
+            for cert in self.certificates:
+                if cert.meta.namespace == name:
+                    self.work.add_certificate(cert.key)

@@ -1,0 +1,98 @@
+"""What the operator knows of the Secrets its certificates name, without holding their data.
+
+Three facts per Secret, with their invariants in one place:
+
+* the latest resourceVersion seen (from the filtered Secret watch, a read or our own write);
+* per certificate, the last verdict on its Secret (the parsed view), valid only while the Secret's
+  resourceVersion, the issuer's CA and the trust anchors are those it was judged with;
+* per certificate, whether its Secret must be read before deciding (after a conflict), rather than
+  assumed missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mtls_operator.api.objects import Key
+from mtls_operator.policy.certificate import SecretView
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    secret_name: str
+    resource_version: str | None  # None: the Secret did not exist
+    ca_fingerprint: str | None
+    anchors: frozenset[str]  # fingerprints of the trust anchors ca.crt was judged against
+    view: SecretView
+
+
+class SecretCache:
+    def __init__(self) -> None:
+        self._rv: dict[Key, str] = {}
+        self._verdicts: dict[Key, Verdict] = {}
+        self._must_read: set[Key] = set()
+
+    # ------------------------------------------------------------------ Secrets
+
+    def observe(self, secret: Key, resource_version: str | None) -> bool:
+        """Record what the watch (or a read, or our own write) saw; True when it is news."""
+        if resource_version is None:
+            return self._rv.pop(secret, None) is not None
+        if self._rv.get(secret) == resource_version:
+            return False
+        self._rv[secret] = resource_version
+        return True
+
+    def resource_version(self, secret: Key) -> str | None:
+        return self._rv.get(secret)
+
+    def secrets(self) -> set[Key]:
+        return set(self._rv)
+
+    # ------------------------------------------------------------------ verdicts
+
+    def verdict(self, cert: Key) -> Verdict | None:
+        return self._verdicts.get(cert)
+
+    def cached_view(
+        self, cert: Key, secret_name: str, ca_fingerprint: str | None, anchors: frozenset[str]
+    ) -> SecretView | None:
+        """The cached view of ``cert``'s Secret if nothing it was judged with has changed since."""
+        found = self._verdicts.get(cert)
+        if (
+            found is None
+            or found.secret_name != secret_name
+            or found.ca_fingerprint != ca_fingerprint
+            or found.anchors != anchors
+            or found.resource_version is None
+            or found.resource_version != self._rv.get((cert[0], secret_name))
+        ):
+            return None
+        return found.view
+
+    def remember(self, cert: Key, verdict: Verdict) -> None:
+        self._verdicts[cert] = verdict
+        self.observe((cert[0], verdict.secret_name), verdict.resource_version)
+
+    def invalidate(self, cert: Key, *, must_read: bool = False) -> None:
+        self._verdicts.pop(cert, None)
+        if must_read:
+            self._must_read.add(cert)
+
+    def may_assume_missing(self, cert: Key, secret_name: str, ever_issued: bool) -> bool:
+        """Whether ``cert``'s Secret can be taken as missing without a read: never issued, never seen by
+        the watch, and no conflict since. The create that follows is atomic: if a Secret exists after all
+        it fails with 409, which sets ``must_read`` (nothing is ever overwritten)."""
+        return (
+            not ever_issued
+            and cert not in self._verdicts
+            and cert not in self._must_read
+            and (cert[0], secret_name) not in self._rv
+        )
+
+    def read_done(self, cert: Key) -> None:
+        self._must_read.discard(cert)
+
+    def forget_certificate(self, cert: Key) -> None:
+        self._verdicts.pop(cert, None)
+        self._must_read.discard(cert)

@@ -1,0 +1,126 @@
+"""Pure decisions for one MTLSIssuer: is its CA usable, must the operator create or re-sign it, or why not.
+
+Gathered facts go in (:class:`IssuerFacts`: the spec's kind, the CA Secret as found, whose it is, the CA
+parsed from it, the parent's state for an intermediate, ``now``); an :class:`IssuerPlan` comes out. The
+first problem found wins, and its reason is what the Ready condition shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from mtls_operator.api import conditions as cond
+from mtls_operator.api.constants import ANN_ALLOWED_ISSUERS, LABEL_SECRET_ROLE, SECRET_ROLE_CA, Reason
+from mtls_operator.api.errors import Violation
+from mtls_operator.api.models import KeyAlgorithm, KeySpec
+from mtls_operator.api.tls import CAFacts
+from mtls_operator.policy.ownership import CASecretAccess
+
+
+class IssuerAction(StrEnum):
+    NOT_READY = "NotReady"  # report why; nothing to write
+    CREATE_CA = "CreateCA"  # a CA the operator keeps does not exist yet: create it
+    RESIGN = "Resign"  # an intermediate no longer signed by its parent's CA: sign it again
+    READY = "Ready"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerFacts:
+    namespace: str
+    name: str
+    now: datetime
+    spec_error: Violation | None = None
+    keeps_ca: bool = False  # selfSigned or intermediate: the operator creates and rotates the CA
+    intermediate: bool = False
+    parent: str | None = None
+    parent_ready: bool = True
+    secret_name: str = ""
+    secret_exists: bool = False
+    access: CASecretAccess | None = None
+    ca_error: Violation | None = None  # the Secret's data is not a usable CA
+    ca: CAFacts | None = None
+    signed_by_parent: bool = True  # an intermediate's CA verifies under the parent's current CA
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerPlan:
+    action: IssuerAction
+    reason: Reason
+    message: str = ""
+    recheck_at: datetime | None = None  # look again then at the latest (the CA expires)
+
+    @property
+    def ready(self) -> bool:
+        return self.action is IssuerAction.READY
+
+
+def algorithm_label(algorithm: KeyAlgorithm, size: int) -> str:
+    return KeySpec(algorithm=algorithm, size=size).label
+
+
+def plan_issuer(f: IssuerFacts) -> IssuerPlan:
+    where = f"Secret {f.namespace}/{f.secret_name}"
+    if f.spec_error is not None:
+        return IssuerPlan(IssuerAction.NOT_READY, f.spec_error.reason, f.spec_error.message)
+    if f.intermediate and not f.parent_ready:
+        return IssuerPlan(
+            IssuerAction.NOT_READY,
+            Reason.ISSUER_NOT_READY,
+            f"The parent MTLSIssuer {f.namespace}/{f.parent} is not ready, so the intermediate CA cannot be "
+            "signed yet.",
+        )
+    if not f.secret_exists:
+        if f.keeps_ca:
+            return IssuerPlan(IssuerAction.CREATE_CA, Reason.CA_CREATED, f"Creating the CA in {where}.")
+        return IssuerPlan(
+            IssuerAction.NOT_READY,
+            Reason.CA_SECRET_MISSING,
+            f"{where} with the CA key pair does not exist.",
+        )
+    if f.access is CASecretAccess.NOT_MANAGED:
+        return IssuerPlan(
+            IssuerAction.NOT_READY,
+            Reason.CA_SECRET_NOT_MANAGED,
+            f"{where} exists and was not created by mtls-operator for this MTLSIssuer: the operator neither "
+            "signs with it nor overwrites it. Choose another secretName, delete the Secret, or let whoever "
+            f"may write it allow this issuer with the annotation {ANN_ALLOWED_ISSUERS}={f.name}.",
+        )
+    if f.access is CASecretAccess.NOT_ALLOWED:
+        return IssuerPlan(
+            IssuerAction.NOT_READY,
+            Reason.CA_SECRET_NOT_ALLOWED,
+            f"{where} does not allow this MTLSIssuer to sign with it: whoever may write the Secret must "
+            f"annotate it {ANN_ALLOWED_ISSUERS}={f.name} (and label it {LABEL_SECRET_ROLE}={SECRET_ROLE_CA} "
+            "so that its changes are seen at once).",
+        )
+    if f.ca_error is not None:
+        return IssuerPlan(IssuerAction.NOT_READY, f.ca_error.reason, f"{where}: {f.ca_error.message}")
+    assert f.ca is not None
+    if f.intermediate and not f.signed_by_parent:
+        if f.access is CASecretAccess.OWNED:
+            return IssuerPlan(
+                IssuerAction.RESIGN,
+                Reason.CA_CREATED,
+                f"The parent MTLSIssuer {f.namespace}/{f.parent} has a new CA: signing the intermediate "
+                "again.",
+            )
+        return IssuerPlan(
+            IssuerAction.NOT_READY,
+            Reason.CA_INVALID,
+            f"{where} is not signed by the parent's current CA, and it is not the operator's to sign again.",
+        )
+    if f.now >= f.ca.not_after:
+        return IssuerPlan(
+            IssuerAction.NOT_READY,
+            Reason.CA_EXPIRED,
+            f"The CA certificate in Secret {f.secret_name} expired at {f.ca.not_after.isoformat()}.",
+        )
+    return IssuerPlan(
+        IssuerAction.READY,
+        Reason.KEY_PAIR_VERIFIED,
+        f"The CA {f.ca.subject} ({algorithm_label(f.ca.key_algorithm, f.ca.key_size)}) is valid until "
+        f"{cond.rfc3339(f.ca.not_after)}.",
+        recheck_at=f.ca.not_after + timedelta(seconds=1),
+    )
