@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from secrets import token_hex
 from typing import Any
 
 import kopf
@@ -66,6 +67,12 @@ def connect(target: Target) -> tuple[ApiClient, str]:
 
 def now_rfc3339(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def request_token(now: datetime | None = None) -> str:
+    """A request's identity: when it was made, and a random part, so two requests never collide (even in
+    the same second, or right after the object was created); the operator acts on each token once."""
+    return f"{now_rfc3339(now)}/{token_hex(4)}"
 
 
 async def _get(api: ApiClient, path: str, what: str) -> JSON:
@@ -205,7 +212,7 @@ async def annotate(
 async def request_renewal(api: ApiClient, namespace: str, name: str, now: datetime) -> dict[str, Any]:
     """Set ``mtls.dev/renew-requested-at`` to ``now``; the operator re-issues when it is newer than the
     certificate's notBefore."""
-    stamp = now_rfc3339(now)
+    stamp = request_token(now)
     await annotate(api, CERTIFICATE_PLURAL, CERTIFICATE_KIND, namespace, name, {ANN_RENEW_REQUESTED: stamp})
     return {"namespace": namespace, "name": name, "annotation": ANN_RENEW_REQUESTED, "value": stamp}
 
@@ -213,7 +220,7 @@ async def request_renewal(api: ApiClient, namespace: str, name: str, now: dateti
 async def request_ca_rotation(api: ApiClient, namespace: str, name: str, now: datetime) -> dict[str, Any]:
     """Set ``mtls.dev/rotate-requested-at`` on an MTLSIssuer: the operator starts a CA rotation with
     overlap (status.rotation shows the phases)."""
-    stamp = now_rfc3339(now)
+    stamp = request_token(now)
     await annotate(api, ISSUER_PLURAL, ISSUER_KIND, namespace, name, {ANN_ROTATE_REQUESTED: stamp})
     return {"namespace": namespace, "name": name, "annotation": ANN_ROTATE_REQUESTED, "value": stamp}
 

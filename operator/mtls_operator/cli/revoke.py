@@ -20,7 +20,7 @@ from mtls_operator.api.constants import (
     GROUP,
     VERSION,
 )
-from mtls_operator.cli.cluster import ClusterError, Target, connect, now_rfc3339
+from mtls_operator.cli.cluster import ClusterError, Target, connect, request_token
 from mtls_operator.cli.output import Printer
 from mtls_operator.k8s.api import MERGE_PATCH, ApiClient, ApiError, group_path
 
@@ -57,12 +57,10 @@ async def request_revocation(
     """Annotate the MTLSCertificate; return what was set and the serial it names (the current one)."""
     if reason not in REASONS:
         raise ClusterError(f"--reason {reason!r} is not one of {', '.join(REASONS)}.")
-    stamp = now_rfc3339(now)
+    stamp = request_token(now)
     path = group_path(GROUP, VERSION, namespace, CERTIFICATE_PLURAL, name)
-    # The operator revokes the certificate whose notBefore is at or before the stamp (whole seconds). A
-    # replacement issued within the stamp's second would match too and be revoked in turn, so the
-    # annotation goes out only once that second has passed: every replacement is then strictly newer.
-    await asyncio.sleep(seconds_until_next_second(now))
+    # The token is the request's identity: the operator revokes the certificate current when it acts,
+    # once, and records the token on the replacement's Secret (so the replacement is never revoked too).
     try:
         body = await api.request(
             "PATCH",
@@ -84,11 +82,6 @@ async def request_revocation(
         "reason": reason,
         "annotations": {ANN_REVOKE_REQUESTED: stamp, ANN_REVOKE_REASON: reason},
     }
-
-
-def seconds_until_next_second(now: datetime) -> float:
-    """How long until the whole second after ``now`` begins (the stamp's second is over)."""
-    return (1_000_000 - now.microsecond) / 1_000_000
 
 
 def render_revocation(out: Printer, doc: dict[str, Any]) -> None:

@@ -359,9 +359,13 @@ def _renewal_time(s: CertificateInput) -> datetime | None:
     f, spec = s.secret.facts, s.spec
     if f is None or spec is None:
         return None
-    return renewal_time(
-        f.leaf.not_before, f.leaf.not_after, spec.renew_before, spec.renew_before_percentage, s.uid
-    )
+    return renewal_of(spec, f, s.uid)
+
+
+def renewal_of(spec: CertificateSpec, facts: SecretFacts, uid: str) -> datetime:
+    """When the certificate in ``facts`` is renewed."""
+    leaf = facts.leaf
+    return renewal_time(leaf.not_before, leaf.not_after, spec.renew_before, spec.renew_before_percentage, uid)
 
 
 def first_violation(

@@ -33,7 +33,8 @@ from mtls_operator.k8s.api import ApiError
 from mtls_operator.k8s.resources import patch_status, post_event, read_namespace, read_secret, set_finalizers
 from mtls_operator.policy import backoff
 from mtls_operator.policy.budget import BudgetState, take
-from mtls_operator.policy.certificate import Action, Plan, SecretView, plan
+from mtls_operator.api.tls import SecretFacts
+from mtls_operator.policy.certificate import Action, Plan, SecretView, plan, renewal_of
 from mtls_operator.policy.ownership import owns_leaf_secret
 from mtls_operator.policy.status import (
     RolloutBlock,
@@ -124,7 +125,7 @@ class CertificateController:
         generation = cert.meta.generation
         if decision.action is Action.NOTHING:
             assert g.spec is not None and g.input.secret.facts is not None
-            new = self._ready(cert, g, decision, g.input.secret.facts, g.input.secret.revision, now)
+            new = self._ready(cert, g, g.input.secret.facts, g.input.secret.revision, now)
         elif decision.action is Action.WAIT:
             assert violation is not None
             new = waiting_status(old, violation, decision.next_check, generation, now)
@@ -149,17 +150,14 @@ class CertificateController:
         self,
         cert: ParsedCertificate,
         g: Gathered,
-        decision: Plan,
-        facts: object,
+        facts: SecretFacts,
         revision: int,
         now: datetime,
         trigger: Violation | None = None,
         refreshed: bool = False,
         fulfilled: tuple[str | None, str | None] | None = None,
     ) -> CertificateStatus:
-        from mtls_operator.api.tls import SecretFacts
-
-        assert g.spec is not None and isinstance(facts, SecretFacts)
+        assert g.spec is not None
         view = g.input.issuer
         return ready_status(
             cert.status,
@@ -167,7 +165,7 @@ class CertificateController:
             generation=cert.meta.generation,
             facts=facts,
             revision=revision,
-            renewal_time=decision.renewal_time,
+            renewal_time=renewal_of(g.spec, facts, cert.meta.uid),
             issuer_fingerprint=view.ca.fingerprint if view.ca else None,
             chain=view.chain_algorithms,
             fulfilled=fulfilled or (g.input.secret.fulfilled_renew, g.input.secret.fulfilled_revoke),
@@ -232,7 +230,6 @@ class CertificateController:
         new = self._ready(
             cert,
             g,
-            decision,
             written.facts,
             written.revision,
             now,
