@@ -141,8 +141,11 @@ def test_short_lived_certificates_renew_twice_and_roll_their_deployment(
     assert len(replicasets(cluster, namespace, "user")) == 3
     assert len(replicasets(cluster, namespace, "bystander")) == 1, "a Deployment that does not mount it"
     status = get(cluster, namespace, "mtlscertificates", "always")["status"]
-    fp = status["fingerprint"]
-    assert any(r["name"] == "user" and r["fingerprint"] == fp for r in status.get("rollouts") or []), status
+    user = cluster.apps.read_namespaced_deployment("user", namespace)
+    stamped_for = (user.metadata.annotations or {}).get("mtls.dev/tls-stamp-for", "")
+    assert f"always-tls={status['fingerprint'][:16]}" in stamped_for, (
+        "the restart is recorded on the workload"
+    )
 
 
 def test_a_failing_issuer_backs_off_then_issues_promptly_once_fixed(

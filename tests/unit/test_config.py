@@ -44,7 +44,16 @@ def test_environment_sets_each_knob(env: dict[str, str], attribute: str, value: 
 
 def test_rollout_pacing_and_budget() -> None:
     config = parse_config(
-        ["--rollout-coalesce", "2", "--rollout-timeout", "3", "--issuance-burst", "4", "--issuance-refill", "60"],
+        [
+            "--rollout-coalesce",
+            "2",
+            "--rollout-timeout",
+            "3",
+            "--issuance-burst",
+            "4",
+            "--issuance-refill",
+            "60",
+        ],
         {},
     )
     assert config.pacing.coalesce == timedelta(seconds=2) and config.pacing.timeout == timedelta(seconds=3)

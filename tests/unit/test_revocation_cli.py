@@ -56,7 +56,9 @@ def test_request_revocation_annotates_with_a_token_that_never_collides() -> None
     token = annotations["mtls.dev/revoke-requested-at"]
     assert re.fullmatch(r"2026-03-01T12:00:00Z/[0-9a-f]{8}", token), token
     assert doc["serialNumber"] == "1a2b"
-    again = asyncio.run(revoke.request_revocation(cast(ApiClient, FakeApi()), "demo", "web", "superseded", NOW))
+    again = asyncio.run(
+        revoke.request_revocation(cast(ApiClient, FakeApi()), "demo", "web", "superseded", NOW)
+    )
     assert again["annotations"]["mtls.dev/revoke-requested-at"] != token, "two requests in one second differ"
 
 

@@ -431,7 +431,9 @@ def test_deleting_the_config_map_does_not_unrevoke() -> None:
 
 def test_leaf_urls_come_from_spec_revocation() -> None:
     store, _ = _store(FakeApi())
-    spec = parse_revocation({"crlURL": "http://ca.example/crl/a/b.crl", "ocspURL": "http://ca.example/ocsp/a/b"})
+    spec = parse_revocation(
+        {"crlURL": "http://ca.example/crl/a/b.crl", "ocspURL": "http://ca.example/ocsp/a/b"}
+    )
     assert store.leaf_urls(NS, ISSUER) == (None, None)
     asyncio.run(store.sync_issuer(NS, ISSUER, spec, None))
     assert store.leaf_urls(NS, ISSUER) == ("http://ca.example/crl/a/b.crl", "http://ca.example/ocsp/a/b")

@@ -90,6 +90,7 @@ class ConditionType(StrEnum):
     ROLLOUT_BLOCKED = "RolloutBlocked"
     POST_QUANTUM = "PostQuantum"
     TRUST_BUNDLE = "TrustBundle"
+    CA_ROTATION = "CARotation"
     REVOCATION = "Revocation"
 
 
@@ -148,7 +149,7 @@ class Reason(StrEnum):
     CA_KEY_UNSUPPORTED = "CAKeyUnsupported"
     CA_SECRET_NOT_MANAGED = "CASecretNotManaged"
     CA_SECRET_NOT_ALLOWED = "CASecretNotAllowed"
-    PARENT_NOT_READY = "ParentNotReady"
+    CAN_ROTATE = "CanRotate"
     # Issuer: trust bundles.
     BUNDLE_PUBLISHED = "BundlePublished"
     BUNDLE_CONFLICT = "BundleConflict"

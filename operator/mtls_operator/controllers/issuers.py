@@ -53,6 +53,7 @@ from mtls_operator.policy.ownership import CASecretAccess, ca_secret_access
 from mtls_operator.policy.status import ready_of, status_patch
 
 logger = logging.getLogger("mtls_operator.issuers")
+BUNDLE_REASONS = frozenset({Reason.BUNDLE_CONFLICT, Reason.BUNDLE_NOT_ACCEPTED})
 
 
 @dataclass(frozen=True)
@@ -356,8 +357,9 @@ class IssuerController:
         conditions = cond.put(
             old.conditions, ConditionType.READY, view.ready, view.reason, view.message, generation, now
         )
+        bundle_problem = problem is not None and problem.reason in BUNDLE_REASONS
         if issuer.trust_bundle is not None and view.ready:
-            if problem is not None and problem.reason in (Reason.BUNDLE_CONFLICT, Reason.BUNDLE_NOT_ACCEPTED):
+            if problem is not None and bundle_problem:
                 conditions = cond.put(
                     conditions,
                     ConditionType.TRUST_BUNDLE,
@@ -377,6 +379,20 @@ class IssuerController:
                     generation,
                     now,
                 )
+        if problem is not None and not bundle_problem:
+            conditions = cond.put(
+                conditions, ConditionType.CA_ROTATION, False, problem.reason, problem.message, generation, now
+            )
+        elif cond.get(conditions, ConditionType.CA_ROTATION) is not None and view.ready:
+            conditions = cond.put(
+                conditions,
+                ConditionType.CA_ROTATION,
+                True,
+                Reason.CAN_ROTATE,
+                "Nothing keeps the CA from rotating.",
+                generation,
+                now,
+            )
         ca = view.ca
         new = IssuerStatus(
             conditions=conditions,
@@ -413,24 +429,21 @@ class IssuerController:
                 message=view.message,
                 now=now,
             )
-        if (
-            problem is not None
-            and (
-                cond.get(old.conditions, ConditionType.TRUST_BUNDLE) or cond.Condition("", True, "", "")
-            ).reason
-            != problem.reason
-        ):
-            await post_event(
-                self.api,
-                kind=ISSUER_KIND,
-                namespace=issuer.meta.namespace,
-                name=issuer.meta.name,
-                uid=issuer.meta.uid,
-                event_type="Warning",
-                reason=problem.reason,
-                message=problem.message,
-                now=now,
-            )
+        if problem is not None:
+            kind = ConditionType.TRUST_BUNDLE if bundle_problem else ConditionType.CA_ROTATION
+            before = cond.get(old.conditions, kind)
+            if before is None or before.reason != problem.reason:
+                await post_event(
+                    self.api,
+                    kind=ISSUER_KIND,
+                    namespace=issuer.meta.namespace,
+                    name=issuer.meta.name,
+                    uid=issuer.meta.uid,
+                    event_type="Warning",
+                    reason=problem.reason,
+                    message=problem.message,
+                    now=now,
+                )
 
     # ------------------------------------------------------------------ leaves, for the rotation
 

@@ -22,6 +22,7 @@ from mtls_operator.api.constants import (
 from mtls_operator.api.errors import ReasonedError, Violation
 from mtls_operator.api.issuer_policy import RevocationPolicy
 from mtls_operator.api.objects import CertificateStatus, Key, ParsedCertificate
+from mtls_operator.api.tls import SecretFacts
 from mtls_operator.controllers.certificates.gather import Gathered, Gatherer
 from mtls_operator.controllers.certificates.issuing import ConflictError, Issuer, Written
 from mtls_operator.controllers.context import Context
@@ -33,7 +34,6 @@ from mtls_operator.k8s.api import ApiError
 from mtls_operator.k8s.resources import patch_status, post_event, read_namespace, read_secret, set_finalizers
 from mtls_operator.policy import backoff
 from mtls_operator.policy.budget import BudgetState, take
-from mtls_operator.api.tls import SecretFacts
 from mtls_operator.policy.certificate import Action, Plan, SecretView, plan, renewal_of
 from mtls_operator.policy.ownership import owns_leaf_secret
 from mtls_operator.policy.status import (
