@@ -147,7 +147,7 @@ async def run(config: OperatorConfig) -> int:
         # Exact namespaces need no cluster-wide listing of Namespaces and CRDs (least RBAC).
         kopf_settings.scanning.disabled = not needs_cluster_scan(namespaces)
         await kopf.operator(
-            registry=build_registry(config, watch_namespaces=namespaces is None),
+            registry=build_registry(config, watch_namespaces=needs_cluster_scan(namespaces)),
             standalone=True,
             clusterwide=namespaces is None,
             namespaces=namespaces or (),

@@ -5,8 +5,8 @@ finalizers, progress or diff-base annotations: every API write is the operator's
 
 Secrets are watched with a server-side label selector (``mtls.dev/secret-role``): the API server sends only
 the Secrets the operator keeps and the CA Secrets users opted in, never the rest of the cluster's.
-Namespaces are watched (labels and the operator's annotations) only when the operator serves every
-namespace, which is also when its RBAC may list them.
+Namespaces are watched (labels and the operator's annotations) when the operator lists namespaces (it serves
+every namespace, or namespace globs), which is also when its RBAC may list them.
 """
 
 from __future__ import annotations
