@@ -5,7 +5,13 @@ on the namespace), which names (glob patterns with ``{namespace}`` and ``{trustD
 IP ranges, usages, key algorithms (with minimum sizes) and the longest duration. The decision itself is
 pure and lives in :mod:`mtls_operator.policy.issuance_policy`; this module only parses and types.
 
-Semantics of the lists: a field left out places no restriction; an empty list allows nothing of that kind.
+Semantics (deny by default): once an issuer has a ``spec.policy``, every name, subject attribute and usage
+that the policy does not allow is refused. A name or subject list left out allows nothing of that kind
+(the same as an empty list); ``allowedUsages`` left out allows :data:`DEFAULT_ALLOWED_USAGES`;
+``allowedCommonNames`` left out allows only a common name equal to one of the certificate's own DNS names
+or SPIFFE IDs. ``allowedNamespaces``, ``maxDuration`` and ``allowedAlgorithms`` left out place no
+restriction: they bound no identity. An issuer without ``spec.policy`` signs anything its namespace asks.
+The model keeps "left out" (None) apart from "empty" (()) only so that a denial can say which it was.
 
 ``spec.spiffe`` asks for the SPIFFE ID URI SAN ``spiffe://{trustDomain}/ns/{namespace}/sa/{serviceAccount}``;
 :func:`with_spiffe_uri` adds it to a parsed :class:`CertificateSpec` once the namespace and the issuer's
@@ -33,6 +39,7 @@ from mtls_operator.api.models import (
     SelfSignedCASpec,
     SpecError,
     Usage,
+    control_character_problem,
     parse_key_spec,
     parse_subject,
     validate_dns_name,
@@ -42,6 +49,13 @@ DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
 DEFAULT_INTERMEDIATE_DURATION: Final = timedelta(days=365)
 DEFAULT_CRL_VALIDITY: Final = timedelta(hours=24)
 TEMPLATE_VARIABLES: Final = ("namespace", "trustDomain")
+# What a policy without allowedUsages allows: mutual TLS, nothing that signs code, mail or OCSP responses.
+DEFAULT_ALLOWED_USAGES: Final = (
+    Usage.SERVER_AUTH,
+    Usage.CLIENT_AUTH,
+    Usage.DIGITAL_SIGNATURE,
+    Usage.KEY_ENCIPHERMENT,
+)
 
 # SPIFFE trust domains: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec 2.1).
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
@@ -108,8 +122,38 @@ class AlgorithmRule:
 
 
 @dataclass(frozen=True, slots=True)
+class AllowedSubject:
+    """``spec.policy.allowedSubject``: patterns for each subject attribute of :class:`Subject` (same field
+    names). None (left out) and () both allow no value of that attribute; a certificate that sets none
+    of it is never denied."""
+
+    organizations: tuple[str, ...] | None = None
+    organizational_units: tuple[str, ...] | None = None
+    countries: tuple[str, ...] | None = None
+    provinces: tuple[str, ...] | None = None
+    localities: tuple[str, ...] | None = None
+    street_addresses: tuple[str, ...] | None = None
+    postal_codes: tuple[str, ...] | None = None
+    serial_number: tuple[str, ...] | None = None
+
+
+# The CRD's names of the subject attributes, in the order of Subject's fields (and of the checks).
+SUBJECT_FIELDS: Final = {
+    "organizations": "organizations",
+    "organizational_units": "organizationalUnits",
+    "countries": "countries",
+    "provinces": "provinces",
+    "localities": "localities",
+    "street_addresses": "streetAddresses",
+    "postal_codes": "postalCodes",
+    "serial_number": "serialNumber",
+}
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerPolicy:
-    """What an issuer will sign. ``None`` means unrestricted; an empty tuple allows nothing of that kind.
+    """What an issuer with a ``spec.policy`` will sign (see the module docstring for what a field left out
+    means: None is "left out", () is "an empty list").
 
     Name patterns are kept as written (with ``{namespace}`` and ``{trustDomain}``); the evaluator renders
     them for the requesting namespace.
@@ -122,13 +166,18 @@ class IssuerPolicy:
     allowed_uris: tuple[str, ...] | None = None
     allowed_emails: tuple[str, ...] | None = None
     allowed_usages: tuple[Usage, ...] | None = None
+    allowed_subject: AllowedSubject = AllowedSubject()
     max_duration: timedelta | None = None
     allowed_algorithms: tuple[AlgorithmRule, ...] | None = None
     trust_domain: str = DEFAULT_TRUST_DOMAIN
 
     @property
     def unrestricted(self) -> bool:
-        return self == IssuerPolicy(trust_domain=self.trust_domain)
+        """Always False: a present ``spec.policy`` denies by default, so every policy restricts (only an
+        issuer without one, which has no IssuerPolicy at all, is unrestricted). Kept so that a caller
+        that skips :func:`~mtls_operator.policy.issuance_policy.evaluate` for an unrestricted policy
+        still evaluates every policy."""
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +218,9 @@ def _patterns(value: Any, what: str, *, lower: bool = False) -> tuple[str, ...] 
     if patterns is None:
         return None
     for pattern in patterns:
+        problem = control_character_problem(pattern)
+        if problem:
+            raise SpecError(f"{what}: {pattern!r} {problem}.")
         for name in _PLACEHOLDER.findall(pattern):
             if name not in TEMPLATE_VARIABLES:
                 raise SpecError(
@@ -274,6 +326,18 @@ def _algorithms(value: Any, what: str) -> tuple[AlgorithmRule, ...] | None:
     return tuple(rules.values())
 
 
+def _allowed_subject(value: Any, what: str) -> AllowedSubject:
+    doc = _mapping(value, what)
+    unknown = sorted(set(doc) - set(SUBJECT_FIELDS.values()))
+    if unknown:
+        raise SpecError(
+            f"{what}: {unknown[0]!r} is not a subject attribute ({', '.join(SUBJECT_FIELDS.values())})."
+        )
+    return AllowedSubject(
+        **{field: _patterns(doc.get(name), f"{what}.{name}") for field, name in SUBJECT_FIELDS.items()}
+    )
+
+
 def validate_trust_domain(trust_domain: str) -> str | None:
     """Why ``trust_domain`` is not a SPIFFE trust domain name, or None."""
     if not _TRUST_DOMAIN.match(trust_domain):
@@ -285,8 +349,9 @@ def validate_trust_domain(trust_domain: str) -> str | None:
 
 
 def parse_issuer_policy(raw: Any) -> IssuerPolicy:
-    """Parse an MTLSIssuer's ``spec.policy`` (None: no policy, everything allowed); raise
-    :class:`SpecError` naming the field on anything unusable."""
+    """Parse an MTLSIssuer's ``spec.policy``; raise :class:`SpecError` naming the field on anything
+    unusable. Call it only when ``spec.policy`` is present: an absent policy allows everything, while the
+    result for None (or {}) is a policy that allows the defaults only (see the module docstring)."""
     doc = _mapping(raw, "spec.policy")
     where = "spec.policy"
     trust_domain = doc.get("trustDomain") or DEFAULT_TRUST_DOMAIN
@@ -317,6 +382,7 @@ def parse_issuer_policy(raw: Any) -> IssuerPolicy:
         allowed_uris=_patterns(doc.get("allowedURIs"), f"{where}.allowedURIs"),
         allowed_emails=_patterns(doc.get("allowedEmails"), f"{where}.allowedEmails"),
         allowed_usages=_usages(doc.get("allowedUsages"), f"{where}.allowedUsages"),
+        allowed_subject=_allowed_subject(doc.get("allowedSubject"), f"{where}.allowedSubject"),
         max_duration=max_duration,
         allowed_algorithms=_algorithms(doc.get("allowedAlgorithms"), f"{where}.allowedAlgorithms"),
         trust_domain=trust_domain,
