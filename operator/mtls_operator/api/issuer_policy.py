@@ -457,7 +457,6 @@ class TrustBundleSpec:
 
     config_map_name: str
     namespace_selector: LabelSelector = LabelSelector()
-    pkcs12_password_secret_ref: tuple[str, str] | None = None  # (Secret name, key); None: no truststore
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,12 +479,11 @@ class IntermediateSpec:
 
 @dataclass(frozen=True, slots=True)
 class CARotationSpec:
-    """When and to what the issuer's CA rotates. ``renew_before`` (selfSigned and intermediate): start a
-    rotation that long before the CA expires; ``next_secret_name`` (ca): the Secret where the user stages
-    the next CA, whose appearance starts a rotation."""
+    """When the issuer's CA rotates. ``renew_before`` (selfSigned and intermediate): start a rotation that
+    long before the CA expires; None: only on demand. A ``ca`` issuer does not rotate (its
+    ``rotation`` field is refused)."""
 
     renew_before: timedelta | None = None
-    next_secret_name: str | None = None
 
 
 def _secret_name(value: Any, what: str) -> str:
@@ -540,18 +538,14 @@ def parse_trust_bundle(raw: Any) -> TrustBundleSpec | None:
         return None
     where = "spec.trustBundle"
     doc = _mapping(raw, where)
+    if doc.get("pkcs12") is not None:
+        raise SpecError(
+            f"{where}.pkcs12 is not supported yet: the bundle is published as PEM (key ca.crt) only; "
+            "remove pkcs12."
+        )
     name = _secret_name(doc.get("configMapName"), f"{where}.configMapName")
     selector = parse_label_selector(doc.get("namespaceSelector"), f"{where}.namespaceSelector")
-    p12 = _mapping(doc.get("pkcs12"), f"{where}.pkcs12")
-    ref = None
-    if p12.get("create"):
-        pref = _mapping(p12.get("passwordSecretRef"), f"{where}.pkcs12.passwordSecretRef")
-        secret = _secret_name(pref.get("name"), f"{where}.pkcs12.passwordSecretRef.name")
-        key = pref.get("key") or "password"
-        if not isinstance(key, str):
-            raise SpecError(f"{where}.pkcs12.passwordSecretRef.key must be a string.")
-        ref = (secret, key)
-    return TrustBundleSpec(config_map_name=name, namespace_selector=selector, pkcs12_password_secret_ref=ref)
+    return TrustBundleSpec(config_map_name=name, namespace_selector=selector)
 
 
 def parse_intermediate(raw: Any) -> IntermediateSpec | None:
@@ -602,23 +596,20 @@ def parse_intermediate(raw: Any) -> IntermediateSpec | None:
 
 
 def parse_ca_rotation(spec: Mapping[str, Any]) -> CARotationSpec:
-    """The rotation settings of an MTLSIssuer ``spec``: ``selfSigned.renewBefore``,
-    ``intermediate.renewBefore`` or ``ca.rotation.nextSecretName``; empty when none is set."""
+    """The rotation settings of an MTLSIssuer ``spec``: ``selfSigned.renewBefore`` or
+    ``intermediate.renewBefore``; empty when none is set. ``ca.rotation`` is refused: not supported yet."""
     for kind in ("selfSigned", "intermediate"):
         if spec.get(kind) is not None:
             doc = _mapping(spec.get(kind), f"spec.{kind}")
             return CARotationSpec(
                 renew_before=_optional_duration(doc.get("renewBefore"), f"spec.{kind}.renewBefore")
             )
-    ca = _mapping(spec.get("ca"), "spec.ca")
-    rotation = _mapping(ca.get("rotation"), "spec.ca.rotation")
-    name = rotation.get("nextSecretName")
-    if name is None:
-        return CARotationSpec()
-    next_name = _secret_name(name, "spec.ca.rotation.nextSecretName")
-    if next_name == ca.get("secretName"):
-        raise SpecError("spec.ca.rotation.nextSecretName must differ from spec.ca.secretName.")
-    return CARotationSpec(next_secret_name=next_name)
+    if _mapping(spec.get("ca"), "spec.ca").get("rotation") is not None:
+        raise SpecError(
+            "spec.ca.rotation (nextSecretName) is not supported yet: to replace the CA, put the new key "
+            "pair in another Secret and change spec.ca.secretName."
+        )
+    return CARotationSpec()
 
 
 def parse_revocation_policy(raw: Any) -> RevocationPolicy:
