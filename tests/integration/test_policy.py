@@ -1,5 +1,7 @@
 """Issuance policy on the issuer, enforced by the operator against the real API server: allowed requests
 are issued, denied ones get Ready=False, reason PolicyDenied and the exact violation, and nothing is issued.
+A present policy denies by default: what it leaves out (a commonName that is no DNS name of the
+certificate, subject attributes, IP addresses, usages beyond mutual TLS) is refused.
 """
 
 from __future__ import annotations
@@ -65,6 +67,28 @@ DENIED = [
         "spiffe://evil.org",
         id="denies a URI of another trust domain",
     ),
+    pytest.param(
+        {"commonName": "system:admin"},
+        "commonName system:admin is not allowed by MTLSIssuer policy: the policy sets no allowedCommonNames",
+        id="denies CN=system:admin, which the policy does not list",
+    ),
+    pytest.param(
+        {"subject": {"organizations": ["system:masters"]}},
+        "subject.organizations entry system:masters is not allowed by MTLSIssuer policy: the policy sets no "
+        "allowedSubject.organizations, so it allows no organizations.",
+        id="denies O=system:masters, which the policy does not list",
+    ),
+    pytest.param(
+        {"usages": ["client auth", "ocsp signing"]},
+        "usages entry ocsp signing is not allowed by MTLSIssuer policy: allowed are server auth, client "
+        "auth.",
+        id="denies ocsp signing, which allowedUsages does not list",
+    ),
+    pytest.param(
+        {"ipAddresses": ["10.96.0.1"]},
+        "ipAddresses entry 10.96.0.1 is not allowed by MTLSIssuer policy: the policy sets no allowedIPRanges",
+        id="denies an IP address when the policy leaves allowedIPRanges out",
+    ),
 ]
 
 
@@ -124,3 +148,16 @@ def test_a_namespace_outside_the_selector_is_denied(operator: Any, cluster: Any,
     )
     wait_ready(cluster, namespace, "web", timeout=60)
     assert get(cluster, namespace, "mtlscertificates", "web")["status"]["revision"] == 1
+
+
+def test_an_empty_policy_denies_by_default(operator: Any, cluster: Any, namespace: str) -> None:
+    """policy: {} is not "no policy": it allows no name at all, so nothing is issued."""
+    create_issuer(cluster, namespace, "ca", {**self_signed("ca"), "policy": {}})
+    wait_issuer_ready(cluster, namespace, "ca")
+    create_certificate(cluster, namespace, "web", {**base(namespace), "secretName": "web-tls"})
+    obj = wait_condition(cluster, namespace, "mtlscertificates", "web", "False", "PolicyDenied")
+    assert (condition(obj) or {}).get("message") == (
+        f"dnsNames entry web.{namespace}.svc is not allowed by MTLSIssuer policy: the policy sets no "
+        "allowedDNSNames, so it allows no DNS names."
+    )
+    assert not _secret_exists(cluster, namespace, "web-tls")
