@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 
 from mtls_operator.api.models import KeyAlgorithm, Usage
 from mtls_operator.cli import main as cli
-from mtls_operator.cli.offline import name_matches
+from mtls_operator.cli.offline import OfflineError, name_matches, write_private
 from mtls_operator.cli.output import Format, Printer
 from mtls_operator.cli.profiles import ProfileError, builtin_profiles, ca_spec, leaf_spec, load_profile
 from mtls_operator.cli.tlsio import EchoServer
@@ -402,3 +403,73 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for command in ("status", "inspect", "renew", "check", "ca", "cert", "verify", "handshake", "serve"):
         assert command in out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# write_private: a key file is never written through a planted symlink
+
+
+def _regular_key(path: Path, data: bytes) -> None:
+    mode = path.lstat().st_mode
+    assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o600, oct(mode)
+    assert path.read_bytes() == data
+
+
+def test_write_private_does_not_follow_a_symlink_at_the_old_temporary_name(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n")
+    victim.chmod(0o644)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    planted = keys / ".ca.key.tmp"  # the name write_private used to open with O_CREAT|O_TRUNC
+    planted.symlink_to(victim)
+    write_private(keys / "ca.key", b"KEY MATERIAL\n")
+    assert victim.read_bytes() == b"precious\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert planted.is_symlink() and planted.readlink() == victim
+    _regular_key(keys / "ca.key", b"KEY MATERIAL\n")
+    assert sorted(p.name for p in keys.iterdir()) == [".ca.key.tmp", "ca.key"]  # no temporary file left
+
+
+def test_write_private_replaces_a_symlink_at_the_target_instead_of_writing_through_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n")
+    target = tmp_path / "tls.key"
+    target.symlink_to(victim)
+    with pytest.raises(OfflineError, match="already exists; pass --force"):
+        write_private(target, b"KEY\n")
+    assert target.is_symlink() and victim.read_bytes() == b"precious\n"
+    write_private(target, b"KEY\n", force=True)
+    assert victim.read_bytes() == b"precious\n"
+    _regular_key(target, b"KEY\n")
+
+
+def test_write_private_refuses_a_dangling_symlink_without_force(tmp_path: Path) -> None:
+    target = tmp_path / "tls.key"
+    target.symlink_to(tmp_path / "elsewhere" / "key")
+    with pytest.raises(OfflineError):
+        write_private(target, b"KEY\n")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_write_private_uses_a_new_unpredictable_temporary_name_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[tuple[str, int, int]] = []
+    real_open = os.open
+
+    def spy(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        opened.append((str(path), flags, mode))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    write_private(tmp_path / "a.key", b"1")
+    write_private(tmp_path / "a.key", b"2", force=True)
+    assert len(opened) == 2 and opened[0][0] != opened[1][0]
+    for name, flags, mode in opened:
+        assert Path(name).parent == tmp_path and Path(name).name.startswith(".a.key.")
+        needed = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        assert flags & needed == needed and not flags & os.O_TRUNC
+        assert mode == 0o600
+    _regular_key(tmp_path / "a.key", b"2")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.key"]

@@ -50,6 +50,7 @@ from mtls_operator.api.models import (
     SecretKeyRef,
     SpecError,
     Usage,
+    control_character_problem,
     parse_certificate_spec,
     parse_issuer_spec,
     validate_dns_name,
@@ -400,6 +401,62 @@ def test_required_fields_are_required_by_the_parser(
             parent = parent[part]
         del parent[name]
         assert not _parses(parse, spec), f"{path}.{name} is required by the schema but not by the parser"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Control characters: one CEL rule on every name, subject attribute and policy pattern
+
+_CONTROL_RULE = re.compile(r'^!self\.matches\(r"(\[[^"]+\])"\)$')
+_SUBJECT = [
+    "organizations[]",
+    "organizationalUnits[]",
+    "countries[]",
+    "provinces[]",
+    "localities[]",
+    "streetAddresses[]",
+    "postalCodes[]",
+]
+_POLICY = ISSUER_SPEC["properties"]["policy"]
+NAME_FIELDS = [
+    *[(CERT_SPEC, path) for path in ("commonName", "dnsNames[]", "uris[]", "emailAddresses[]")],
+    *[(CERT_SPEC, f"subject.{field}") for field in (*_SUBJECT, "serialNumber")],
+    *[
+        (ISSUER_SPEC, f"{kind}.{field}")
+        for kind in ("selfSigned", "intermediate")
+        for field in ("commonName", *(f"subject.{f}" for f in _SUBJECT), "subject.serialNumber")
+    ],
+    *[
+        (_POLICY, path)
+        for path in ("allowedCommonNames[]", "allowedDNSNames[]", "allowedURIs[]", "allowedEmails[]")
+    ],
+    *[(_POLICY, f"allowedSubject.{field}") for field in (*_SUBJECT, "serialNumber[]")],
+]
+
+
+def _control_class(node: Mapping[str, Any]) -> str:
+    (rule,) = [r for r in _rules(node) if "matches" in r["rule"]]
+    assert "control characters" in rule["message"]
+    found = _CONTROL_RULE.match(rule["rule"])
+    assert found, rule["rule"]
+    return found.group(1)
+
+
+@pytest.mark.parametrize(
+    ("schema", "path"), [pytest.param(schema, path, id=path) for schema, path in NAME_FIELDS]
+)
+def test_every_name_and_subject_field_refuses_control_characters(schema: dict[str, Any], path: str) -> None:
+    node = at(schema, path)
+    assert node["type"] == "string"
+    assert _control_class(node) == r"[\x00-\x1f\x7f-\x9f]"
+
+
+def test_the_control_character_rule_agrees_with_the_parser() -> None:
+    """RE2 reads ``\\x00`` in a character class as a code point, as Python's re does."""
+    (schema, path) = NAME_FIELDS[0]
+    rule = re.compile(_control_class(at(schema, path)))
+    for code in range(0x3000):
+        char = chr(code)
+        assert (rule.search(f"a{char}b") is not None) == (control_character_problem(f"a{char}b") is not None)
 
 
 # ---------------------------------------------------------------------------------------------------------

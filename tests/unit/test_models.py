@@ -65,6 +65,107 @@ def test_bad_specs_are_refused_with_a_sentence(change: dict[str, Any], fragment:
     assert err.value.message.endswith(".")
 
 
+# Every code point a certificate name or subject attribute must not hold: C0 (NUL included), DEL, C1.
+CONTROL_CHARACTERS = [chr(c) for c in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))]
+
+
+def _with_control(char: str) -> list[Any]:
+    return [
+        pytest.param({"commonName": f"evil{char}.example"}, "spec.commonName", id="commonName"),
+        pytest.param({"dnsNames": [f"a{char}.example.com"]}, "spec.dnsNames", id="dnsNames"),
+        pytest.param({"uris": [f"spiffe://td/ns/a{char}/sa/b"]}, "spec.uris", id="uris"),
+        pytest.param(
+            {"emailAddresses": [f"a{char}@example.com"]}, "spec.emailAddresses", id="emailAddresses"
+        ),
+        pytest.param(
+            {"subject": {"organizations": [f"team{char}"]}}, "spec.subject.organizations", id="organizations"
+        ),
+        pytest.param(
+            {"subject": {"organizationalUnits": [f"ou{char}"]}},
+            "spec.subject.organizationalUnits",
+            id="organizationalUnits",
+        ),
+        pytest.param({"subject": {"provinces": [f"p{char}"]}}, "spec.subject.provinces", id="provinces"),
+        pytest.param({"subject": {"localities": [f"l{char}"]}}, "spec.subject.localities", id="localities"),
+        pytest.param(
+            {"subject": {"streetAddresses": [f"s{char}"]}},
+            "spec.subject.streetAddresses",
+            id="streetAddresses",
+        ),
+        pytest.param(
+            {"subject": {"postalCodes": [f"1{char}"]}}, "spec.subject.postalCodes", id="postalCodes"
+        ),
+        pytest.param(
+            {"subject": {"serialNumber": f"7{char}"}}, "spec.subject.serialNumber", id="serialNumber"
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("change", "field"), _with_control("\x00"))
+def test_a_nul_byte_is_refused_in_every_name_and_subject_attribute(
+    change: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_certificate_spec({**BASE, **change})
+    assert err.value.message.startswith(f"{field} ")
+    assert err.value.message.endswith("must not contain control characters (found U+0000).")
+    assert "\x00" not in err.value.message  # the value is quoted with escapes, not copied raw
+
+
+@pytest.mark.parametrize("char", CONTROL_CHARACTERS, ids=lambda c: f"U+{ord(c):04X}")
+def test_every_control_character_is_refused_in_the_common_name(char: str) -> None:
+    with pytest.raises(SpecError, match=rf"found U\+{ord(char):04X}\)\.$"):
+        parse_certificate_spec({**BASE, "commonName": f"a{char}b"})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Zürich", "Ünïcödé ✓", "a b", "x" * 64, "\xa0nbsp"],
+    ids=["umlaut", "symbols", "space", "64 characters", "no-break space (not a control)"],
+)
+def test_printable_unicode_is_accepted(text: str) -> None:
+    spec = parse_certificate_spec({**BASE, "commonName": text[:64], "subject": {"organizations": [text]}})
+    assert spec.subject.organizations == (text,)
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "where"),
+    [
+        pytest.param(
+            "selfSigned", {"commonName": "root\x00CA"}, "spec.selfSigned.commonName", id="selfSigned CN"
+        ),
+        pytest.param(
+            "selfSigned",
+            {"subject": {"organizations": ["corp\x1b[31m"]}},
+            "spec.selfSigned.subject.organizations",
+            id="selfSigned O with an escape sequence",
+        ),
+        pytest.param(
+            "intermediate",
+            {"commonName": "team\x85CA"},
+            "spec.intermediate.commonName",
+            id="intermediate CN (C1)",
+        ),
+        pytest.param(
+            "intermediate",
+            {"subject": {"serialNumber": "1\x7f"}},
+            "spec.intermediate.subject.serialNumber",
+            id="intermediate subject serialNumber (DEL)",
+        ),
+    ],
+)
+def test_control_characters_are_refused_in_the_ca_subject(
+    kind: str, field: dict[str, Any], where: str
+) -> None:
+    doc: dict[str, Any] = {"secretName": "ca", "commonName": "CA", **field}
+    if kind == "intermediate":
+        doc["issuerRef"] = {"name": "root"}
+    with pytest.raises(SpecError) as err:
+        parse_issuer_spec({kind: doc})
+    assert err.value.message.startswith(f"{where} ")
+    assert "must not contain control characters" in err.value.message
+
+
 def test_issuer_needs_exactly_one_type() -> None:
     with pytest.raises(SpecError, match="exactly one"):
         parse_issuer_spec({})

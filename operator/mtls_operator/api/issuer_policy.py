@@ -5,7 +5,13 @@ on the namespace), which names (glob patterns with ``{namespace}`` and ``{trustD
 IP ranges, usages, key algorithms (with minimum sizes) and the longest duration. The decision itself is
 pure and lives in :mod:`mtls_operator.policy.issuance_policy`; this module only parses and types.
 
-Semantics of the lists: a field left out places no restriction; an empty list allows nothing of that kind.
+Semantics (deny by default): once an issuer has a ``spec.policy``, every name, subject attribute and usage
+that the policy does not allow is refused. A name or subject list left out allows nothing of that kind
+(the same as an empty list); ``allowedUsages`` left out allows :data:`DEFAULT_ALLOWED_USAGES`;
+``allowedCommonNames`` left out allows only a common name equal to one of the certificate's own DNS names
+or SPIFFE IDs. ``allowedNamespaces``, ``maxDuration`` and ``allowedAlgorithms`` left out place no
+restriction: they bound no identity. An issuer without ``spec.policy`` signs anything its namespace asks.
+The model keeps "left out" (None) apart from "empty" (()) only so that a denial can say which it was.
 
 ``spec.spiffe`` asks for the SPIFFE ID URI SAN ``spiffe://{trustDomain}/ns/{namespace}/sa/{serviceAccount}``;
 :func:`with_spiffe_uri` adds it to a parsed :class:`CertificateSpec` once the namespace and the issuer's
@@ -31,11 +37,19 @@ from mtls_operator.api.models import (
     KeyAlgorithm,
     SpecError,
     Usage,
+    control_character_problem,
 )
 
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
 DEFAULT_CRL_VALIDITY: Final = timedelta(hours=24)
 TEMPLATE_VARIABLES: Final = ("namespace", "trustDomain")
+# What a policy without allowedUsages allows: mutual TLS, nothing that signs code, mail or OCSP responses.
+DEFAULT_ALLOWED_USAGES: Final = (
+    Usage.SERVER_AUTH,
+    Usage.CLIENT_AUTH,
+    Usage.DIGITAL_SIGNATURE,
+    Usage.KEY_ENCIPHERMENT,
+)
 
 # SPIFFE trust domains: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec 2.1).
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
@@ -102,8 +116,38 @@ class AlgorithmRule:
 
 
 @dataclass(frozen=True, slots=True)
+class AllowedSubject:
+    """``spec.policy.allowedSubject``: patterns for each subject attribute of :class:`Subject` (same field
+    names). None (left out) and () both allow no value of that attribute; a certificate that sets none
+    of it is never denied."""
+
+    organizations: tuple[str, ...] | None = None
+    organizational_units: tuple[str, ...] | None = None
+    countries: tuple[str, ...] | None = None
+    provinces: tuple[str, ...] | None = None
+    localities: tuple[str, ...] | None = None
+    street_addresses: tuple[str, ...] | None = None
+    postal_codes: tuple[str, ...] | None = None
+    serial_number: tuple[str, ...] | None = None
+
+
+# The CRD's names of the subject attributes, in the order of Subject's fields (and of the checks).
+SUBJECT_FIELDS: Final = {
+    "organizations": "organizations",
+    "organizational_units": "organizationalUnits",
+    "countries": "countries",
+    "provinces": "provinces",
+    "localities": "localities",
+    "street_addresses": "streetAddresses",
+    "postal_codes": "postalCodes",
+    "serial_number": "serialNumber",
+}
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerPolicy:
-    """What an issuer will sign. ``None`` means unrestricted; an empty tuple allows nothing of that kind.
+    """What an issuer with a ``spec.policy`` will sign (see the module docstring for what a field left out
+    means: None is "left out", () is "an empty list").
 
     Name patterns are kept as written (with ``{namespace}`` and ``{trustDomain}``); the evaluator renders
     them for the requesting namespace.
@@ -116,13 +160,10 @@ class IssuerPolicy:
     allowed_uris: tuple[str, ...] | None = None
     allowed_emails: tuple[str, ...] | None = None
     allowed_usages: tuple[Usage, ...] | None = None
+    allowed_subject: AllowedSubject = AllowedSubject()
     max_duration: timedelta | None = None
     allowed_algorithms: tuple[AlgorithmRule, ...] | None = None
     trust_domain: str = DEFAULT_TRUST_DOMAIN
-
-    @property
-    def unrestricted(self) -> bool:
-        return self == IssuerPolicy(trust_domain=self.trust_domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +204,9 @@ def _patterns(value: Any, what: str, *, lower: bool = False) -> tuple[str, ...] 
     if patterns is None:
         return None
     for pattern in patterns:
+        problem = control_character_problem(pattern)
+        if problem:
+            raise SpecError(f"{what}: {pattern!r} {problem}.")
         for name in _PLACEHOLDER.findall(pattern):
             if name not in TEMPLATE_VARIABLES:
                 raise SpecError(
@@ -268,6 +312,18 @@ def _algorithms(value: Any, what: str) -> tuple[AlgorithmRule, ...] | None:
     return tuple(rules.values())
 
 
+def _allowed_subject(value: Any, what: str) -> AllowedSubject:
+    doc = _mapping(value, what)
+    unknown = sorted(set(doc) - set(SUBJECT_FIELDS.values()))
+    if unknown:
+        raise SpecError(
+            f"{what}: {unknown[0]!r} is not a subject attribute ({', '.join(SUBJECT_FIELDS.values())})."
+        )
+    return AllowedSubject(
+        **{field: _patterns(doc.get(name), f"{what}.{name}") for field, name in SUBJECT_FIELDS.items()}
+    )
+
+
 def validate_trust_domain(trust_domain: str) -> str | None:
     """Why ``trust_domain`` is not a SPIFFE trust domain name, or None."""
     if not _TRUST_DOMAIN.match(trust_domain):
@@ -279,8 +335,9 @@ def validate_trust_domain(trust_domain: str) -> str | None:
 
 
 def parse_issuer_policy(raw: Any) -> IssuerPolicy:
-    """Parse an MTLSIssuer's ``spec.policy`` (None: no policy, everything allowed); raise
-    :class:`SpecError` naming the field on anything unusable."""
+    """Parse an MTLSIssuer's ``spec.policy``; raise :class:`SpecError` naming the field on anything
+    unusable. Call it only when ``spec.policy`` is present: an absent policy allows everything, while the
+    result for None (or {}) is a policy that allows the defaults only (see the module docstring)."""
     doc = _mapping(raw, "spec.policy")
     where = "spec.policy"
     trust_domain = doc.get("trustDomain") or DEFAULT_TRUST_DOMAIN
@@ -311,6 +368,7 @@ def parse_issuer_policy(raw: Any) -> IssuerPolicy:
         allowed_uris=_patterns(doc.get("allowedURIs"), f"{where}.allowedURIs"),
         allowed_emails=_patterns(doc.get("allowedEmails"), f"{where}.allowedEmails"),
         allowed_usages=_usages(doc.get("allowedUsages"), f"{where}.allowedUsages"),
+        allowed_subject=_allowed_subject(doc.get("allowedSubject"), f"{where}.allowedSubject"),
         max_duration=max_duration,
         allowed_algorithms=_algorithms(doc.get("allowedAlgorithms"), f"{where}.allowedAlgorithms"),
         trust_domain=trust_domain,
@@ -385,17 +443,15 @@ class TrustBundleSpec:
 
     config_map_name: str
     namespace_selector: LabelSelector = LabelSelector()
-    pkcs12_password_secret_ref: tuple[str, str] | None = None  # (Secret name, key); None: no truststore
 
 
 @dataclass(frozen=True, slots=True)
 class CARotationSpec:
-    """When and to what the issuer's CA rotates. ``renew_before`` (selfSigned and intermediate): start a
-    rotation that long before the CA expires; ``next_secret_name`` (ca): the Secret where the user stages
-    the next CA, whose appearance starts a rotation."""
+    """When the issuer's CA rotates. ``renew_before`` (selfSigned and intermediate): start a rotation that
+    long before the CA expires; None: only on demand. A ``ca`` issuer does not rotate (its
+    ``rotation`` field is refused)."""
 
     renew_before: timedelta | None = None
-    next_secret_name: str | None = None
 
 
 def _secret_name(value: Any, what: str) -> str:
@@ -450,38 +506,31 @@ def parse_trust_bundle(raw: Any) -> TrustBundleSpec | None:
         return None
     where = "spec.trustBundle"
     doc = _mapping(raw, where)
+    if doc.get("pkcs12") is not None:
+        raise SpecError(
+            f"{where}.pkcs12 is not supported yet: the bundle is published as PEM (key ca.crt) only; "
+            "remove pkcs12."
+        )
     name = _secret_name(doc.get("configMapName"), f"{where}.configMapName")
     selector = parse_label_selector(doc.get("namespaceSelector"), f"{where}.namespaceSelector")
-    p12 = _mapping(doc.get("pkcs12"), f"{where}.pkcs12")
-    ref = None
-    if p12.get("create"):
-        pref = _mapping(p12.get("passwordSecretRef"), f"{where}.pkcs12.passwordSecretRef")
-        secret = _secret_name(pref.get("name"), f"{where}.pkcs12.passwordSecretRef.name")
-        key = pref.get("key") or "password"
-        if not isinstance(key, str):
-            raise SpecError(f"{where}.pkcs12.passwordSecretRef.key must be a string.")
-        ref = (secret, key)
-    return TrustBundleSpec(config_map_name=name, namespace_selector=selector, pkcs12_password_secret_ref=ref)
+    return TrustBundleSpec(config_map_name=name, namespace_selector=selector)
 
 
 def parse_ca_rotation(spec: Mapping[str, Any]) -> CARotationSpec:
-    """The rotation settings of an MTLSIssuer ``spec``: ``selfSigned.renewBefore``,
-    ``intermediate.renewBefore`` or ``ca.rotation.nextSecretName``; empty when none is set."""
+    """The rotation settings of an MTLSIssuer ``spec``: ``selfSigned.renewBefore`` or
+    ``intermediate.renewBefore``; empty when none is set. ``ca.rotation`` is refused: not supported yet."""
     for kind in ("selfSigned", "intermediate"):
         if spec.get(kind) is not None:
             doc = _mapping(spec.get(kind), f"spec.{kind}")
             return CARotationSpec(
                 renew_before=_optional_duration(doc.get("renewBefore"), f"spec.{kind}.renewBefore")
             )
-    ca = _mapping(spec.get("ca"), "spec.ca")
-    rotation = _mapping(ca.get("rotation"), "spec.ca.rotation")
-    name = rotation.get("nextSecretName")
-    if name is None:
-        return CARotationSpec()
-    next_name = _secret_name(name, "spec.ca.rotation.nextSecretName")
-    if next_name == ca.get("secretName"):
-        raise SpecError("spec.ca.rotation.nextSecretName must differ from spec.ca.secretName.")
-    return CARotationSpec(next_secret_name=next_name)
+    if _mapping(spec.get("ca"), "spec.ca").get("rotation") is not None:
+        raise SpecError(
+            "spec.ca.rotation (nextSecretName) is not supported yet: to replace the CA, put the new key "
+            "pair in another Secret and change spec.ca.secretName."
+        )
+    return CARotationSpec()
 
 
 def parse_revocation_policy(raw: Any) -> RevocationPolicy:

@@ -90,6 +90,8 @@ MAX_RENEW_FRACTION = MAX_RENEW_PERCENTAGE / 100
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:[^\s]+$")
+# C0 controls (NUL included), DEL and C1 controls: refused in every name and subject attribute.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,20 +312,40 @@ def validate_dns_name(name: str) -> str | None:
     return None
 
 
-def parse_subject(raw: Any) -> Subject:
-    doc = _mapping(raw, "spec.subject")
+def control_character_problem(value: str) -> str | None:
+    """Why ``value`` cannot go into a certificate name or subject (it holds NUL, another C0 control, DEL
+    or a C1 control, which readers truncate or display misleadingly), or None."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return f"must not contain control characters (found U+{ord(found.group()):04X})"
+
+
+def _text(value: str, what: str) -> str:
+    problem = control_character_problem(value)
+    if problem:
+        raise SpecError(f"{what} {value!r} {problem}.")
+    return value
+
+
+def _texts(value: Any, what: str) -> tuple[str, ...]:
+    return tuple(_text(item, what) for item in _strs(value, what))
+
+
+def parse_subject(raw: Any, where: str = "spec.subject") -> Subject:
+    doc = _mapping(raw, where)
     serial = doc.get("serialNumber")
     if serial is not None and not isinstance(serial, str):
-        raise SpecError("spec.subject.serialNumber must be a string.")
+        raise SpecError(f"{where}.serialNumber must be a string.")
     return Subject(
-        organizations=_strs(doc.get("organizations"), "spec.subject.organizations"),
-        organizational_units=_strs(doc.get("organizationalUnits"), "spec.subject.organizationalUnits"),
-        countries=_strs(doc.get("countries"), "spec.subject.countries"),
-        provinces=_strs(doc.get("provinces"), "spec.subject.provinces"),
-        localities=_strs(doc.get("localities"), "spec.subject.localities"),
-        street_addresses=_strs(doc.get("streetAddresses"), "spec.subject.streetAddresses"),
-        postal_codes=_strs(doc.get("postalCodes"), "spec.subject.postalCodes"),
-        serial_number=serial,
+        organizations=_texts(doc.get("organizations"), f"{where}.organizations"),
+        organizational_units=_texts(doc.get("organizationalUnits"), f"{where}.organizationalUnits"),
+        countries=_texts(doc.get("countries"), f"{where}.countries"),
+        provinces=_texts(doc.get("provinces"), f"{where}.provinces"),
+        localities=_texts(doc.get("localities"), f"{where}.localities"),
+        street_addresses=_texts(doc.get("streetAddresses"), f"{where}.streetAddresses"),
+        postal_codes=_texts(doc.get("postalCodes"), f"{where}.postalCodes"),
+        serial_number=None if serial is None else _text(serial, f"{where}.serialNumber"),
     )
 
 
@@ -372,7 +394,9 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
     common_name = spec.get("commonName") or None
     if common_name is not None and (not isinstance(common_name, str) or len(common_name) > 64):
         raise SpecError("spec.commonName must be a string of at most 64 characters.")
-    dns_names = _strs(spec.get("dnsNames"), "spec.dnsNames")
+    if common_name is not None:
+        _text(common_name, "spec.commonName")
+    dns_names = _texts(spec.get("dnsNames"), "spec.dnsNames")
     for name in dns_names:
         problem = validate_dns_name(name)
         if problem:
@@ -383,11 +407,11 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
             ips.append(str(ipaddress.ip_address(ip)))
         except ValueError:
             raise SpecError(f"spec.ipAddresses: {ip!r} is not an IPv4 or IPv6 address.") from None
-    uris = _strs(spec.get("uris"), "spec.uris")
+    uris = _texts(spec.get("uris"), "spec.uris")
     for uri in uris:
         if not _URI.match(uri):
             raise SpecError(f"spec.uris: {uri!r} is not an absolute URI such as spiffe://domain/path.")
-    emails = _strs(spec.get("emailAddresses"), "spec.emailAddresses")
+    emails = _texts(spec.get("emailAddresses"), "spec.emailAddresses")
     for email in emails:
         if not _EMAIL.match(email):
             raise SpecError(f"spec.emailAddresses: {email!r} is not an email address.")
@@ -506,6 +530,7 @@ def _managed_ca(doc: Mapping[str, Any], where: str, default_duration: timedelta)
     cn = doc.get("commonName")
     if not isinstance(cn, str) or not cn:
         raise SpecError(f"{where}.commonName is required.")
+    _text(cn, f"{where}.commonName")
     duration = _duration(doc.get("duration"), f"{where}.duration", default_duration)
     assert duration is not None
     if duration < MIN_DURATION:
@@ -513,7 +538,7 @@ def _managed_ca(doc: Mapping[str, Any], where: str, default_duration: timedelta)
     return SelfSignedCASpec(
         secret_name=name,
         common_name=cn,
-        subject=parse_subject(doc.get("subject")),
+        subject=parse_subject(doc.get("subject"), f"{where}.subject"),
         duration=duration,
         private_key=parse_key_spec(doc.get("privateKey"), f"{where}.privateKey"),
     )

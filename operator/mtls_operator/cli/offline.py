@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
 from OpenSSL import crypto
@@ -47,15 +48,46 @@ def write_public(path: Path, data: bytes) -> None:
 
 
 def write_private(path: Path, data: bytes, *, force: bool = False) -> None:
-    """Write a private key readable by its owner only; refuse to replace one unless ``force``."""
+    """Write a private key readable by its owner only; refuse to replace one unless ``force``.
+
+    The key is written to a new file in the target directory under a random name, created with O_EXCL
+    and O_NOFOLLOW and mode 0600 from the start, then renamed (or, without ``force``, hard-linked, which
+    fails if the target appeared meanwhile) to ``path``. Nothing planted in the directory is followed:
+    not a symlink at a temporary name (there is no predictable one), nor at ``path`` (a rename replaces
+    the link itself).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not force:
-        raise OfflineError(f"{path} already exists; pass --force to replace the key.")
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    exists = f"{path} already exists; pass --force to replace the key."
+    if not force and (path.exists() or path.is_symlink()):
+        raise OfflineError(exists)
+    tmp = path.with_name(f".{path.name}.{token_hex(16)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path, exists)
+    except FileExistsError:
+        raise OfflineError(exists) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _link_new(tmp: Path, path: Path, exists: str) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has it: a hard link fails on an existing name. On a
+    filesystem without hard links (FAT, some FUSE mounts), check and rename instead."""
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        if path.exists() or path.is_symlink():
+            raise OfflineError(exists) from None
+        os.replace(tmp, path)
 
 
 def read_file(path: Path, what: str) -> bytes:

@@ -4,10 +4,14 @@ Each check is named after the request it refuses and returns a :class:`Violation
 ``PolicyDenied``) whose message names the first offending value and what the policy allows; the first
 violation wins. Nothing here reads the clock or the API server: the caller passes the namespace's labels.
 
+Deny by default: a name, subject attribute or usage the policy does not allow is refused, including when
+the policy leaves the field out (see :mod:`mtls_operator.api.issuer_policy` for the defaults); the
+message then names the field to set.
+
 Patterns are globs rendered for the requesting namespace (``{namespace}``, ``{trustDomain}``): ``*``
 matches one or more characters within one DNS label (DNS names, common names), one path segment (URIs) or
-one side of the ``@`` (emails); ``**`` matches anything, separators included. Matching is exact otherwise,
-and case-insensitive for DNS names only.
+one side of the ``@`` (emails), and any one or more characters in subject attributes; ``**`` matches
+anything, separators included. Matching is exact otherwise, and case-insensitive for DNS names only.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from mtls_operator.api.constants import ISSUER_KIND, Reason
 from mtls_operator.api.durations import format_duration
 from mtls_operator.api.issuer_policy import (
+    DEFAULT_ALLOWED_USAGES,
+    SUBJECT_FIELDS,
     IssuerPolicy,
     LabelSelector,
     LabelSelectorRequirement,
@@ -91,10 +97,14 @@ def glob_matches(pattern: str, value: str, separator: str, *, ignore_case: bool 
     return _compile(pattern, separator, ignore_case).fullmatch(value) is not None
 
 
-def _listing(items: Sequence[str], kind: str) -> str:
-    if not items:
+def _allowance(allowed: Sequence[str] | None, kind: str, policy_field: str) -> str:
+    """What the policy allows of ``kind``: ``allowed`` rendered, () for an empty list, None when the
+    policy leaves ``policy_field`` out (deny by default)."""
+    if allowed is None:
+        return f"the policy sets no {policy_field}, so it allows no {kind}"
+    if not allowed:
         return f"the policy allows no {kind}"
-    return "allowed are " + ", ".join(items)
+    return "allowed are " + ", ".join(allowed)
 
 
 def _first_unmatched(
@@ -104,12 +114,18 @@ def _first_unmatched(
     separator: str,
     *,
     ignore_case: bool = False,
-) -> tuple[str, list[str]] | None:
-    if patterns is None:
-        return None
-    rendered = [render_pattern(p, r.namespace, r.policy.trust_domain) for p in patterns]
+) -> tuple[str, list[str] | None] | None:
+    """The first value no pattern matches, with the rendered patterns (None: the field is left out, so
+    nothing matches); None when every value matches."""
+    rendered = (
+        None
+        if patterns is None
+        else [render_pattern(p, r.namespace, r.policy.trust_domain) for p in patterns]
+    )
     for value in values:
-        if not any(glob_matches(p, value, separator, ignore_case=ignore_case) for p in rendered):
+        if rendered is None or not any(
+            glob_matches(p, value, separator, ignore_case=ignore_case) for p in rendered
+        ):
             return value, rendered
     return None
 
@@ -117,31 +133,40 @@ def _first_unmatched(
 def _names_check(
     field: str, kind: str, separator: str, ignore_case: bool = False
 ) -> Callable[[PolicyRequest], Violation | None]:
+    spec_attribute, policy_attribute, policy_field = _NAME_FIELDS[field]
+
     def check(r: PolicyRequest) -> Violation | None:
-        values: Sequence[str] = getattr(r.spec, _SPEC_FIELDS[field])
-        patterns: tuple[str, ...] | None = getattr(r.policy, _POLICY_FIELDS[field])
+        values: Sequence[str] = getattr(r.spec, spec_attribute)
+        patterns: tuple[str, ...] | None = getattr(r.policy, policy_attribute)
         found = _first_unmatched(values, patterns, r, separator, ignore_case=ignore_case)
         if found is None:
             return None
         value, rendered = found
         return Violation(
             Reason.POLICY_DENIED,
-            f"{field} entry {value} is not allowed by {_BY}: {_listing(rendered, kind)}.",
+            f"{field} entry {value} is not allowed by {_BY}: {_allowance(rendered, kind, policy_field)}.",
         )
 
-    check.__name__ = f"{_SPEC_FIELDS[field]}_not_allowed"
+    check.__name__ = f"{spec_attribute}_not_allowed"
     return check
 
 
-_SPEC_FIELDS = {
-    "dnsNames": "dns_names",
-    "uris": "uris",
-    "emailAddresses": "email_addresses",
+# certificate field -> (CertificateSpec attribute, IssuerPolicy attribute, policy field)
+_NAME_FIELDS = {
+    "dnsNames": ("dns_names", "allowed_dns_names", "allowedDNSNames"),
+    "uris": ("uris", "allowed_uris", "allowedURIs"),
+    "emailAddresses": ("email_addresses", "allowed_emails", "allowedEmails"),
 }
-_POLICY_FIELDS = {
-    "dnsNames": "allowed_dns_names",
-    "uris": "allowed_uris",
-    "emailAddresses": "allowed_emails",
+# The kind of value each subject attribute holds, as a denial names it.
+_SUBJECT_KINDS = {
+    "organizations": "organizations",
+    "organizational_units": "organizational units",
+    "countries": "countries",
+    "provinces": "provinces",
+    "localities": "localities",
+    "street_addresses": "street addresses",
+    "postal_codes": "postal codes",
+    "serial_number": "subject serial numbers",
 }
 
 
@@ -173,7 +198,8 @@ def key_algorithm_not_allowed(r: PolicyRequest) -> Violation | None:
     allowed = [str(rule) for rule in rules]
     return Violation(
         Reason.POLICY_DENIED,
-        f"privateKey {key.label} is not allowed by {_BY}: {_listing(allowed, 'key algorithms')}.",
+        f"privateKey {key.label} is not allowed by {_BY}: "
+        f"{_allowance(allowed, 'key algorithms', 'allowedAlgorithms')}.",
     )
 
 
@@ -189,30 +215,61 @@ def duration_too_long(r: PolicyRequest) -> Violation | None:
 
 
 def usage_not_allowed(r: PolicyRequest) -> Violation | None:
-    allowed = r.policy.allowed_usages
-    if allowed is None:
-        return None
+    listed = r.policy.allowed_usages
+    allowed = DEFAULT_ALLOWED_USAGES if listed is None else listed
     for usage in r.spec.usages:
         # Every certificate carries digital signature (pki adds it), so asking for it is never a violation.
         if usage is Usage.DIGITAL_SIGNATURE or usage in allowed:
             continue
-        return Violation(
-            Reason.POLICY_DENIED,
-            f"usages entry {usage} is not allowed by {_BY}: {_listing([str(u) for u in allowed], 'usages')}.",
-        )
+        names = [str(u) for u in allowed]
+        why = _allowance(names, "usages", "allowedUsages")
+        if listed is None:
+            why = f"the policy sets no allowedUsages, so {why}"
+        return Violation(Reason.POLICY_DENIED, f"usages entry {usage} is not allowed by {_BY}: {why}.")
     return None
 
 
 def common_name_not_allowed(r: PolicyRequest) -> Violation | None:
     cn = r.spec.common_name
-    found = _first_unmatched((cn,) if cn else (), r.policy.allowed_common_names, r, ".")
+    if not cn:
+        return None
+    if r.policy.allowed_common_names is None:
+        # Left out: a common name that repeats one of the certificate's own DNS names or SPIFFE IDs claims
+        # nothing the SAN checks below do not judge; anything else (a user name such as system:admin) is
+        # an identity of its own that the policy must list.
+        if cn in r.spec.dns_names or (cn.startswith("spiffe://") and cn in r.spec.uris):
+            return None
+        return Violation(
+            Reason.POLICY_DENIED,
+            f"commonName {cn} is not allowed by {_BY}: the policy sets no allowedCommonNames, so a "
+            "commonName must equal one of the certificate's dnsNames or SPIFFE IDs.",
+        )
+    found = _first_unmatched((cn,), r.policy.allowed_common_names, r, ".")
     if found is None:
         return None
     value, rendered = found
     return Violation(
         Reason.POLICY_DENIED,
-        f"commonName {value} is not allowed by {_BY}: {_listing(rendered, 'common names')}.",
+        f"commonName {value} is not allowed by {_BY}: "
+        f"{_allowance(rendered, 'common names', 'allowedCommonNames')}.",
     )
+
+
+def subject_not_allowed(r: PolicyRequest) -> Violation | None:
+    for attribute, name in SUBJECT_FIELDS.items():
+        value: tuple[str, ...] | str | None = getattr(r.spec.subject, attribute)
+        values = (value,) if isinstance(value, str) else (value or ())
+        patterns: tuple[str, ...] | None = getattr(r.policy.allowed_subject, attribute)
+        found = _first_unmatched(values, patterns, r, "")
+        if found is None:
+            continue
+        offending, rendered = found
+        entry = "" if isinstance(value, str) else " entry"
+        why = _allowance(rendered, _SUBJECT_KINDS[attribute], f"allowedSubject.{name}")
+        return Violation(
+            Reason.POLICY_DENIED, f"subject.{name}{entry} {offending} is not allowed by {_BY}: {why}."
+        )
+    return None
 
 
 dns_names_not_allowed = _names_check("dnsNames", "DNS names", ".", ignore_case=True)
@@ -220,17 +277,13 @@ dns_names_not_allowed = _names_check("dnsNames", "DNS names", ".", ignore_case=T
 
 def ip_addresses_not_allowed(r: PolicyRequest) -> Violation | None:
     ranges = r.policy.allowed_ip_ranges
-    if ranges is None:
-        return None
-    networks = [ipaddress.ip_network(c) for c in ranges]
+    networks = [ipaddress.ip_network(c) for c in ranges or ()]
     for ip in r.spec.ip_addresses:
         address = ipaddress.ip_address(ip)
         if any(address.version == n.version and address in n for n in networks):
             continue
-        return Violation(
-            Reason.POLICY_DENIED,
-            f"ipAddresses entry {ip} is not allowed by {_BY}: {_listing(list(ranges), 'IP addresses')}.",
-        )
+        why = _allowance(None if ranges is None else list(ranges), "IP addresses", "allowedIPRanges")
+        return Violation(Reason.POLICY_DENIED, f"ipAddresses entry {ip} is not allowed by {_BY}: {why}.")
     return None
 
 
@@ -244,6 +297,7 @@ POLICY_CHECKS: Sequence[Callable[[PolicyRequest], Violation | None]] = (
     duration_too_long,
     usage_not_allowed,
     common_name_not_allowed,
+    subject_not_allowed,
     dns_names_not_allowed,
     ip_addresses_not_allowed,
     uris_not_allowed,

@@ -89,7 +89,7 @@ class Gatherer:
                 spec = with_spiffe_uri(spec, cert.spiffe, namespace, policy)
             except SpecError as exc:
                 spec, error = None, Violation.of(exc)
-            if spec is not None and policy is not None and not policy.unrestricted:
+            if spec is not None and policy is not None:
                 labels = await self._namespace_labels(namespace) if policy.allowed_namespaces else {}
                 if labels is None:
                     policy_violation = Violation(
