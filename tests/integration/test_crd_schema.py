@@ -317,6 +317,18 @@ BAD_SPECS = [
     ),
     # --- names
     (
+        "rejects a secretTemplate annotation that would claim the Secret for the operator",
+        CERTIFICATE_KIND,
+        cert(secretTemplate={"annotations": {"mtls.dev/allowed-issuers": "evil"}}),
+        "keys under mtls.dev/ and app.kubernetes.io/managed-by are the operator's own",
+    ),
+    (
+        "rejects a secretTemplate managed-by label",
+        CERTIFICATE_KIND,
+        cert(secretTemplate={"labels": {"app.kubernetes.io/managed-by": "mtls-operator"}}),
+        "keys under mtls.dev/ and app.kubernetes.io/managed-by are the operator's own",
+    ),
+    (
         "rejects a certificate that names nothing",
         CERTIFICATE_KIND,
         cert(dnsNames=_DELETE),

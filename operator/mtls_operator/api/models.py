@@ -17,7 +17,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from mtls_operator.api.constants import ISSUER_KIND
+from mtls_operator.api.constants import ISSUER_KIND, LABEL_MANAGED_BY
 from mtls_operator.api.durations import DurationError, parse_duration
 from mtls_operator.api.errors import SpecError as SpecError
 
@@ -84,6 +84,7 @@ DEFAULT_CERT_DURATION = timedelta(days=90)
 DEFAULT_CA_DURATION = timedelta(days=3650)
 MIN_DURATION = timedelta(minutes=1)
 MIN_RENEW_BEFORE = timedelta(seconds=5)
+RESERVED_KEY_PREFIX = "mtls.dev/"  # labels and annotations the operator writes and reads for ownership
 MAX_RENEW_PERCENTAGE = 90  # renewBefore at most 90 % of the duration: see policy.renewal's floor too
 MAX_RENEW_FRACTION = MAX_RENEW_PERCENTAGE / 100
 
@@ -459,6 +460,11 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
     for k, v in [*labels.items(), *annotations.items()]:
         if not isinstance(v, str):
             raise SpecError(f"spec.secretTemplate: the value of {k!r} must be a string.")
+        if str(k).startswith(RESERVED_KEY_PREFIX) or k == LABEL_MANAGED_BY:
+            raise SpecError(
+                f"spec.secretTemplate: {k!r} is the operator's own key (it records who owns the Secret); "
+                "a template cannot set it."
+            )
 
     keystores = _mapping(spec.get("keystores"), "spec.keystores")
     p12 = _mapping(keystores.get("pkcs12"), "spec.keystores.pkcs12")

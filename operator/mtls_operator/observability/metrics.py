@@ -299,7 +299,8 @@ class Metrics:
         self.objects.drop(("issuer", namespace, name))
 
     def issuance(self, *, result: str, algorithm: str, seconds: float) -> None:
-        """One issuance attempt: result is "success" or "failure"; seconds is the crypto + write time."""
+        """One issuance attempt: result is "success", "failure" or "throttled" (the certificate's issuance
+        budget was spent: the attempt waits); seconds is the crypto + write time."""
         self.issuance_total.labels(result=result, algorithm=algorithm).inc()
         if result == "success":
             self.issuance_duration.labels(algorithm=algorithm).observe(seconds)

@@ -136,6 +136,10 @@ class CertificateController:
             await self._rollout_event(cert, old, new)
             if violation is not None and ready_of(old) != ready_of(new):
                 await self._event(cert, "Warning", violation.reason, violation.message, now)
+            if violation is not None and violation.reason is Reason.ISSUANCE_BUDGET_EXCEEDED:
+                label = g.spec.private_key.label if g.spec is not None else "unknown"
+                self.metrics.issuance(result="throttled", algorithm=label, seconds=0.0)
+                await self._event(cert, "Warning", violation.reason, violation.message, now)
         self._observe(cert, g, decision)
         if decision.next_check is not None:
             self.ctx.work.schedule_certificate(key, decision.next_check)
