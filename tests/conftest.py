@@ -85,32 +85,19 @@ def controlplane_binaries() -> Binaries:
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, controlplane_binaries: Binaries
 ) -> Iterator[Cluster]:
-    from kubernetes import client, config
-
     run_dir = tmp_path_factory.mktemp("controlplane")
     plane = ControlPlane.start(run_dir, bin_dir=controlplane_binaries.bin_dir, die_with_parent=True)
     request.config.stash[CONTROL_PLANE] = plane
     api_client = None
     try:
-        version = plane.version()
+        connected = Cluster.of(plane)
+        api_client = connected.api_client
         _announce(
             request.config,
-            f"controlplane: kube-apiserver {version} ready at {plane.server} in {plane.started_in:.1f}s "
-            f"(logs in {run_dir / 'logs'})",
+            f"controlplane: kube-apiserver {connected.version} ready at {plane.server} in "
+            f"{plane.started_in:.1f}s (logs in {run_dir / 'logs'})",
         )
-        api_client = config.new_client_from_config(config_file=str(plane.kubeconfig))
-        yield Cluster(
-            control_plane=plane,
-            kubeconfig=plane.kubeconfig,
-            server=plane.server,
-            version=version,
-            api_client=api_client,
-            core=client.CoreV1Api(api_client),
-            apps=client.AppsV1Api(api_client),
-            rbac=client.RbacAuthorizationV1Api(api_client),
-            custom=client.CustomObjectsApi(api_client),
-            apiextensions=client.ApiextensionsV1Api(api_client),
-        )
+        yield connected
     finally:
         if api_client is not None:
             api_client.close()

@@ -64,6 +64,25 @@ class Cluster:
     custom: k8s.CustomObjectsApi
     apiextensions: k8s.ApiextensionsV1Api
 
+    @classmethod
+    def of(cls, plane: ControlPlane) -> Cluster:
+        """Clients logged in as a cluster admin of ``plane``; close ``api_client`` after use."""
+        from kubernetes import client, config
+
+        api_client = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        return cls(
+            control_plane=plane,
+            kubeconfig=plane.kubeconfig,
+            server=plane.server,
+            version=plane.version(),
+            api_client=api_client,
+            core=client.CoreV1Api(api_client),
+            apps=client.AppsV1Api(api_client),
+            rbac=client.RbacAuthorizationV1Api(api_client),
+            custom=client.CustomObjectsApi(api_client),
+            apiextensions=client.ApiextensionsV1Api(api_client),
+        )
+
     def impersonate(self, user: str) -> k8s.ApiClient:
         """A new ApiClient acting as `user` (e.g. ``system:serviceaccount:ns:name``); close it after use.
 

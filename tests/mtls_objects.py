@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 from helpers import wait_for
 
 GROUP, VERSION = "mtls.dev", "v1alpha1"
+CRD_DIR = Path(__file__).resolve().parent.parent / "crds"
 
 
 def byo_ca_metadata(name: str, *issuers: str) -> Any:
@@ -103,3 +105,33 @@ def wait_issuer_ready(cluster: Any, namespace: str, name: str, timeout: float = 
 def secret_data(cluster: Any, namespace: str, name: str) -> dict[str, bytes]:
     secret = cluster.core.read_namespaced_secret(name, namespace)
     return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+def apply_crds(cluster: Any) -> None:
+    """Create or replace every CRD in crds/ and wait until the server serves them."""
+    import yaml
+    from kubernetes.client.rest import ApiException
+
+    names = []
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        name = body["metadata"]["name"]
+        names.append(name)
+        try:
+            current = cluster.apiextensions.read_custom_resource_definition(name)
+            body["metadata"]["resourceVersion"] = current.metadata.resource_version
+            cluster.apiextensions.replace_custom_resource_definition(name, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            cluster.apiextensions.create_custom_resource_definition(body)
+
+    def established() -> bool:
+        for name in names:
+            crd = cluster.apiextensions.read_custom_resource_definition(name)
+            conds = {c.type: c.status for c in (crd.status.conditions or [])}
+            if conds.get("Established") != "True":
+                return False
+        return True
+
+    wait_for(established, timeout=30, message="CRDs established")

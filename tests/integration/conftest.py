@@ -22,41 +22,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 from collections.abc import Iterator  # noqa: E402
 
-from helpers import wait_for  # noqa: E402
+from mtls_objects import apply_crds  # noqa: E402
 from operator_process import OperatorProcess  # noqa: E402
 
 REPO = HERE.parent.parent
-CRD_DIR = REPO / "crds"
-
-
-def apply_crds(cluster: Any) -> None:
-    """Create or replace every CRD in crds/ and wait until the server serves them."""
-    import yaml
-    from kubernetes.client.rest import ApiException
-
-    names = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        name = body["metadata"]["name"]
-        names.append(name)
-        try:
-            current = cluster.apiextensions.read_custom_resource_definition(name)
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            cluster.apiextensions.replace_custom_resource_definition(name, body)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            cluster.apiextensions.create_custom_resource_definition(body)
-
-    def established() -> bool:
-        for name in names:
-            crd = cluster.apiextensions.read_custom_resource_definition(name)
-            conds = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conds.get("Established") != "True":
-                return False
-        return True
-
-    wait_for(established, timeout=30, message="CRDs established")
 
 
 @pytest.fixture(scope="session")

@@ -712,13 +712,15 @@ class ControlPlane:
         timeout: float = 120.0,
         die_with_parent: bool = False,
         port_picker: PortPicker = pick_free_ports,
+        apiserver_args: Sequence[str] = (),
     ) -> ControlPlane:
         """Start etcd, kube-apiserver and kube-controller-manager in `run_dir` and wait until all are healthy.
 
         `timeout` bounds the whole start. `die_with_parent` makes the components die with this process
         (for test sessions); `make cluster-up` leaves it off so the cluster outlives the command.
-        Raises `BinariesMissingError`, or `ControlPlaneError` with the log tail of the failing component;
-        on failure nothing is left running.
+        `apiserver_args` are added to kube-apiserver's command line (a test that needs, say, a short etcd
+        compaction interval). Raises `BinariesMissingError`, or `ControlPlaneError` with the log tail of
+        the failing component; on failure nothing is left running.
         """
         began = time.monotonic()
         deadline = began + timeout
@@ -734,7 +736,7 @@ class ControlPlane:
         pki = _make_pki(run / "pki", datetime.datetime.now(datetime.UTC))
         plane = cls(run_dir=run, server="", kubeconfig=run / "kubeconfig", binaries=binaries, components=[])
         try:
-            plane._start_all(binaries, pki, deadline, die_with_parent, port_picker)
+            plane._start_all(binaries, pki, deadline, die_with_parent, port_picker, tuple(apiserver_args))
         except BaseException:
             plane._stop_processes(timeout=5.0)
             _forget_run(run)
@@ -832,6 +834,7 @@ class ControlPlane:
         deadline: float,
         die_with_parent: bool,
         port_picker: PortPicker,
+        apiserver_args: tuple[str, ...] = (),
     ) -> None:
         run = self.run_dir
         context = _client_context(pki)
@@ -891,6 +894,7 @@ class ControlPlane:
                     "--allow-privileged=true",
                     "--profiling=false",
                     "--v=1",
+                    *apiserver_args,
                 ],
                 health=f"https://127.0.0.1:{port}/readyz",
                 probe=lambda: _https_get("127.0.0.1", port, "/readyz", context),
