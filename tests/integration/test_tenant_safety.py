@@ -458,3 +458,52 @@ def test_an_intermediate_under_a_parent_that_may_not_sign_cas_reports_it(
     issuer = _wait_reason(cluster, namespace, "mtlsissuers", "sub", "Ready", "CANotCA")
     assert "pathLength 0" in (condition(issuer) or {})["message"]
     wait_for(lambda: _events(cluster, namespace, "sub", "CANotCA"), timeout=30, message="a Warning event")
+
+
+def test_a_second_writer_fighting_the_operator_is_held_by_the_issuance_budget(
+    crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
+) -> None:
+    """Whoever keeps breaking a certificate's Secret, the operator re-issues it a bounded number of times,
+    then waits with IssuanceBudgetExceeded (condition, Warning event, metric) instead of spinning."""
+    ns = own_namespace
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        "--namespace",
+        ns,
+        env={"MTLS_ISSUANCE_BURST": "3", "MTLS_ISSUANCE_REFILL": "600"},
+    ).start()
+    try:
+        create_issuer(cluster, ns, "ca", self_signed("ca"))
+        create_certificate(
+            cluster, ns, "web", {"secretName": "web-tls", "issuerRef": {"name": "ca"}, "commonName": "web"}
+        )
+        wait_ready(cluster, ns, "web")
+        garbage = {"tls.key": base64.b64encode(b"not a key").decode()}
+        for attempt in range(6):
+            cluster.core.patch_namespaced_secret("web-tls", ns, {"data": garbage})
+            obj = wait_for(
+                lambda wanted=attempt + 2: _reissued_or_throttled(cluster, ns, "web", wanted),
+                timeout=30,
+                message=f"re-issued or throttled after tamper {attempt + 1}",
+            )
+            if (condition(obj, "Issuing") or {}).get("reason") == "IssuanceBudgetExceeded":
+                break
+        revision = int(obj["status"]["revision"])
+        assert revision == 3, f"a burst of 3 issuances, then the budget holds (revision {revision})"
+        assert "issued too often" in (condition(obj, "Issuing") or {})["message"]
+        wait_for(lambda: _events(cluster, ns, "web", "IssuanceBudgetExceeded"), timeout=30, message="event")
+        time.sleep(3)
+        assert int(get(cluster, ns, "mtlscertificates", "web")["status"]["revision"]) == 3, (
+            "no more issuances"
+        )
+    finally:
+        proc.stop()
+
+
+def _reissued_or_throttled(cluster: Any, namespace: str, name: str, revision: int) -> dict[str, Any] | None:
+    obj = get(cluster, namespace, "mtlscertificates", name)
+    if (condition(obj, "Issuing") or {}).get("reason") == "IssuanceBudgetExceeded":
+        return obj
+    ready = (condition(obj) or {}).get("status") == "True"
+    return obj if ready and int(obj["status"].get("revision") or 0) >= revision else None
