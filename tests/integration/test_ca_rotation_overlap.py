@@ -1,14 +1,18 @@
-"""CA rotation with overlap, end to end, while a continuous mTLS probe runs between two workloads.
+"""CA rotation with overlap, end to end, while a continuous mTLS probe runs both ways between two workloads.
 
-Two Deployments mount their certificate Secrets and the issuer's trust-bundle ConfigMap. No kubelet runs
-here, so the probe plays their pods: each side (re)loads its certificate, key and bundle from the API only
-when the operator restarts its Deployment (a new pod-template stamp), exactly what a new pod would see.
-Every second the client side handshakes with the server side (pyOpenSSL, mutual TLS 1.3). The rotation
-must walk its phases with zero failed handshakes and end with the old root gone from the bundle.
+A root issuer with a trust bundle, and an intermediate issuer under it. Workload "a" holds a certificate of
+the intermediate and trusts the ca.crt of its own Secret; workload "b" holds a certificate of the root and
+trusts the bundle ConfigMap. No kubelet runs here, so the probe plays their pods: each side (re)loads its
+files from the API only when the operator restarts its Deployment (a new pod-template stamp), exactly what
+a new pod would see, and restarts are paced one at a time, so a re-issued peer meets a not-yet-restarted
+one. Every second each side handshakes with the other (pyOpenSSL, mutual TLS 1.3). The root's rotation must
+walk its phases with zero failed handshakes, carry the overlap down to the intermediate's leaves, and end
+with the old root gone from the bundle and from every leaf's ca.crt.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -56,37 +60,43 @@ def workload(name: str, secret: str, bundle: str) -> client.V1Deployment:
 
 
 class Pod:
-    """One side of the probe: the files a pod of this Deployment would have mounted at its start."""
+    """One workload's pod: the files it would have mounted at its start, and a server on them."""
 
-    def __init__(self, cluster: Any, namespace: str, name: str, secret: str, bundle: str, tmp: Path) -> None:
-        self.cluster, self.namespace, self.name, self.secret, self.bundle = (
-            cluster,
-            namespace,
-            name,
-            secret,
-            bundle,
-        )
+    def __init__(self, cluster: Any, namespace: str, name: str, secret: str, trust: str, tmp: Path) -> None:
+        self.cluster, self.namespace, self.name, self.secret = cluster, namespace, name, secret
+        self.trust = trust  # "secret": its Secret's ca.crt; else the name of the bundle ConfigMap
         self.dir = tmp / name
         self.dir.mkdir()
         self.stamp: str | None = None
         self.generation = 0
         self.restarts = 0
+        self.server: EchoServer | None = None
 
     def current_stamp(self) -> str | None:
         dep = self.cluster.apps.read_namespaced_deployment(self.name, self.namespace)
         return (dep.spec.template.metadata.annotations or {}).get(STAMP)
 
     def start(self) -> None:
-        """Load what a new pod would mount now."""
+        """Load what a new pod would mount now, and serve with it."""
         data = secret_data(self.cluster, self.namespace, self.secret)
-        cm = self.cluster.core.read_namespaced_config_map(self.bundle, self.namespace)
+        if self.trust == "secret":
+            trust = data["ca.crt"].decode()
+        else:
+            trust = self.cluster.core.read_namespaced_config_map(self.trust, self.namespace).data["ca.crt"]
         self.generation += 1
         gen = self.dir / str(self.generation)
         gen.mkdir()
         (gen / "tls.crt").write_bytes(data["tls.crt"])
         (gen / "tls.key").write_bytes(data["tls.key"])
-        (gen / "ca.crt").write_text(cm.data["ca.crt"])
+        (gen / "ca.crt").write_text(trust)
         self.files = gen
+        if self.server is not None:
+            self.server.stop()
+        self.server = EchoServer(gen / "tls.crt", gen / "tls.key", gen / "ca.crt").start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
 
     def restarted(self) -> bool:
         stamp = self.current_stamp()
@@ -95,6 +105,15 @@ class Pod:
         self.stamp = stamp
         self.restarts += 1
         return True
+
+    def call(self, peer: Pod, server_name: str) -> HandshakeResult:
+        """A mutual-TLS handshake from this pod (client) to ``peer`` (server)."""
+        assert peer.server is not None
+        f = self.files
+        return client_handshake(
+            "127.0.0.1", peer.server.port, cert=f / "tls.crt", key=f / "tls.key", ca=f / "ca.crt",
+            server_name=server_name,
+        )  # fmt: skip
 
 
 def _roots(pem: str) -> set[str]:
@@ -111,64 +130,62 @@ def test_ca_rotation_with_zero_failed_handshakes(
         "MTLS_ROLLOUT_COALESCE": "1",
         "MTLS_ROLLOUT_MIN_INTERVAL": "1",
         "MTLS_ROLLOUT_TIMEOUT": "2",
+        "MTLS_ROLLOUT_MAX_IN_FLIGHT": "1",
         "MTLS_ROLLOUT_MAX_PER_HOUR": "50",
     }
     op = OperatorProcess(cluster.kubeconfig, tmp_path / "op.log", "--namespace", ns, env=env).start()
     stop = threading.Event()
-    results: list[HandshakeResult] = []
+    results: list[tuple[str, HandshakeResult]] = []
     phases: list[str] = []
+    pods: list[Pod] = []
     try:
         create_issuer(
             cluster, ns, "root", {**self_signed("root"), "trustBundle": {"configMapName": "mesh-bundle"}}
         )
         wait_issuer_ready(cluster, ns, "root")
-        short = {"issuerRef": {"name": "root"}, "duration": "2m", "renewBefore": "10s"}
-        create_certificate(cluster, ns, "a", {**short, "secretName": "a-tls", "dnsNames": ["a.example"]})
-        create_certificate(cluster, ns, "b", {**short, "secretName": "b-tls", "commonName": "b"})
+        create_issuer(
+            cluster,
+            ns,
+            "team",
+            {"intermediate": {"issuerRef": {"name": "root"}, "secretName": "team-ca", "commonName": "team"}},
+        )
+        wait_issuer_ready(cluster, ns, "team")
+        short = {"duration": "2m", "renewBefore": "10s"}
+        create_certificate(
+            cluster,
+            ns,
+            "a",
+            {**short, "issuerRef": {"name": "team"}, "secretName": "a-tls", "dnsNames": ["a.example"]},
+        )
+        create_certificate(
+            cluster,
+            ns,
+            "b",
+            {**short, "issuerRef": {"name": "root"}, "secretName": "b-tls", "dnsNames": ["b.example"]},
+        )
         wait_ready(cluster, ns, "a")
         wait_ready(cluster, ns, "b")
         old_bundle = wait_for(lambda: _read_bundle(cluster, ns), timeout=30, message="the trust bundle")
         old_roots = _roots(old_bundle)
         assert len(old_roots) == 1
+        assert _roots(secret_data(cluster, ns, "a-tls")["ca.crt"].decode()) == old_roots
         cluster.apps.create_namespaced_deployment(ns, workload("a", "a-tls", "mesh-bundle"))
         cluster.apps.create_namespaced_deployment(ns, workload("b", "b-tls", "mesh-bundle"))
-        server_pod = Pod(cluster, ns, "a", "a-tls", "mesh-bundle", tmp_path)
-        client_pod = Pod(cluster, ns, "b", "b-tls", "mesh-bundle", tmp_path)
-        server_pod.restarted()
-        client_pod.restarted()
-        server_pod.start()
-        client_pod.start()
+        a = Pod(cluster, ns, "a", "a-tls", "secret", tmp_path)
+        b = Pod(cluster, ns, "b", "b-tls", "mesh-bundle", tmp_path)
+        pods.extend([a, b])
+        for pod in pods:
+            pod.restarted()
+            pod.start()
 
         def probe() -> None:
-            server = EchoServer(
-                server_pod.files / "tls.crt", server_pod.files / "tls.key", server_pod.files / "ca.crt"
-            ).start()
-            try:
-                while not stop.is_set():
-                    if server_pod.restarted():
-                        server_pod.start()
-                        server.stop()
-                        server = EchoServer(
-                            server_pod.files / "tls.crt",
-                            server_pod.files / "tls.key",
-                            server_pod.files / "ca.crt",
-                        ).start()
-                    if client_pod.restarted():
-                        client_pod.start()
-                    f = client_pod.files
-                    results.append(
-                        client_handshake(
-                            "127.0.0.1",
-                            server.port,
-                            cert=f / "tls.crt",
-                            key=f / "tls.key",
-                            ca=f / "ca.crt",
-                            server_name="a.example",
-                        )
-                    )
-                    stop.wait(1.0)
-            finally:
-                server.stop()
+            while not stop.is_set():
+                for pod in pods:
+                    if pod.restarted():
+                        pod.start()
+                results.append(("b->a", b.call(a, "a.example")))
+                results.append(("a->b", a.call(b, "b.example")))
+                stop.wait(1.0)
 
         def watch_phases() -> None:
             while not stop.is_set():
@@ -185,10 +202,11 @@ def test_ca_rotation_with_zero_failed_handshakes(
         ]
         for t in threads:
             t.start()
-        wait_for(lambda: len(results) >= 3, timeout=30, message="the probe running")
-        assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+        wait_for(lambda: len(results) >= 4, timeout=30, message="the probe running")
+        assert all(r.ok for _, r in results), [r.error for _, r in results if not r.ok]
 
-        # On demand, as a user would: `mtlsctl rotate-ca` annotates the issuer.
+        # On demand, as a user would: `mtlsctl rotate-ca` annotates the issuer, right after it was created
+        # (a request token, not a timestamp, says which request it is).
         cli = subprocess.run(
             [
                 sys.executable,
@@ -213,37 +231,53 @@ def test_ca_rotation_with_zero_failed_handshakes(
         overlap = _roots(_read_bundle(cluster, ns) or "")
         assert len(overlap) == 2, "the bundle holds the old and the new root"
         assert old_roots < overlap
+        wait_for(
+            lambda: _roots(secret_data(cluster, ns, "a-tls")["ca.crt"].decode()) == overlap,
+            timeout=60,
+            message="the intermediate's leaf carries both roots in ca.crt during the overlap",
+        )
 
         def finished() -> bool:
             return len(phases) >= 3 and phases[-1] == "Stable"
 
         wait_for(
-            finished, timeout=300, interval=1, message=f"the rotation to finish (phases so far: {phases})"
+            finished, timeout=400, interval=1, message=f"the rotation to finish (phases so far: {phases})"
+        )
+        new_roots = _roots(_read_bundle(cluster, ns) or "")
+        wait_for(
+            lambda: _roots(secret_data(cluster, ns, "a-tls")["ca.crt"].decode()) == new_roots,
+            timeout=60,
+            message="the old root gone from the leaves' ca.crt too",
         )
         stop.set()
         for t in threads:
             t.join(timeout=10)
-        new_roots = _roots(_read_bundle(cluster, ns) or "")
         assert len(new_roots) == 1
         assert not (new_roots & old_roots), "the old CA is gone from the bundle"
-        failed = [r.error for r in results if not r.ok]
+        failed = [(way, r.error) for way, r in results if not r.ok]
         assert not failed, f"{len(failed)} of {len(results)} handshakes failed: {failed[:3]}"
-        assert len(results) > 60, "the probe ran through the whole rotation"
+        assert len(results) > 120, "the probe ran both ways through the whole rotation"
         ordered = [p for p in phases if p in ORDER]
         assert [ORDER.index(p) for p in ordered[:-1]] == sorted(ORDER.index(p) for p in ordered[:-1]), phases
         assert {"BundlesOverlap", "LeavesReissued"} <= set(phases), phases
-        # OldCADropped lasts one reconcile (publish the new-only bundle, then retire): the log shows it.
-        assert "OldCADropped -> Stable" in (tmp_path / "op.log").read_text()
-        assert server_pod.restarts >= 3, "restarted for the overlap bundle, the new leaf and the final bundle"
+        root = get(cluster, ns, "mtlsissuers", "root")
+        token = re.search(r"rotate-requested-at=(\S+);", cli.stdout)
+        assert token is not None, cli.stdout
+        assert root["status"]["rotation"]["lastRequest"] == token.group(1), "the request recorded as acted on"
+        assert a.restarts >= 3 and b.restarts >= 3, "restarted for the overlap, the new leaf and the end"
         ca = x509.load_pem_x509_certificate(secret_data(cluster, ns, "root-ca")["tls.crt"])
         assert ca.fingerprint(ca.signature_hash_algorithm).hex() in new_roots  # type: ignore[arg-type]
         assert not any(
             s.metadata.name == "root-ca-next" for s in cluster.core.list_namespaced_secret(ns).items
         )
+        team_chain = x509.load_pem_x509_certificates(secret_data(cluster, ns, "team-ca")["tls.crt"])
+        team_chain[0].verify_directly_issued_by(ca)
         leaf = x509.load_pem_x509_certificate(secret_data(cluster, ns, "a-tls")["tls.crt"])
-        leaf.verify_directly_issued_by(ca)
+        leaf.verify_directly_issued_by(team_chain[0])
     finally:
         stop.set()
+        for pod in pods:
+            pod.stop()
         op.stop()
 
 
