@@ -176,7 +176,10 @@ CLUSTER_WIDE_NEEDS = [
     ("get", "", "configmaps"),  # revocation lists, trust bundles
     ("create", "", "configmaps"),
     ("update", "", "configmaps"),
-    ("list", "", "namespaces"),  # trust bundle namespaceSelector
+    ("get", "", "namespaces"),  # issuance policy allowedNamespaces, trust bundles
+    ("list", "", "namespaces"),
+    ("watch", "", "namespaces"),
+    ("patch", "mtls.dev", "mtlscertificates"),  # the revoke-on-delete finalizer
     ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
 ]
@@ -185,7 +188,8 @@ NEVER = [
     ("deletecollection", "", "secrets"),
     ("delete", "", "configmaps"),
     ("get", "", "pods"),
-    ("watch", "", "namespaces"),
+    ("update", "", "namespaces"),
+    ("patch", "mtls.dev", "mtlsissuers"),
     ("delete", "mtls.dev", "mtlsissuers"),
     ("update", "mtls.dev", "mtlscertificates"),
     ("create", "rbac.authorization.k8s.io", "rolebindings"),
@@ -233,3 +237,65 @@ def test_cluster_wide_rbac_allows_what_the_operator_does_and_nothing_more(
         subprocess.run(
             [helm, "uninstall", release, "--namespace", ns], capture_output=True, env=env, timeout=120
         )
+
+
+def test_a_policy_with_allowed_namespaces_works_under_the_cluster_wide_chart_rbac(
+    helm: str, cluster: Cluster, crds: Any, own_namespace: str, tmp_path: Path
+) -> None:
+    """Finding 9: allowedNamespaces reads the namespace's labels; with the chart's cluster-wide RBAC (and
+    only that), a certificate in a matching namespace is issued and one in another is denied with a sentence,
+    not a 403 loop. The operator runs as the chart's ServiceAccount, scoped by a namespace glob so that it
+    does not act on the suite's other namespaces."""
+    from kubernetes import client
+
+    ns = own_namespace
+    cluster.core.patch_namespace(ns, {"metadata": {"labels": {"mesh": "on"}}})
+    release = f"pol-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": str(tmp_path / "helm")}
+    installed = subprocess.run(
+        [helm, "install", release, str(CHART), "--namespace", ns, "--set", "replicaCount=0",
+         "--set", "crds.enabled=false", "--wait", "--timeout", "60s"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    kubeconfig = token_kubeconfig(cluster, ns, f"{release}-mtls-operator", tmp_path / "sa.kubeconfig")
+    other = f"{ns}-b"
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
+    log = tmp_path / "operator.log"
+    operator = OperatorProcess(kubeconfig, log, "--namespace", f"{ns}*", "--metrics-port", "0").start()
+    try:
+        policy = {
+            "allowedNamespaces": {"matchLabels": {"mesh": "on"}},
+            "allowedDNSNames": ["*.example"],
+        }
+        for where in (ns, other):
+            create_issuer(cluster, where, "ca", {**self_signed("ca"), "policy": policy})
+            create_certificate(
+                cluster,
+                where,
+                "web",
+                {"secretName": "web-tls", "issuerRef": {"name": "ca"}, "dnsNames": ["web.example"]},
+            )
+        wait_ready(cluster, ns, "web")
+        denied = wait_for(
+            lambda: (
+                (o := get(cluster, other, "mtlscertificates", "web"))
+                and ((o.get("status") or {}).get("conditions") or [{}])
+                and any(c.get("reason") == "PolicyDenied" for c in o["status"]["conditions"])
+                and o
+            ),
+            timeout=60,
+            message="the certificate outside the selector denied",
+        )
+        ready = next(c for c in denied["status"]["conditions"] if c["type"] == "Ready")
+        assert "does not match allowedNamespaces" in ready["message"].replace("do not", "does not")
+        assert ready["status"] == "False"
+    finally:
+        operator.stop()
+        subprocess.run(
+            [helm, "uninstall", release, "--namespace", ns], capture_output=True, env=env, timeout=120
+        )
+        cluster.core.delete_namespace(other)
+    text = log.read_text(errors="replace")
+    denied_lines = re.compile(r"[\s(:'\"=]403\b|[Ff]orbidden|[Nn]ot enough permissions")
+    assert [line for line in text.splitlines() if denied_lines.search(line)] == []
