@@ -71,6 +71,17 @@ class FakeApi:
             raise ApiError(404, "NotFound", f"{path} not found")
         return found
 
+    async def get(self, path: str) -> JSON:
+        return await self.request("GET", path)
+
+    async def get_or_none(self, path: str) -> JSON | None:
+        try:
+            return await self.get(path)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
     async def close(self) -> None:
         return None
 
