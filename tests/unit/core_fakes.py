@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+from mtls_operator.api.models import KeyAlgorithm, Usage
 from mtls_operator.api.objects import Key
+from mtls_operator.api.tls import CertFacts
 from mtls_operator.controllers.clock import FakeClock
 from mtls_operator.controllers.config import OperatorConfig
 from mtls_operator.controllers.context import Context
@@ -164,6 +166,29 @@ async def turns(count: int = 20) -> None:
     """Let ready tasks run for ``count`` turns of the loop (to show that nothing more happens)."""
     for _ in range(count):
         await asyncio.sleep(0)
+
+
+def leaf_facts(not_before: datetime, not_after: datetime, **changes: Any) -> CertFacts:
+    """The facts of an ECDSA P-256 leaf for "web", signed by CA "cafp"; ``changes`` override fields."""
+    fields: dict[str, Any] = {
+        "serial_number": "0a",
+        "fingerprint": "leaffp",
+        "not_before": not_before,
+        "not_after": not_after,
+        "common_name": "web",
+        "dns_names": (),
+        "ip_addresses": (),
+        "uris": (),
+        "email_addresses": (),
+        "usages": frozenset({Usage.SERVER_AUTH, Usage.CLIENT_AUTH, Usage.DIGITAL_SIGNATURE}),
+        "is_ca": False,
+        "key_algorithm": KeyAlgorithm.ECDSA,
+        "key_size": 256,
+        "public_key_fingerprint": "pk",
+        "issuer_fingerprint": "cafp",
+    }
+    fields.update(changes)
+    return CertFacts(**fields)
 
 
 def run(coro: Awaitable[Any]) -> Any:

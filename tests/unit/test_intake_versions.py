@@ -9,12 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.unit.core_fakes import FakeApi, RecordingWork, make_context
+from tests.unit.core_fakes import FakeApi, RecordingWork, leaf_facts, make_context
 
 from mtls_operator.api.constants import ANN_CERTIFICATE_NAME
-from mtls_operator.api.models import KeyAlgorithm, Usage
 from mtls_operator.api.objects import Key
-from mtls_operator.api.tls import CertFacts, SecretFacts
+from mtls_operator.api.tls import SecretFacts
 from mtls_operator.controllers.clock import FakeClock
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.intake import Intake
@@ -276,23 +275,7 @@ def test_workload_events_go_to_the_rollout_manager() -> None:
 # versions: what each managed Secret holds
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-LEAF = CertFacts(
-    serial_number="0a",
-    fingerprint="leaffp",
-    not_before=NOW - timedelta(hours=1),
-    not_after=NOW + timedelta(days=30),
-    common_name="web",
-    dns_names=(),
-    ip_addresses=(),
-    uris=(),
-    email_addresses=(),
-    usages=frozenset({Usage.SERVER_AUTH}),
-    is_ca=False,
-    key_algorithm=KeyAlgorithm.ECDSA,
-    key_size=256,
-    public_key_fingerprint="pk",
-    issuer_fingerprint="ca",
-)
+LEAF = leaf_facts(NOW - timedelta(hours=1), NOW + timedelta(days=30))
 
 
 def facts(anchors: frozenset[str], key_matches: bool = True) -> SecretFacts:

@@ -8,14 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.unit.core_fakes import leaf_facts
 
 from mtls_operator.api import conditions as cond
 from mtls_operator.api.conditions import Condition
 from mtls_operator.api.constants import ConditionType, Reason
 from mtls_operator.api.errors import Violation
-from mtls_operator.api.models import KeyAlgorithm, Usage, parse_certificate_spec
+from mtls_operator.api.models import KeyAlgorithm, parse_certificate_spec
 from mtls_operator.api.objects import CertificateStatus, IssuerStatus, RolloutRecord
-from mtls_operator.api.tls import CertFacts, SecretFacts
+from mtls_operator.api.tls import SecretFacts
 from mtls_operator.policy.status import (
     RolloutBlock,
     blocked_status,
@@ -40,23 +41,7 @@ MLDSA_SPEC = parse_certificate_spec(
         "privateKey": {"algorithm": "MLDSA", "size": 65},
     }
 )
-LEAF = CertFacts(
-    serial_number="0a",
-    fingerprint="leaffp",
-    not_before=NOW - timedelta(minutes=1),
-    not_after=NOW + timedelta(days=90),
-    common_name="web",
-    dns_names=(),
-    ip_addresses=(),
-    uris=(),
-    email_addresses=(),
-    usages=frozenset({Usage.SERVER_AUTH, Usage.CLIENT_AUTH, Usage.DIGITAL_SIGNATURE}),
-    is_ca=False,
-    key_algorithm=KeyAlgorithm.ECDSA,
-    key_size=256,
-    public_key_fingerprint="pk",
-    issuer_fingerprint="cafp",
-)
+LEAF = leaf_facts(NOW - timedelta(minutes=1), NOW + timedelta(days=90))
 FACTS = SecretFacts(LEAF, True, True, True, True, False, frozenset({"cafp"}))
 RENEW_AT = NOW + timedelta(days=60)
 TRIGGER = Violation(Reason.RENEWAL_DUE, "Renewal time 2026-11-24T13:00:00+00:00 has come.")

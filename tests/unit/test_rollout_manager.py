@@ -87,6 +87,17 @@ class World:
     async def step(self) -> float:
         return await self.manager._step()
 
+    async def changed(self, secret: str = "web-tls") -> None:
+        """The certificate controller reports new content; the look comes after the coalescing window."""
+        self.manager.secret_changed(NS, secret)
+        self.clock.advance(self.manager.pacing.coalesce.total_seconds())
+        await self.step()
+
+    async def renewed(self, secret: str, fingerprint: str, revision: int = 2) -> SecretVersion:
+        version = self.renew(secret, fingerprint, revision)
+        await self.changed(secret)
+        return version
+
     def patched(self) -> list[str]:
         return [c.path.rsplit("/", 1)[1] for c in self.api.sent("PATCH")]
 
@@ -176,10 +187,7 @@ def test_a_renewal_restarts_the_workloads_using_the_secret_once_with_a_content_a
         w.workload("other", ["other-tls"])
         await w.step()  # first look: nothing renewed since they were created
         assert w.patched() == []
-        version = w.renew("web-tls", "fp2")
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        version = await w.renewed("web-tls", "fp2")
         assert w.patched() == ["web"]
         call = w.api.calls[0]
         assert call.path == f"/apis/apps/v1/namespaces/{NS}/deployments/web"
@@ -189,9 +197,7 @@ def test_a_renewal_restarts_the_workloads_using_the_secret_once_with_a_content_a
         assert annotations[ANN_HISTORY] == str(int(w.clock.now().timestamp()))
         assert call.body["spec"]["template"]["metadata"]["annotations"][ANN_STAMP] == stamp_for([version])
         w.clock.advance(60)
-        w.manager.secret_changed(NS, "web-tls")  # the same content again: the stamp already says so
-        w.clock.advance(10)
-        await w.step()
+        await w.changed("web-tls")  # the same content again: the stamp already says so
         assert w.patched() == ["web"] and w.manager.restarts == 1
 
     run(scenario())
@@ -224,10 +230,7 @@ def test_no_more_than_max_in_flight_rollouts_run_at_once() -> None:
         for name in ("a", "b", "c"):
             w.workload(name, ["web-tls"])
         await w.step()
-        w.renew("web-tls", "fp2")
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.renewed("web-tls", "fp2")
         assert w.patched() == ["a", "b"] and set(w.manager.in_flight) == {(NS, "Deployment", n) for n in "ab"}
         await w.step()
         assert w.patched() == ["a", "b"]  # c waits for capacity
@@ -245,10 +248,7 @@ def test_a_rollout_that_never_completes_stops_counting_after_the_timeout() -> No
         for name in ("a", "b"):
             w.workload(name, ["web-tls"])
         await w.step()
-        w.renew("web-tls", "fp2")
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.renewed("web-tls", "fp2")
         assert w.patched() == ["a"]
         w.clock.advance(599)
         await w.step()
@@ -265,15 +265,10 @@ def test_a_workload_restarted_recently_waits_for_the_minimum_interval() -> None:
         w = World()
         w.workload("web", ["web-tls"])
         await w.step()
-        w.renew("web-tls", "fp2")
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.renewed("web-tls", "fp2")
         assert w.patched() == ["web"]
-        w.renew("web-tls", "fp3", revision=3)
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()  # 10 s after the last restart: wait until a minute has passed
+        # 10 s after the last restart: it waits until a minute has passed
+        await w.renewed("web-tls", "fp3", revision=3)
         assert w.patched() == ["web"]
         w.clock.advance(49)
         await w.step()
@@ -296,9 +291,7 @@ def test_opted_out_workloads_and_secrets_not_judged_yet_are_left_alone() -> None
         await w.step()
         assert w.patched() == [] and w.manager.due == {}
         w.renew("judged-later", "fp2")
-        w.manager.secret_changed(NS, "judged-later")  # judged now: it comes back
-        w.clock.advance(10)
-        await w.step()
+        await w.changed("judged-later")  # judged now: it comes back
         assert w.patched() == ["web"]
 
     run(scenario())
@@ -336,14 +329,10 @@ def test_the_loop_guard_blocks_and_tells_the_certificates_then_lifts_when_a_rest
         blocked = w.manager.blocked(NS, "web-tls", "web")
         assert blocked is not None and blocked[0] == Reason.ROLLOUT_LOOP_GUARD
         assert "restarted 3 times in the last hour" in blocked[1]
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.changed("web-tls")
         assert w.notified == [(NS, ["web-tls"])]  # told once, not at every look
         w.clock.advance(11 * 60)  # the oldest restart leaves the hour
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.changed("web-tls")
         assert w.patched() == ["web"]
         assert w.manager.blocked(NS, "web-tls", "web") is None
         assert w.notified == [(NS, ["web-tls"]), (NS, ["web-tls"])]
@@ -359,9 +348,7 @@ def test_the_loop_guard_lifts_when_the_workload_already_runs_what_the_secret_hol
         await w.step()
         assert w.manager.blocked(NS, "web-tls", "web") is not None
         w.workload("web", ["web-tls"], annotations=history(w.clock, 50, 30, 10), stamp=stamp_for([version]))
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.changed("web-tls")
         assert w.manager.blocked(NS, "web-tls", "web") is None and w.patched() == []
         assert w.notified[-1] == (NS, ["web-tls"])
 
@@ -379,10 +366,7 @@ def test_an_explicit_target_that_opted_in_is_restarted_without_mounting_the_secr
         w.workload("batch", ["unrelated"], annotations={ANN_ROLLOUT_TARGET_OF: "web"})
         await w.step()
         assert w.manager.blocked(NS, "web-tls", "web") is None
-        w.renew("web-tls", "fp2")
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.renewed("web-tls", "fp2")
         assert w.patched() == ["batch"]
 
     run(scenario())
@@ -396,10 +380,7 @@ def test_an_explicit_target_that_did_not_opt_in_is_reported_and_never_restarted(
         blocked = w.manager.blocked(NS, "web-tls", "web")
         assert blocked is not None and blocked[0] == Reason.ROLLOUT_TARGET_NOT_OPTED_IN
         assert "Deployment batch" in blocked[1] and f"{ANN_ROLLOUT_TARGET_OF}=web" in blocked[1]
-        w.renew("web-tls", "fp2")
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.renewed("web-tls", "fp2")
         assert w.patched() == []
         w.manager.set_certificate_targets(NS, "web", None, "Auto", [])  # the certificate is gone
         assert w.manager.blocked(NS, "web-tls", "web") is None
@@ -435,10 +416,7 @@ def test_rollout_policy_explicit_restarts_only_the_targets() -> None:
         w.workload("chosen", ["web-tls"])
         w.workload("mounter", ["web-tls"])
         await w.step()
-        w.renew("web-tls", "fp2")
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.renewed("web-tls", "fp2")
         assert w.patched() == ["chosen"]
 
     run(scenario())
@@ -515,10 +493,7 @@ def test_a_block_stays_while_one_of_the_workloads_using_the_secret_is_still_held
         w.workload("a", ["web-tls"], annotations=history(w.clock, 50, 30, 10))
         w.workload("b", ["web-tls"])
         await w.step()
-        w.renew("web-tls", "fp9", revision=9)
-        w.manager.secret_changed(NS, "web-tls")
-        w.clock.advance(10)
-        await w.step()
+        await w.renewed("web-tls", "fp9", revision=9)
         assert w.patched() == ["b"]
         assert w.manager.blocked(NS, "web-tls", "web") is not None
 
