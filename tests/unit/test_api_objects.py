@@ -18,6 +18,7 @@ from mtls_operator.api.constants import (
     ANN_ROTATE_REQUESTED,
     Reason,
 )
+from mtls_operator.api.errors import CAError, ReasonedError, RefError, SpecError, TLSMaterialError, Violation
 from mtls_operator.api.issuer_policy import RevocationPolicy
 from mtls_operator.api.objects import (
     MAX_REQUEST_TOKEN,
@@ -442,3 +443,28 @@ def test_times_read_from_status_are_timezone_aware(text: str) -> None:
 def test_rfc3339_writes_the_same_instant_whatever_the_offset() -> None:
     moment = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     assert parse_rfc3339(rfc3339(moment)) == moment
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors carry a reason and a sentence
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        pytest.param(SpecError("m"), Reason.INVALID_SPEC, id="a spec error is InvalidSpec"),
+        pytest.param(
+            TLSMaterialError("m"), Reason.SECRET_CORRUPT, id="unreadable TLS material is SecretCorrupt"
+        ),
+        pytest.param(CAError("m"), Reason.CA_INVALID, id="an unusable CA is CAInvalid"),
+        pytest.param(RefError("m"), Reason.ISSUANCE_FAILED, id="a missing reference fails the issuance"),
+        pytest.param(
+            CAError("m", Reason.CA_EXPIRED), Reason.CA_EXPIRED, id="a given reason wins over the default"
+        ),
+    ],
+)
+def test_every_reasoned_error_becomes_a_violation_with_its_reason(
+    error: ReasonedError, reason: Reason
+) -> None:
+    assert isinstance(error, ValueError)
+    assert Violation.of(error) == Violation(reason, "m")

@@ -87,11 +87,15 @@ class World:
     async def step(self) -> float:
         return await self.manager._step()
 
+    async def after(self, seconds: float) -> None:
+        """Let ``seconds`` pass, then take one step."""
+        self.clock.advance(seconds)
+        await self.step()
+
     async def changed(self, secret: str = "web-tls") -> None:
         """The certificate controller reports new content; the look comes after the coalescing window."""
         self.manager.secret_changed(NS, secret)
-        self.clock.advance(self.manager.pacing.coalesce.total_seconds())
-        await self.step()
+        await self.after(self.manager.pacing.coalesce.total_seconds())
 
     async def renewed(self, secret: str, fingerprint: str, revision: int = 2) -> SecretVersion:
         version = self.renew(secret, fingerprint, revision)
@@ -213,11 +217,9 @@ def test_renewals_within_the_coalescing_window_restart_a_workload_once() -> None
         w.clock.advance(6)
         w.renew("b-tls", "b2")
         w.manager.secret_changed(NS, "b-tls")  # pushes the look back to 10 s after this change
-        w.clock.advance(5)
-        await w.step()
+        await w.after(5)
         assert w.patched() == []
-        w.clock.advance(5)
-        await w.step()
+        await w.after(5)
         assert w.patched() == ["web"]
         assert w.api.calls[0].body["metadata"]["annotations"][ANN_STAMPED_FOR] == "a-tls=a2,b-tls=b2"
 
@@ -250,11 +252,9 @@ def test_a_rollout_that_never_completes_stops_counting_after_the_timeout() -> No
         await w.step()
         await w.renewed("web-tls", "fp2")
         assert w.patched() == ["a"]
-        w.clock.advance(599)
-        await w.step()
+        await w.after(599)
         assert w.patched() == ["a"]
-        w.clock.advance(1)
-        await w.step()
+        await w.after(1)
         assert w.patched() == ["a", "b"]
 
     run(scenario())
@@ -270,11 +270,9 @@ def test_a_workload_restarted_recently_waits_for_the_minimum_interval() -> None:
         # 10 s after the last restart: it waits until a minute has passed
         await w.renewed("web-tls", "fp3", revision=3)
         assert w.patched() == ["web"]
-        w.clock.advance(49)
-        await w.step()
+        await w.after(49)
         assert w.patched() == ["web"]
-        w.clock.advance(1)
-        await w.step()
+        await w.after(1)
         assert w.patched() == ["web", "web"]
 
     run(scenario())
@@ -287,8 +285,7 @@ def test_opted_out_workloads_and_secrets_not_judged_yet_are_left_alone() -> None
         w.workload("web", ["judged-later"])
         w.versions.held[(NS, "judged-later")] = UNKNOWN
         w.renew("web-tls", "fp2")
-        w.clock.advance(10)
-        await w.step()
+        await w.after(10)
         assert w.patched() == [] and w.manager.due == {}
         w.renew("judged-later", "fp2")
         await w.changed("judged-later")  # judged now: it comes back
@@ -437,8 +434,7 @@ def test_settled_is_true_only_once_every_user_of_a_secret_runs_what_it_holds() -
         assert not w.manager.settled(NS, "web-tls")  # a restart is needed
         w.manager.secret_changed(NS, "web-tls")
         assert not w.manager.settled(NS, "web-tls")  # and it is due
-        w.clock.advance(10)
-        await w.step()
+        await w.after(10)
         assert w.patched() == ["web"]
         assert w.manager.settled(NS, "web-tls")  # stamped: the pods roll to what the Secret holds
         w.versions.held[(NS, "web-tls")] = UNKNOWN
