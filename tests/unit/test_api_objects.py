@@ -257,11 +257,6 @@ def test_parsing_never_raises_on_any_spec(metadata: dict[str, Any], spec: Any, s
     assert issuer.spec is not None or issuer.error is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_certificate_status iterates `doc.get('rollouts') or ()` without checking it is a list: "
-    "status.rollouts: 1 raises TypeError (the CRD schema refuses it, but the parser promises never to raise)",
-)
 @example(status={"rollouts": 1})
 @given(status=ANY_STATUS)
 def test_parsing_never_raises_on_any_status(status: Any) -> None:
@@ -270,11 +265,6 @@ def test_parsing_never_raises_on_any_status(status: Any) -> None:
     parse_issuer(doc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_meta and the annotation lookups assume metadata, annotations and finalizers have the "
-    "API server's shapes: metadata: [] raises AttributeError (cannot come from the API server)",
-)
 @example(metadata=[])
 @given(metadata=json_values)
 def test_parsing_never_raises_on_any_metadata(metadata: Any) -> None:
@@ -317,12 +307,6 @@ def test_a_token_is_bounded_and_never_empty(value: Any) -> None:
     assert token is None or (0 < len(token) <= MAX_REQUEST_TOKEN and token == token.lstrip())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_token strips, then cuts to 128 characters: a cut that ends in whitespace leaves a token "
-    "with a trailing blank, which reads back from status stripped, so status.requests differs from what "
-    "ready_status writes on every reconcile (a status write per reconcile); strip after cutting",
-)
 @example(value="a" * (MAX_REQUEST_TOKEN - 1) + " b")
 @given(value=st.text())
 def test_a_token_copied_to_status_reads_back_the_same(value: str) -> None:
@@ -425,21 +409,11 @@ def test_an_empty_status_is_written_as_nulls_and_reads_back_empty() -> None:
         pytest.param("2026-01-01", id="a date without a time"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_rfc3339 returns a naive datetime for a time without an offset; compared with the clock's "
-    "aware now (e.g. backoff from status.lastFailureTime in plan()) it raises TypeError at every reconcile",
-)
 def test_times_read_from_status_are_timezone_aware(text: str) -> None:
     parsed = parse_rfc3339(text)
     assert parsed is not None and parsed.tzinfo is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rfc3339() formats the wall time and appends Z without converting to UTC: a datetime with another "
-    "offset is written hours off (latent: the operator's own times are UTC today)",
-)
 def test_rfc3339_writes_the_same_instant_whatever_the_offset() -> None:
     moment = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     assert parse_rfc3339(rfc3339(moment)) == moment

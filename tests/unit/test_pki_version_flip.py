@@ -24,12 +24,6 @@ def with_version(number: int) -> bytes:
     return b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_certificate_pem catches ValueError only, but cryptography raises x509.InvalidVersion (an "
-    "Exception, not a ValueError) for a version field other than v1..v3: the total Secret reader raises an "
-    "untyped error, the reconcile fails every 30 s instead of reporting SecretCorrupt and re-issuing",
-)
 def test_a_certificate_with_an_invalid_version_is_unreadable_material() -> None:
     with pytest.raises(TLSMaterialError):
         parse_certificate_pem(with_version(10), name="tls.crt")

@@ -138,17 +138,24 @@ CA_ERROR = Violation(Reason.CA_KEY_MISMATCH, "tls.key is not the key of tls.crt.
         ),
         pytest.param(
             replace(SELF_SIGNED, now=CA.not_after),
+            IssuerAction.RESIGN,
+            Reason.CA_EXPIRED,
+            "creating a new CA in its place",
+            id="a CA the operator keeps, expired at its notAfter exactly, is replaced at once",
+        ),
+        pytest.param(
+            replace(BYO, now=CA.not_after),
             IssuerAction.NOT_READY,
             Reason.CA_EXPIRED,
             "expired at",
-            id="a CA is expired at its notAfter exactly",
+            id="an expired bring-your-own CA is reported, never replaced",
         ),
         pytest.param(
             replace(INTERMEDIATE, now=CA.not_after + timedelta(days=1), signed_by_parent=False),
             IssuerAction.RESIGN,
-            Reason.CA_CREATED,
-            "signing the intermediate again",
-            id="an expired owned intermediate whose parent changed is re-signed rather than reported expired",
+            Reason.CA_EXPIRED,
+            "creating a new CA in its place",
+            id="an expired owned intermediate is replaced (signed again under its parent)",
         ),
         pytest.param(
             BYO,

@@ -252,11 +252,6 @@ def test_ready_status_of_a_classical_certificate_has_no_post_quantum_condition()
     assert cond.get(ready(chain=(KeyAlgorithm.MLDSA,)).conditions, ConditionType.POST_QUANTUM) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ready_status only ever puts PostQuantum (policy/status.py: `if pq is not None`); it never "
-    "removes it, so a certificate switched from ML-DSA to a classical key keeps saying PostQuantumChain",
-)
 def test_a_certificate_that_leaves_mldsa_drops_its_post_quantum_condition() -> None:
     was_pq = ready(spec=MLDSA_SPEC, chain=(KeyAlgorithm.MLDSA,))
     now_classical = ready(was_pq, spec=SPEC, chain=(KeyAlgorithm.MLDSA,), now=NOW + timedelta(hours=1))

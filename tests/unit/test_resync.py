@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import pytest
 from tests.unit.core_fakes import FakeApi, RecordingWork, make_context, run
 
 from mtls_operator.api.constants import (
@@ -316,13 +315,6 @@ def test_a_listed_secret_the_operator_never_saw_is_left_to_the_watch() -> None:
     assert counts(op.run()) == (0, 0, 0) and op.work.nothing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the resync lists Secrets with labelSelector mtls.dev/secret-role but compares the list with "
-    "every Secret the cache observed, including unlabelled ones issuers and certificates read directly (a "
-    "bring-your-own CA without the label): each resync takes them as deleted, queues their readers and "
-    "reports them as changed",
-)
 def test_an_unlabelled_secret_the_operator_reads_is_not_taken_as_vanished() -> None:
     cluster = small_cluster()
     cluster.put(ISSUER_PLURAL, issuer("byo", "byo-ca"))
@@ -337,12 +329,6 @@ def test_an_unlabelled_secret_the_operator_reads_is_not_taken_as_vanished() -> N
     assert op.work.nothing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="certificates and issuers are spared when intake heard of them after the list began, Secrets are "
-    "not: a Secret the operator wrote (and observed) while the list was in flight is taken as deleted, "
-    "its resourceVersion dropped and its certificate queued to read it again",
-)
 def test_a_secret_written_while_the_list_was_in_flight_is_not_taken_as_vanished() -> None:
     cluster = small_cluster()
     op = Operator(cluster)

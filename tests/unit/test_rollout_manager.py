@@ -85,7 +85,7 @@ class World:
         self.manager.on_workload_event(kind, event, body)
 
     async def step(self) -> float:
-        return await self.manager._step()
+        return await self.manager.step()
 
     async def after(self, seconds: float) -> None:
         """Let ``seconds`` pass, then take one step."""
@@ -385,12 +385,6 @@ def test_an_explicit_target_that_did_not_opt_in_is_reported_and_never_restarted(
     run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on_workload_event stores only workloads that use a Secret/ConfigMap or carry the opt-in, and "
-    "blocked() only looks at stored workloads: a target that mounts nothing and did not opt in is never "
-    "reported (no RolloutTargetNotOptedIn), it is silently not restarted",
-)
 def test_an_explicit_target_that_mounts_nothing_and_did_not_opt_in_is_reported() -> None:
     w = World()
     w.manager.set_certificate_targets(NS, "web", "web-tls", "Auto", [("Deployment", "batch")])
@@ -457,12 +451,6 @@ def test_a_workload_held_by_the_loop_guard_counts_as_settled() -> None:
     run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="forget_workload drops the workload but not the loop-guard entries in `blocks` (keyed by Secret): "
-    "after the blocked workload is deleted, blocked() still reports RolloutLoopGuard for its Secrets until "
-    "some other workload using them is restarted",
-)
 def test_deleting_the_workload_held_by_the_loop_guard_lifts_the_block() -> None:
     async def scenario() -> None:
         w = World()
@@ -477,12 +465,6 @@ def test_deleting_the_workload_held_by_the_loop_guard_lifts_the_block() -> None:
     run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="blocks are keyed by Secret, and _unblock() runs after any workload using the Secret is restarted "
-    "or found current: restarting workload b clears the block that workload a is still under, so the "
-    "certificate's RolloutBlocked flips to RolloutAllowed while a is still held",
-)
 def test_a_block_stays_while_one_of_the_workloads_using_the_secret_is_still_held() -> None:
     async def scenario() -> None:
         w = World()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 READY = "Ready"
@@ -12,18 +12,24 @@ ISSUING = "Issuing"
 
 
 def rfc3339(moment: datetime | None) -> str | None:
+    """``moment`` as RFC 3339 in UTC, whole seconds (a naive time is taken as UTC)."""
     if moment is None:
         return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_rfc3339(value: Any) -> datetime | None:
+    """An aware datetime from RFC 3339 text; a time without an offset is taken as UTC. None when unset or
+    unreadable."""
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> Mapping[str, Any] | None:
@@ -141,6 +147,11 @@ def put(
     transition = previous.last_transition_time if previous is not None and previous.status == status else None
     updated = Condition(kind, status, str(reason), message, generation, transition or rfc3339(now))
     return tuple(sorted([*(c for c in conditions if c.type != kind), updated], key=lambda c: c.type))
+
+
+def drop(conditions: Sequence[Condition], kind: str) -> tuple[Condition, ...]:
+    """``conditions`` without ``kind`` (a condition that no longer applies)."""
+    return tuple(c for c in conditions if c.type != kind)
 
 
 def as_list(conditions: Sequence[Condition]) -> list[dict[str, Any]]:

@@ -58,7 +58,7 @@ class ObjectMeta:
 
 
 def parse_meta(body: Mapping[str, Any]) -> ObjectMeta:
-    meta = body.get("metadata") or {}
+    meta = _section(body, "metadata")
     try:
         generation = int(meta.get("generation") or 0)
     except (TypeError, ValueError):
@@ -70,7 +70,7 @@ def parse_meta(body: Mapping[str, Any]) -> ObjectMeta:
         generation=generation,
         resource_version=str(meta.get("resourceVersion") or ""),
         deleting=bool(meta.get("deletionTimestamp")),
-        finalizers=tuple(str(f) for f in meta.get("finalizers") or ()),
+        finalizers=tuple(str(f) for f in _list(meta.get("finalizers"))),
     )
 
 
@@ -79,7 +79,7 @@ def parse_token(value: Any) -> str | None:
     Whitespace is trimmed and the length bounded so a token always fits the status field it is copied to."""
     if not isinstance(value, str):
         return None
-    token = value.strip()[:MAX_REQUEST_TOKEN]
+    token = value.strip()[:MAX_REQUEST_TOKEN].strip()
     return token or None
 
 
@@ -93,6 +93,14 @@ def _int(value: Any) -> int:
 def _section(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     value = body.get(name)
     return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _annotations(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _section(_section(body, "metadata"), "annotations")
 
 
 def _str(value: Any) -> str | None:
@@ -163,9 +171,10 @@ def parse_certificate_status(raw: Mapping[str, Any] | None) -> CertificateStatus
     doc = raw or {}
     found = doc.get("requests")
     requests: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    raw_rollouts = doc.get("rollouts")
     rollouts = tuple(
         RolloutRecord(str(r.get("kind")), str(r.get("name")), str(r.get("fingerprint")), str(r.get("time")))
-        for r in doc.get("rollouts") or ()
+        for r in (raw_rollouts if isinstance(raw_rollouts, list) else ())
         if isinstance(r, Mapping) and r.get("kind") and r.get("name") and r.get("fingerprint")
     )
     return CertificateStatus(
@@ -222,7 +231,7 @@ def parse_certificate(body: Mapping[str, Any]) -> ParsedCertificate:
     """An MTLSCertificate watch event's object, parsed; never raises."""
     meta = parse_meta(body)
     raw_spec = _section(body, "spec")
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    annotations = _annotations(body)
     spec: CertificateSpec | None = None
     error: Violation | None = None
     spiffe: SpiffeSpec | None = None
@@ -344,7 +353,7 @@ def parse_issuer(body: Mapping[str, Any]) -> ParsedIssuer:
     """An MTLSIssuer watch event's object, parsed; never raises."""
     meta = parse_meta(body)
     raw_spec = _section(body, "spec")
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    annotations = _annotations(body)
     status = parse_issuer_status(_section(body, "status"))
     rotate = parse_token(annotations.get(ANN_ROTATE_REQUESTED))
     try:

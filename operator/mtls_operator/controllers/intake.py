@@ -96,10 +96,15 @@ class Intake:
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         version = None if event_type == DELETED else str(meta.get("resourceVersion", ""))
         owner = (meta.get("annotations") or {}).get(ANN_CERTIFICATE_NAME)
-        self.secret_changed((namespace, name), version, owner if isinstance(owner, str) else None)
+        self.seen[("secret", (namespace, name))] = self.monotonic()
+        self.secret_changed(
+            (namespace, name), version, owner if isinstance(owner, str) else None, watched=True
+        )
 
-    def secret_changed(self, secret: Key, version: str | None, owner: str | None = None) -> None:
-        if not self.secrets.observe(secret, version):
+    def secret_changed(
+        self, secret: Key, version: str | None, owner: str | None = None, *, watched: bool = False
+    ) -> None:
+        if not self.secrets.observe(secret, version, watched=watched):
             return  # our own write (or a repeat), already judged
         namespace, name = secret
         names = set(self.certificates.naming_secret(namespace, name))

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mtls_operator.api.constants import CERTIFICATE_PLURAL, ISSUER_PLURAL, LABEL_SECRET_ROLE
@@ -95,7 +96,7 @@ class Resync:
             (ISSUER_PLURAL, "issuer", self.issuers),
         ):
             listed_at = self.clock.monotonic()
-            listed = await self._list(lambda ns, plural=plural: custom_collection(plural, ns))
+            listed = await self._list(functools.partial(custom_collection, plural))
             held = {obj.key: obj.meta for obj in store}
             for key, meta in held.items():
                 item = listed.get(key)
@@ -109,19 +110,25 @@ class Resync:
                 stale = known is None or known.resource_version != item.resource_version
                 if stale and await self._refresh(plural, key):
                     refreshed += 1
+        listed_at = self.clock.monotonic()
         secrets = await self._list(secret_collection, label_selector=LABEL_SECRET_ROLE)
         changed = 0
-        for key in self.secrets.secrets() - set(secrets):
-            self.intake.secret_changed(key, None)
-            changed += 1
+        for key in self.secrets.watched() - set(secrets):
+            if not self.intake.heard_since("secret", key, listed_at):
+                self.intake.secret_changed(key, None)
+                changed += 1
         for key, item in secrets.items():
-            if self.secrets.resource_version(key) not in (None, item.resource_version):
-                self.intake.secret_changed(key, item.resource_version)
+            seen = self.secrets.resource_version(key)
+            if seen not in (None, item.resource_version) and not self.intake.heard_since(
+                "secret", key, listed_at
+            ):
+                self.intake.secret_changed(key, item.resource_version, watched=True)
                 changed += 1
         return ResyncReport(forgotten, refreshed, changed, self.clock.monotonic() - started)
 
-    async def _list(self, path_for: object, label_selector: str | None = None) -> dict[Key, ListedObject]:
-        assert callable(path_for)
+    async def _list(
+        self, path_for: Callable[[str | None], str], label_selector: str | None = None
+    ) -> dict[Key, ListedObject]:
         found: dict[Key, ListedObject] = {}
         for namespace in self._list_scopes():
             items, _ = await list_metadata(self.api, path_for(namespace), label_selector=label_selector)

@@ -102,7 +102,9 @@ class RolloutManager:
         self.excluded: dict[tuple[str, str], bool] = {}  # (ns, secret) -> rollout policy Explicit/None
         self.due: dict[WKey, float] = {}  # monotonic time to look at a workload
         self.in_flight: dict[WKey, float] = {}  # monotonic time it was stamped
-        self.blocks: dict[tuple[str, str], tuple[str, str]] = {}  # (ns, secret) -> (reason, message)
+        # workload -> (reason, message, the Secrets it uses): restarts the loop guard holds
+        self.blocks: dict[WKey, tuple[str, str, frozenset[str]]] = {}
+        self.first_due: dict[WKey, float] = {}  # when a workload's coalescing window first opened
         self.max_in_flight_seen = 0
         self.restarts = 0
         self._wake = asyncio.Event()
@@ -159,6 +161,7 @@ class RolloutManager:
             self._schedule(key, delay=0.0)
 
     def forget_workload(self, key: WKey) -> None:
+        self._unblock(key)
         old = self.workloads.pop(key, None)
         for secret in old.secrets if old is not None else ():
             names = self.by_secret.get((key[0], secret))
@@ -167,7 +170,7 @@ class RolloutManager:
                 if not names:
                     del self.by_secret[(key[0], secret)]
         self.in_flight.pop(key, None)
-        self.due.pop(key, None)
+        self._done(key)
         self._wake.set()
 
     def set_certificate_targets(
@@ -204,36 +207,52 @@ class RolloutManager:
             self._schedule(key, delay=self.pacing.coalesce.total_seconds())
 
     def _schedule(self, key: WKey, delay: float) -> None:
-        due = self.clock.monotonic() + delay
-        # Coalesce: a later change pushes the look back so several renewals in a window restart once.
-        self.due[key] = max(self.due.get(key, 0.0), due) if delay else min(self.due.get(key, due), due)
+        now = self.clock.monotonic()
+        due = now + delay
+        if not delay:
+            self.due[key] = min(self.due.get(key, due), due)
+        else:
+            # Coalesce: a later change pushes the look back so several renewals in a window restart once,
+            # but never more than three windows after the first change (a steady trickle cannot hold it).
+            first = self.first_due.setdefault(key, now)
+            self.due[key] = min(max(self.due.get(key, 0.0), due), first + 3 * delay)
         self._wake.set()
+
+    def _done(self, key: WKey) -> None:
+        self.due.pop(key, None)
+        self.first_due.pop(key, None)
 
     # ------------------------------------------------------------------ read-only, for certificates
 
     def blocked(self, namespace: str, secret: str, certificate: str) -> tuple[str, str] | None:
-        """Why restarts for this certificate's Secret are held: the loop guard, or explicit targets that
-        did not opt in."""
-        found = self.blocks.get((namespace, secret))
-        if found is not None:
-            return found
+        """Why restarts for this certificate's Secret are held: the loop guard on a workload using it, or
+        explicit targets that did not opt in."""
+        for key, (reason, message, secrets) in sorted(self.blocks.items()):
+            if key[0] == namespace and secret in secrets:
+                return reason, message
         refused = sorted(
             f"{key[1]} {key[2]}"
             for key, pairs in self.explicit.items()
             if key[0] == namespace
             and (secret, certificate) in pairs
-            and (w := self.workloads.get(key)) is not None
-            and secret not in w.secrets
-            and not workload_accepts_target(_annotations(w), certificate)
+            and not self._agreed(key, secret, certificate)
         )
         if refused:
             return (
                 Reason.ROLLOUT_TARGET_NOT_OPTED_IN,
                 f"spec.rollout.targets names {', '.join(refused)}, which do not use Secret {secret} and did "
-                "not agree to be restarted for this certificate: their owner adds the annotation "
-                f"{ANN_ROLLOUT_TARGET_OF}={certificate} (or *).",
+                "not agree to be restarted for this certificate (or do not exist): their owner adds the "
+                f"annotation {ANN_ROLLOUT_TARGET_OF}={certificate} (or *).",
             )
         return None
+
+    def _agreed(self, key: WKey, secret: str, certificate: str) -> bool:
+        """A workload named in spec.rollout.targets mounts the Secret, or agreed to be restarted for the
+        certificate. (A workload the index does not hold uses nothing and has no opt-in.)"""
+        workload = self.workloads.get(key)
+        if workload is None:
+            return False
+        return secret in workload.secrets or workload_accepts_target(_annotations(workload), certificate)
 
     def settled(self, namespace: str, ref: str) -> bool:
         """Whether every workload using ``ref`` runs what it should (or cannot be restarted: opted out,
@@ -268,7 +287,7 @@ class RolloutManager:
     async def _loop(self) -> None:
         while True:
             try:
-                timeout = await self._step()
+                timeout = await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -280,8 +299,9 @@ class RolloutManager:
             except TimeoutError:
                 pass
 
-    async def _step(self) -> float:
-        """Act on what is due; return how long to sleep unless woken earlier."""
+    async def step(self) -> float:
+        """Act on what is due; return how long to sleep unless woken earlier. (The loop calls it; tests
+        with a fake clock call it directly.)"""
         now_m = self.clock.monotonic()
         limit = self.pacing.timeout.total_seconds()
         for key, since in list(self.in_flight.items()):
@@ -331,16 +351,16 @@ class RolloutManager:
     async def _consider(self, key: WKey) -> str:
         workload = self.workloads.get(key)
         if workload is None:
-            self.due.pop(key, None)
+            self._done(key)
             return "gone"
         found_versions = self._versions(key, workload)
         if found_versions is None:
-            self.due.pop(key, None)  # judged later: secret_changed() brings it back
+            self._done(key)  # judged later: secret_changed() brings it back
             return "unknown"
         versions = found_versions
         now = self.clock.now()
         if workload.opted_out:
-            self.due.pop(key, None)
+            self._done(key)
             return "opted-out"
         decision = decide_restart(
             kind=workload.kind,
@@ -354,19 +374,18 @@ class RolloutManager:
             now=now,
         )
         if decision.action is RestartAction.NONE:
-            self.due.pop(key, None)
-            self._unblock(key[0], versions)
+            self._done(key)
+            self._unblock(key)
             return "none"
         if decision.action is RestartAction.BLOCKED:
-            self.due.pop(key, None)
-            secrets = [v.secret_name for v in versions]
-            if any(self.blocks.get((key[0], s)) is None for s in secrets):
+            self._done(key)
+            secrets = frozenset(v.secret_name for v in versions)
+            if key not in self.blocks:
                 self.metrics.rollout_blocked(reason=decision.reason)
                 logger.warning("Not restarting %s %s/%s: %s", key[1], key[0], key[2], decision.message)
-                for secret in secrets:
-                    self.blocks[(key[0], secret)] = (decision.reason, decision.message)
+                self.blocks[key] = (decision.reason, decision.message, secrets)
                 if self.notify is not None:
-                    self.notify(key[0], secrets)
+                    self.notify(key[0], sorted(secrets))
             return "blocked"
         if decision.action is RestartAction.WAIT:
             if decision.retry_at is not None:
@@ -385,10 +404,10 @@ class RolloutManager:
             await patch_workload(self.api, key[0], key[1], key[2], patch)
         except ApiError as exc:
             if exc.not_found:
-                self.due.pop(key, None)
+                self._done(key)
                 return "gone"
             raise
-        self.due.pop(key, None)
+        self._done(key)
         self.in_flight[key] = self.clock.monotonic()
         self.max_in_flight_seen = max(self.max_in_flight_seen, len(self.in_flight))
         self.restarts += 1
@@ -407,13 +426,14 @@ class RolloutManager:
         )
         self.metrics.rollout_restart(kind=key[1])
         logger.info("Restarted %s %s/%s for %s.", key[1], key[0], key[2], stamped_for)
-        self._unblock(key[0], versions)
+        self._unblock(key)
         return "restarted"
 
-    def _unblock(self, namespace: str, versions: Iterable[SecretVersion]) -> None:
-        cleared = [v.secret_name for v in versions if self.blocks.pop((namespace, v.secret_name), None)]
-        if cleared and self.notify is not None:
-            self.notify(namespace, cleared)
+    def _unblock(self, key: WKey) -> None:
+        """The loop guard no longer holds ``key`` (restarted, settled, gone): its certificates look again."""
+        found = self.blocks.pop(key, None)
+        if found is not None and self.notify is not None:
+            self.notify(key[0], sorted(found[2]))
 
 
 def _annotations(workload: Workload) -> dict[str, str]:

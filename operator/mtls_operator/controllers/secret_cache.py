@@ -29,14 +29,18 @@ class Verdict:
 class SecretCache:
     def __init__(self) -> None:
         self._rv: dict[Key, str] = {}
+        self._watched: set[Key] = set()  # Secrets the filtered watch delivered (labelled ones)
         self._verdicts: dict[Key, Verdict] = {}
         self._must_read: set[Key] = set()
 
     # ------------------------------------------------------------------ Secrets
 
-    def observe(self, secret: Key, resource_version: str | None) -> bool:
-        """Record what the watch (or a read, or our own write) saw; True when it is news."""
+    def observe(self, secret: Key, resource_version: str | None, *, watched: bool = False) -> bool:
+        """Record what the watch (``watched``), a read or our own write saw; True when it is news."""
+        if watched:
+            self._watched.add(secret)
         if resource_version is None:
+            self._watched.discard(secret)
             return self._rv.pop(secret, None) is not None
         if self._rv.get(secret) == resource_version:
             return False
@@ -48,6 +52,11 @@ class SecretCache:
 
     def secrets(self) -> set[Key]:
         return set(self._rv)
+
+    def watched(self) -> set[Key]:
+        """The Secrets the filtered watch delivered and that still exist as far as it knows: what a resync
+        compares with its list (a Secret only ever read, such as an unlabelled CA, is not listed)."""
+        return self._watched & set(self._rv)
 
     # ------------------------------------------------------------------ verdicts
 

@@ -130,11 +130,20 @@ class WorkQueue(Generic[K]):
                 raise
             except ApiError as exc:
                 # Expected now and then (a namespace being deleted, a webhook, RBAC): one line, no trace.
-                logger.warning("API error while processing %s (%s); it is retried in 30 s.", key, exc)
+                logger.warning(
+                    "API error while processing %s (%s); it is retried in %ds.",
+                    key,
+                    exc,
+                    self._retry_after.total_seconds(),
+                )
                 self._active.discard(key)
                 self.add_at(key, self._clock.now() + self._retry_after)
             except Exception:
-                logger.exception("Unexpected error while processing %s; it is retried in 30 s.", key)
+                logger.exception(
+                    "Unexpected error while processing %s; it is retried in %ds.",
+                    key,
+                    self._retry_after.total_seconds(),
+                )
                 self._active.discard(key)
                 self.add_at(key, self._clock.now() + self._retry_after)
             finally:

@@ -57,6 +57,7 @@ READ_ERRORS = (
     UnsupportedAlgorithm,
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
+    x509.InvalidVersion,
 )
 
 
@@ -230,7 +231,7 @@ def parse_certificate_pem(data: bytes, *, name: str = "The certificate file") ->
     one does not parse. ``name`` begins the message (e.g. ``"tls.crt"``)."""
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is not a ValueError
         raise TLSMaterialError(f"{name} does not hold readable PEM certificates.") from None
     if not certs:
         raise TLSMaterialError(f"{name} does not hold any PEM certificate.")

@@ -10,8 +10,11 @@ backstop whose job is to stop a spin, not to account.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+EPSILON = 1e-9  # tokens are floats: a bucket refilled "exactly" to one may hold 0.9999...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,7 @@ def take(
     else:
         elapsed = max(0.0, (now - state.at).total_seconds())
         tokens = min(float(budget.burst), state.tokens + elapsed / interval)
-    if tokens >= 1.0:
-        return BudgetState(tokens - 1.0, now), None
-    wait = (1.0 - tokens) * interval
-    return state, now + timedelta(seconds=wait)
+    if tokens >= 1.0 - EPSILON:
+        return BudgetState(max(0.0, tokens - 1.0), now), None
+    wait = math.ceil((1.0 - tokens) * interval)  # whole seconds, rounded up: at that time a token is back
+    return state, now + timedelta(seconds=max(1, wait))

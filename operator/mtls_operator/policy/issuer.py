@@ -22,7 +22,7 @@ from mtls_operator.policy.ownership import CASecretAccess
 class IssuerAction(StrEnum):
     NOT_READY = "NotReady"  # report why; nothing to write
     CREATE_CA = "CreateCA"  # a CA the operator keeps does not exist yet: create it
-    RESIGN = "Resign"  # an intermediate no longer signed by its parent's CA: sign it again
+    RESIGN = "Resign"  # replace the CA the operator keeps: an intermediate whose parent changed, or expired
     READY = "Ready"
 
 
@@ -94,6 +94,16 @@ def plan_issuer(f: IssuerFacts) -> IssuerPlan:
             f"{where} does not allow this MTLSIssuer to sign with it: whoever may write the Secret must "
             f"annotate it {ANN_ALLOWED_ISSUERS}={f.name} (and label it {LABEL_SECRET_ROLE}={SECRET_ROLE_CA} "
             "so that its changes are seen at once).",
+        )
+    expired = (f.ca_error is not None and f.ca_error.reason is Reason.CA_EXPIRED) or (
+        f.ca is not None and f.now >= f.ca.not_after
+    )
+    if expired and f.keeps_ca and f.access is CASecretAccess.OWNED:
+        # Nothing can overlap with a CA that can no longer sign: make a new one at once.
+        return IssuerPlan(
+            IssuerAction.RESIGN,
+            Reason.CA_EXPIRED,
+            f"The CA in {where} expired (was the operator down?): creating a new CA in its place.",
         )
     if f.ca_error is not None:
         return IssuerPlan(IssuerAction.NOT_READY, f.ca_error.reason, f"{where}: {f.ca_error.message}")

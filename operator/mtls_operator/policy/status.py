@@ -119,6 +119,8 @@ def ready_status(
     pq = post_quantum(spec.private_key.algorithm, chain)
     if pq is not None:
         conditions = cond.put(conditions, ConditionType.POST_QUANTUM, pq[0], pq[1], pq[2], generation, now)
+    else:  # a classical certificate (perhaps ML-DSA before) says nothing about post-quantum
+        conditions = cond.drop(conditions, ConditionType.POST_QUANTUM)
     conditions = rollout_conditions(conditions, block, generation, now)
     return replace(
         old,

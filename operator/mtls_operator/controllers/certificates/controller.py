@@ -33,7 +33,7 @@ from mtls_operator.controllers.secret_cache import Verdict
 from mtls_operator.k8s.api import ApiError
 from mtls_operator.k8s.resources import patch_status, post_event, read_namespace, read_secret, set_finalizers
 from mtls_operator.policy import backoff
-from mtls_operator.policy.budget import BudgetState, take
+from mtls_operator.policy.budget import BudgetState
 from mtls_operator.policy.certificate import Action, Plan, SecretView, plan, renewal_of
 from mtls_operator.policy.ownership import owns_leaf_secret
 from mtls_operator.policy.status import (
@@ -195,7 +195,6 @@ class CertificateController:
             self.ctx.work.add_certificate(key)  # the issuer changed since this was decided: decide again
             return
         revision = max(g.input.secret.revision, cert.status.revision) + 1
-        budget, _ = take(self.config.budget, self.budgets.get(key), spec.duration, now)
         started = self.clock.monotonic()
         refreshed = decision.action is Action.REFRESH_TRUST
         try:
@@ -223,8 +222,8 @@ class CertificateController:
                 now,
             )
             return
-        if budget is not None:
-            self.budgets[key] = budget
+        if g.budget_after is not None:
+            self.budgets[key] = g.budget_after  # the one issuance the decision took from the budget
         self._remember(cert, g, decision, written)
         if not refreshed:
             self.issued += 1

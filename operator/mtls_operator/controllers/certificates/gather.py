@@ -48,6 +48,7 @@ class Gathered:
     secret: SecretObject | None  # the Secret as read (the write guard); None when judged from the cache
     issuer: IssuerState | None
     spec: CertificateSpec | None  # the spec with the SPIFFE ID filled in
+    budget_after: BudgetState | None = None  # the issuance budget once this decision issues
 
 
 class Gatherer:
@@ -122,9 +123,9 @@ class Gatherer:
                 last_reason = Reason(ready.reason)
             except ValueError:
                 last_reason = None
-        budget_retry_at = None
+        budget_after, budget_retry_at = None, None
         if spec is not None:
-            _, budget_retry_at = take(
+            budget_after, budget_retry_at = take(
                 self.config.budget, self.budgets.get(cert.key), _lifetime(secret_view, spec), now
             )
         inp = CertificateInput(
@@ -150,7 +151,7 @@ class Gatherer:
             backoff_cap=self.config.backoff_cap,
             budget_retry_at=budget_retry_at,
         )
-        return Gathered(inp, secret, state, spec)
+        return Gathered(inp, secret, state, spec, budget_after if budget_retry_at is None else None)
 
     async def _secret(
         self, cert: ParsedCertificate, spec: CertificateSpec, state: IssuerState | None
