@@ -23,6 +23,7 @@ from tests.unit.pki_factory import ECDSA_P256, MLDSA_44, NOW, build_cert, key, s
 
 from mtls_operator.controllers import revocation as rev
 from mtls_operator.controllers.revocation import Revocations, Revoked, Stored
+from mtls_operator.controllers.revocation_http import decode_ocsp_get
 from mtls_operator.k8s.api import ApiClient, ApiError
 
 T0 = NOW.replace(microsecond=0)
@@ -215,7 +216,7 @@ def test_der_to_pem_is_what_cryptography_reads() -> None:
     ],
 )
 def test_decode_ocsp_get(tail: str, expected: bytes | None) -> None:
-    assert rev.decode_ocsp_get(tail) == expected
+    assert decode_ocsp_get(tail) == expected
 
 
 def _crl_der(ca: Any) -> bytes:

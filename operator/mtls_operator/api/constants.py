@@ -97,3 +97,6 @@ class Reason(StrEnum):
     CA_NOT_YET_VALID = "CANotYetValid"
     CA_KEY_UNSUPPORTED = "CAKeyUnsupported"
     CA_SECRET_NOT_MANAGED = "CASecretNotManaged"
+    # Issuer: its revocation list (the <issuer>-revocations ConfigMap).
+    REVOCATIONS_CONFLICT = "RevocationsConflict"
+    REVOCATIONS_FULL = "RevocationsFull"
