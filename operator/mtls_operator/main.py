@@ -16,11 +16,18 @@ from pathlib import Path
 import kopf
 
 from mtls_operator import __version__
+from mtls_operator.controllers.revocation_http import responder_address
+from mtls_operator.controllers.revocation_mirror import RevocationMirror, mirror_interval
 from mtls_operator.controllers.runtime import Settings
 from mtls_operator.k8s.api import ApiClient, Credentials, credentials_from_kopf
 from mtls_operator.k8s.lease import LeaderElector, LeaseConfig, default_identity
 from mtls_operator.observability.metrics import Metrics
-from mtls_operator.observability.server import DEFAULT_PORT, MetricsServer
+from mtls_operator.observability.server import (
+    DEFAULT_BIND,
+    DEFAULT_PORT,
+    MetricsServer,
+    raise_open_files_limit,
+)
 
 logger = logging.getLogger("mtls_operator")
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -64,8 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--metrics-bind-address",
-        default=os.environ.get("MTLS_METRICS_BIND_ADDRESS", "0.0.0.0"),  # noqa: S104 (scraped in a pod)
-        help="address the metrics server listens on (default 0.0.0.0)",
+        default=os.environ.get("MTLS_METRICS_BIND_ADDRESS", DEFAULT_BIND),
+        help=f"address the metrics server listens on (default {DEFAULT_BIND}; the Helm chart sets 0.0.0.0 "
+        "so that Prometheus and the kubelet reach it)",
     )
     p.add_argument(
         "--leader-elect",
@@ -139,7 +147,10 @@ def _lease_namespace(args: argparse.Namespace, creds: Credentials) -> str:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Start the metrics server, wait for leadership if asked to, then run kopf until it stops."""
+    """Start the metrics server, wait for leadership if asked to (serving CRLs and OCSP read-only from the
+    stored lists meanwhile), then run kopf until it stops."""
+    soft, _ = raise_open_files_limit()
+    logger.debug("Open files limit: %d.", soft)
     metrics = Metrics(build=build_info())
     server: MetricsServer | None = None
     if args.metrics_port:
@@ -154,6 +165,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     stop = asyncio.Event()
     elector: LeaderElector | None = None
     lease_api: ApiClient | None = None
+    mirror_api: ApiClient | None = None
+    mirror: RevocationMirror | None = None
     holder: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     try:
@@ -170,6 +183,18 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             )
             elector = LeaderElector(lease_api, config)
             metrics.set_leader(False)
+            address = responder_address()
+            if address is not None:
+                # A standby answers CRL and OCSP too (the Service routes to every replica), read-only from
+                # the stored lists, on its own client so that the Lease never waits behind it.
+                mirror_api = ApiClient(creds, timeout=10.0, concurrency=4)
+                mirror = RevocationMirror(
+                    mirror_api,
+                    namespaces=args.namespace,
+                    cluster_wide=needs_cluster_scan(args.namespace or None),
+                    interval=mirror_interval(),
+                )
+                await mirror.start(*address)
             logger.info(
                 "Leader election on: identity %s, lease %s/%s.",
                 elector.identity,
@@ -182,6 +207,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            if mirror is not None:  # the leader's own store takes the port over
+                await mirror.stop()
+                mirror = None
             if not acquiring.done():
                 acquiring.cancel()
                 return 0
@@ -211,6 +239,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     finally:
+        if mirror is not None:
+            await mirror.stop()
+        if mirror_api is not None:
+            await mirror_api.close()
         if holder is not None:
             holder.cancel()
         if elector is not None:
