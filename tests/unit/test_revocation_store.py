@@ -230,13 +230,16 @@ def _crl_der(ca: Any) -> bytes:
 
 
 class FakeApi:
-    """Just enough of ApiClient for ConfigMaps: create, replace with a resourceVersion guard, get."""
+    """Just enough of ApiClient for ConfigMaps: create, replace with a resourceVersion guard, get; events and
+    MTLSIssuers are recorded and served from ``objects`` too."""
 
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.writes = 0
+        self.events: list[dict[str, Any]] = []
         self.before_write: Callable[[], None] | None = None  # a concurrent writer, once
+        self.fail_writes: ApiError | None = None  # every write raises this while set
 
     def put_object(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -250,11 +253,21 @@ class FakeApi:
         return copy.deepcopy(found) if found is not None else None
 
     async def request(
-        self, method: str, path: str, *, body: Any = None, content_type: str = ""
+        self, method: str, path: str, *, body: Any = None, content_type: str = "", params: Any = None
     ) -> dict[str, Any]:
+        if method == "GET":
+            found = await self.get_or_none(path)
+            if found is None:
+                raise ApiError(404, "NotFound", "no such object")
+            return found
+        if method == "POST" and path.endswith("/events"):
+            self.events.append(copy.deepcopy(body))
+            return dict(body)
         if self.before_write is not None:
             hook, self.before_write = self.before_write, None
             hook()
+        if self.fail_writes is not None:
+            raise self.fail_writes
         self.writes += 1
         if method == "POST":
             full = f"{path}/{body['metadata']['name']}"
@@ -278,10 +291,9 @@ class Clock:
         return self.now
 
 
-def _store(api: FakeApi, now: datetime = T0) -> tuple[Revocations, Clock]:
-    store = Revocations(cast(ApiClient, api))
+def _store(api: FakeApi, now: datetime = T0, **options: Any) -> tuple[Revocations, Clock]:
     clock = Clock(now)
-    store.clock = clock
+    store = Revocations(cast(ApiClient, api), clock=clock, **options)
     return store, clock
 
 

@@ -83,7 +83,7 @@ WRITE_ATTEMPTS: Final = 5
 # The API server refuses a ConfigMap whose data and binaryData hold more than 1 MiB. Additions stop
 # short of it, leaving room for a larger cRLNumber and for entries written by a concurrent writer.
 CONFIG_MAP_LIMIT: Final = 1024 * 1024
-BUDGET_BYTES: Final = 900 * 1024
+BUDGET_BYTES: Final = 1_000_000
 
 
 # ---------------------------------------------------------------------------------------------------------
