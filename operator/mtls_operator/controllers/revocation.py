@@ -42,6 +42,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -200,14 +201,30 @@ def merge_revoked(*lists: Iterable[Revoked]) -> tuple[Revoked, ...]:
     return tuple(by_serial[s] for s in sorted(by_serial))
 
 
+@functools.lru_cache(maxsize=16384)
+def _json_line(entry: Revoked) -> str:
+    return json.dumps(entry.as_json(), sort_keys=True)
+
+
+_last_dump: list[tuple[tuple[Revoked, ...], str]] = []  # the last list dumped: one revoke dumps it 3 times
+
+
 def dump_revoked_json(entries: Iterable[Revoked]) -> str:
     """Canonical ``revoked.json``: sorted by serial, one entry per line, so diffs read well."""
-    items = [json.dumps(e.as_json(), sort_keys=True) for e in merge_revoked(entries)]
-    return "[\n" + ",\n".join(items) + "\n]\n" if items else "[]\n"
+    if isinstance(entries, tuple) and _last_dump and _last_dump[0][0] is entries:
+        return _last_dump[0][1]
+    items = [_json_line(e) for e in merge_revoked(entries)]
+    text = "[\n" + ",\n".join(items) + "\n]\n" if items else "[]\n"
+    if isinstance(entries, tuple):
+        _last_dump[:] = [(entries, text)]
+    return text
 
 
 def list_digest(entries: Iterable[Revoked]) -> str:
     return hashlib.sha256(dump_revoked_json(entries).encode()).hexdigest()
+
+
+EMPTY_DIGEST: Final = hashlib.sha256(b"[]\n").hexdigest()
 
 
 def keep_until(entry: Revoked, margin: timedelta, ca_not_after: datetime | None) -> datetime | None:
@@ -388,7 +405,7 @@ class _Issuer:
     ca: CAKeyPair | None = None
     spec: RevocationSpec | None = None
     stored: Stored = Stored()
-    digest: str = field(default_factory=lambda: list_digest(()))
+    digest: str = EMPTY_DIGEST
     serials: frozenset[int] = frozenset()
     served: Served = field(default_factory=Served)
     loaded: bool = False
@@ -469,7 +486,10 @@ class Revocations:
                     continue
                 try:
                     async with state.lock:
+                        if state.conflict is not None:  # its owner may have removed it since
+                            await self._load(key, state, reread=True)
                         await self._publish_if_due(key, state)
+                    await self._report(key, state)
                 except Exception as exc:  # the loop must outlive any one issuer's failure
                     logger.warning("Cannot refresh the CRL of issuer %s/%s: %s", *key, exc)
 
@@ -527,7 +547,7 @@ class Revocations:
         serial = parse_serial(serial_hex)
         if serial is None:
             raise ValueError(f"{serial_hex!r} is not a hex certificate serial.")
-        state = self._issuers.setdefault(key, _Issuer())
+        state = self._state(key)
         now = self.clock()
         if not_after is not None and whole_seconds(not_after) + state.margin <= now:
             logger.info(
@@ -569,7 +589,7 @@ class Revocations:
         """Called at every issuer reconcile: load the issuer's list and (re)publish its CRL when needed.
         ``uid`` (the MTLSIssuer's) is used for events; without it the issuer is read when one is due."""
         key = (namespace, issuer)
-        state = self._issuers.setdefault(key, _Issuer())
+        state = self._state(key)
         if uid:
             state.uid = uid
         try:
@@ -602,6 +622,12 @@ class Revocations:
         if state is None or state.spec is None:
             return None, None
         return state.spec.crl_url, state.spec.ocsp_url
+
+    def _state(self, key: Key) -> _Issuer:
+        state = self._issuers.get(key)
+        if state is None:
+            state = self._issuers[key] = _Issuer()
+        return state
 
     def lookup(self, namespace: str, issuer: str) -> Served | None:
         """What the responder serves for an issuer this process has loaded; None: 404."""
