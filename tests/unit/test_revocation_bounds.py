@@ -388,3 +388,27 @@ def test_stored_size_is_what_the_api_server_counts() -> None:
         len(base64.b64decode(v)) for v in body["binaryData"].values()
     )
     assert rev.stored_from_config_map(body)[0].size() == counted
+
+
+def test_the_refresh_task_takes_the_list_over_once_the_foreign_config_map_is_gone() -> None:
+    api = FakeApi()
+    api.put_object(CM_PATH, _foreign())
+    store, _ = _store(api, events=False)
+    store.refresh_interval = 0.01
+
+    async def run() -> None:
+        await store.sync_issuer(NS, ISSUER, WITH_CRL, CA)
+        assert store.problem(NS, ISSUER) is not None
+        del api.objects[CM_PATH]
+        task = asyncio.create_task(store._refresh_loop())
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if CM_PATH in api.objects:
+                    break
+        finally:
+            task.cancel()
+
+    asyncio.run(run())
+    assert api.objects[CM_PATH]["metadata"]["annotations"]["mtls.dev/revocations-for"] == ISSUER
+    assert store.problem(NS, ISSUER) is None and api.events == []
