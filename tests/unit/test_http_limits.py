@@ -141,23 +141,65 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() -> Non
     assert held <= FAST.idle_timeout + SLACK
 
 
-def test_connections_beyond_the_cap_are_closed_at_once_and_the_rest_still_served() -> None:
-    async def test(listening: Listening) -> tuple[float, list[float], bytes, int]:
-        held = [await _open(listening) for _ in range(FAST.max_connections)]
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
-        extra = [await _open(listening) for _ in range(20)]
-        refused = [(await _closed_after(reader, started, wait=2))[0] for reader, _ in extra]
-        assert listening.connections <= FAST.max_connections
-        # Once the held ones time out, the server answers again.
-        await asyncio.gather(*(_closed_after(reader, started) for reader, _ in held))
-        answer = await _ask(listening, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        return max(refused), refused, answer, listening.stats.refused
+def test_at_the_cap_a_new_connection_pushes_out_the_oldest_that_sent_nothing() -> None:
+    cap = FAST.max_connections
 
-    slowest, refused, answer, count = _run(test)
-    assert slowest < FAST.header_timeout, f"refused connections must not be held: {refused}"
-    assert count == 20
-    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello\n")
+    async def test(listening: Listening) -> dict[str, Any]:
+        started = time.monotonic()
+        oldest = [await _open(listening) for _ in range(cap)]
+        await asyncio.sleep(0.2)  # past the eviction grace
+        newest = [await _open(listening) for _ in range(cap)]
+        pushed = [(await _closed_after(reader, started, wait=2))[0] for reader, _ in oldest]
+        # Within the grace nothing is pushed out: a burst is refused instead.
+        burst = [await _open(listening) for _ in range(4)]
+        refused = [(await _closed_after(reader, started, wait=2))[0] for reader, _ in burst]
+        await asyncio.sleep(0.2)
+        # A client that asks at once gets in while the cap is full of half-open connections.
+        asked = time.monotonic()
+        answer = await _ask(listening, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answered = time.monotonic() - asked
+        held = [(await _closed_after(reader, started))[0] for reader, _ in newest]
+        return {
+            "pushed": pushed,
+            "refused": refused,
+            "held": held,
+            "answer": answer,
+            "answered": answered,
+            "stats": listening.stats,
+            "open": listening.connections,
+        }
+
+    out = _run(test)
+    assert max(out["pushed"]) < FAST.header_timeout, f"the oldest were pushed out at once: {out['pushed']}"
+    assert max(out["refused"]) < FAST.header_timeout
+    assert out["answer"].startswith(b"HTTP/1.1 200") and out["answer"].endswith(b"hello\n")
+    assert out["answered"] < FAST.header_timeout
+    early = [h for h in out["held"] if h < FAST.header_timeout]
+    assert len(early) == 1, (
+        f"only the oldest of the newest made room for the client that asked: {out['held']}"
+    )
+    assert (out["stats"].evicted, out["stats"].refused) == (cap + 1, 4)
+
+
+def test_when_every_connection_has_asked_a_new_one_is_closed_at_once() -> None:
+    async def test(listening: Listening) -> tuple[float, bytes, int]:
+        kept = []
+        for _ in range(FAST.max_connections):
+            reader, writer = await _open(listening)
+            writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")  # kept alive afterwards
+            await writer.drain()
+            await reader.readuntil(b"hello\n")
+            kept.append((reader, writer))
+        started = time.monotonic()
+        reader, _ = await _open(listening)
+        closed, _ = await _closed_after(reader, started, wait=2)
+        await asyncio.gather(*(_closed_after(r, started) for r, _ in kept))  # idle timeout
+        answer = await _ask(listening, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return closed, answer, listening.stats.refused
+
+    closed, answer, refused = _run(test)
+    assert closed < FAST.idle_timeout and refused == 1
+    assert answer.startswith(b"HTTP/1.1 200"), "served again once the idle ones timed out"
 
 
 @pytest.mark.parametrize(

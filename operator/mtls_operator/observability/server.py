@@ -3,11 +3,13 @@
 Both listen through :func:`serve`, which bounds what an unauthenticated peer can hold (see
 :class:`HttpLimits`): a connection must send a complete request head within ``header_timeout`` of
 connecting (and within ``idle_timeout`` of its last response when kept alive), a handler (body read
-included) must finish within ``request_timeout``, at most ``max_connections`` are open at once (a
-connection beyond that is closed as soon as it is accepted, so a flood can never take the file
-descriptors the operator needs for its own API calls), and request lines, headers and bodies are
-capped. aiohttp alone has none of the first three (keep-alive defaults to 3,630 s, and before 3.10 a
-connection that never sends a byte is never timed out).
+included) must finish within ``request_timeout``, at most ``max_connections`` are open at once, and
+request lines, headers and bodies are capped. At the cap a new connection pushes out the oldest one that
+has not sent a complete request head yet (so half-open connections cannot lock out a Prometheus scrape
+or a liveness probe, which send theirs at once); when every open connection has sent a request, the new
+one is closed as soon as it is accepted. Either way a flood can never take the file descriptors the
+operator needs for its own API calls. aiohttp alone has none of the first three (keep-alive defaults to
+3,630 s, and before 3.10 a connection that never sends a byte is never timed out).
 
 The metrics server runs on the operator's event loop, so a loop that stops answering fails the liveness
 probe too.
@@ -37,6 +39,7 @@ DEFAULT_PORT: Final = 9402
 DEFAULT_BIND: Final = "127.0.0.1"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+EVICTION_GRACE: Final = 0.02  # seconds a new connection is safe from eviction (it may not have been read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,7 @@ class HttpLimits:
     header_timeout: float = 5.0  # connect -> complete request line and headers
     idle_timeout: float = 5.0  # a kept-alive connection with no request in flight is closed after this
     request_timeout: float = 10.0  # request head received -> response started (body read included)
-    max_connections: int = 64  # open connections; the next one is closed as soon as it is accepted
+    max_connections: int = 128  # open connections; see the module docstring for what happens beyond
     max_line_size: int = 4096  # request line, and each header line
     max_headers: int = 32
     max_body: int = 64 * 1024  # request body (Content-Length above it: 413 before the handler runs)
@@ -56,16 +59,19 @@ class HttpLimits:
 
 @dataclass
 class ServerStats:
-    """Counters a test (or a log line) can read: connections refused over the cap, closed for sending no
-    complete request head in time, and requests cut off by ``request_timeout``."""
+    """Counters a test (or a log line) can read: connections closed to make room for a new one (the oldest
+    that sent no request), refused over the cap (when every open one has sent a request), closed for
+    sending no complete request head in time, and requests cut off by ``request_timeout``."""
 
+    evicted: int = 0
     refused: int = 0
     header_timeouts: int = 0
     request_timeouts: int = 0
 
 
 class _Refuse(asyncio.Protocol):
-    """The protocol given to a connection beyond the cap: close it as soon as it is made."""
+    """The protocol given to a connection beyond the cap when no open one can make room: close it as soon
+    as it is made."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.close()
@@ -81,8 +87,9 @@ class Listening:
         self.port = 0
         self._runner = runner
         self._server: asyncio.Server | None = None
-        # A request-head deadline per connection that has not sent its first request yet.
-        self._deadlines: dict[RequestHandler, asyncio.TimerHandle] = {}
+        # The request-head deadline and accept time of each connection that has not sent a request yet,
+        # oldest first.
+        self._deadlines: dict[RequestHandler, tuple[asyncio.TimerHandle, float]] = {}
         self._warned_at = 0.0
 
     @property
@@ -96,23 +103,50 @@ class Listening:
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         assert server is not None
-        if self.connections >= self.limits.max_connections:
+        if self.connections >= self.limits.max_connections and not self._evict_oldest_silent():
             self.stats.refused += 1
-            now = time.monotonic()
-            if now - self._warned_at > 60:
-                self._warned_at = now
-                logger.warning(
-                    "The %s server has %d connections open (its limit): closing new ones at once "
-                    "(%d so far).",
-                    self.name,
-                    self.limits.max_connections,
-                    self.stats.refused,
-                )
+            self._warn("closing new connections at once")
             return _Refuse()
         protocol = server()
         loop = asyncio.get_running_loop()
-        self._deadlines[protocol] = loop.call_later(self.limits.header_timeout, self._too_slow, protocol)
+        deadline = loop.call_later(self.limits.header_timeout, self._too_slow, protocol)
+        self._deadlines[protocol] = (deadline, time.monotonic())
         return protocol
+
+    def _evict_oldest_silent(self) -> bool:
+        """Close the oldest connection that has not sent a complete request head yet, to make room: a peer
+        holding half-open connections cannot lock others out, it can only push its own oldest out. Not one
+        accepted less than ``EVICTION_GRACE`` ago (it may not have been read yet: a burst of accepts must
+        not push out the client that asked first). False when there is none to close."""
+        now = time.monotonic()
+        while self._deadlines:
+            protocol, (deadline, accepted) = next(iter(self._deadlines.items()))
+            if protocol.transport is None:  # gone already
+                self._deadlines.pop(protocol)
+                deadline.cancel()
+                continue
+            if now - accepted < EVICTION_GRACE:
+                return False
+            self._deadlines.pop(protocol)
+            deadline.cancel()
+            protocol.force_close()
+            self.stats.evicted += 1
+            self._warn("closing the oldest connections that sent no request")
+            return True
+        return False
+
+    def _warn(self, doing: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > 60:
+            self._warned_at = now
+            logger.warning(
+                "The %s server has %d connections open (its limit): %s (%d evicted, %d refused so far).",
+                self.name,
+                self.limits.max_connections,
+                doing,
+                self.stats.evicted,
+                self.stats.refused,
+            )
 
     def _too_slow(self, protocol: RequestHandler) -> None:
         if self._deadlines.pop(protocol, None) is not None and protocol.transport is not None:
@@ -120,15 +154,15 @@ class Listening:
             protocol.force_close()
 
     def request_arrived(self, protocol: RequestHandler | None) -> None:
-        deadline = self._deadlines.pop(protocol, None) if protocol is not None else None
-        if deadline is not None:
-            deadline.cancel()
+        found = self._deadlines.pop(protocol, None) if protocol is not None else None
+        if found is not None:
+            found[0].cancel()
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for deadline in self._deadlines.values():
+        for deadline, _ in self._deadlines.values():
             deadline.cancel()
         self._deadlines.clear()
         await self._runner.cleanup()
