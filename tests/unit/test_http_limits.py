@@ -23,15 +23,15 @@ from mtls_operator.observability.server import (
 )
 
 FAST = HttpLimits(
-    header_timeout=0.5,
-    idle_timeout=0.5,
-    request_timeout=0.5,
+    header_timeout=1.0,
+    idle_timeout=1.0,
+    request_timeout=1.0,
     max_connections=8,
     max_line_size=256,
     max_headers=8,
     max_body=1024,
 )
-SLACK = 1.0  # scheduling on a busy machine
+SLACK = 1.5  # scheduling on a busy machine
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -124,7 +124,7 @@ def test_a_request_head_trickled_byte_by_byte_is_cut_off_at_the_header_timeout(l
         return time.monotonic() - started, sent
 
     held, sent = _run(test, limits)
-    assert held <= FAST.header_timeout + SLACK and sent < 60
+    assert held <= FAST.header_timeout + SLACK and sent < 120, "cut off before the head was complete"
 
 
 def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() -> None:
