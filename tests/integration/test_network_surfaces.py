@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from tests.helpers import Cluster, wait_for
 
 from mtls_objects import create_certificate, create_issuer, get, self_signed, wait_issuer_ready
@@ -178,7 +179,12 @@ def test_a_thousand_half_open_connections_per_port_do_not_disturb_issuance(
     assert operator.proc is not None
     pid = operator.proc.pid
     try:
-        wait_for(lambda: _lease(cluster, ns)[0].endswith(f"_{pid}"), timeout=30, message="the operator leads")
+        wait_for(
+            lambda: _lease(cluster, ns)[0].endswith(f"_{pid}"),
+            timeout=30,
+            message="the operator leads",
+            ignore=(ApiException,),  # 404 until the Lease is created
+        )
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (FILES_LIMIT, FILES_LIMIT))
         create_issuer(cluster, ns, "ca", {**self_signed("ca"), "revocation": {}})
         wait_issuer_ready(cluster, ns, "ca")

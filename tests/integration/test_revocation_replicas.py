@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from tests.helpers import Cluster, wait_for
 
 from mtls_objects import (
@@ -66,7 +67,13 @@ class Replica(OperatorProcess):
 
 
 def _holder(cluster: Cluster, ns: str) -> str:
-    lease = client.CoordinationV1Api(cluster.api_client).read_namespaced_lease("mtls-operator", ns)
+    """Who holds the operator's Lease ("" before anyone created it)."""
+    try:
+        lease = client.CoordinationV1Api(cluster.api_client).read_namespaced_lease("mtls-operator", ns)
+    except ApiException as exc:
+        if exc.status == 404:
+            return ""
+        raise
     return str(lease.spec.holder_identity or "")
 
 
