@@ -16,10 +16,11 @@ import kopf
 from mtls_operator import __version__
 from mtls_operator.controllers.config import OperatorConfig, parse_config
 from mtls_operator.controllers.handlers import build_registry
+from mtls_operator.controllers.revocation_mirror import RevocationMirror
 from mtls_operator.k8s.api import ApiClient, Credentials, credentials_from_kopf
 from mtls_operator.k8s.lease import LeaderElector, LeaseConfig, default_identity
 from mtls_operator.observability.metrics import Metrics
-from mtls_operator.observability.server import MetricsServer
+from mtls_operator.observability.server import MetricsServer, raise_open_files_limit
 
 logger = logging.getLogger("mtls_operator")
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -83,7 +84,10 @@ def _lease_namespace(config: OperatorConfig, creds: Credentials) -> str:
 
 
 async def run(config: OperatorConfig) -> int:
-    """Start the metrics server, wait for leadership if asked to, then run kopf until it stops."""
+    """Start the metrics server, wait for leadership if asked to (serving CRLs and OCSP read-only from the
+    stored lists meanwhile), then run kopf until it stops."""
+    soft, _ = raise_open_files_limit()
+    logger.debug("Open files limit: %d.", soft)
     metrics = Metrics(build=build_info())
     server: MetricsServer | None = None
     if config.metrics.port:
@@ -98,6 +102,8 @@ async def run(config: OperatorConfig) -> int:
     stop = asyncio.Event()
     elector: LeaderElector | None = None
     lease_api: ApiClient | None = None
+    mirror_api: ApiClient | None = None
+    mirror: RevocationMirror | None = None
     holder: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     try:
@@ -115,6 +121,17 @@ async def run(config: OperatorConfig) -> int:
             )
             elector = LeaderElector(lease_api, lease)
             metrics.set_leader(False)
+            if config.revocation.port:
+                # A standby answers CRL and OCSP too (the Service routes to every replica), read-only from
+                # the stored lists, on its own client so that the Lease never waits behind it.
+                mirror_api = ApiClient(creds, timeout=10.0, concurrency=4)
+                mirror = RevocationMirror(
+                    mirror_api,
+                    namespaces=list(config.namespaces),
+                    cluster_wide=needs_cluster_scan(list(config.namespaces) or None),
+                    interval=config.revocation_mirror_interval.total_seconds(),
+                )
+                await mirror.start(config.revocation.bind, config.revocation.port)
             logger.info(
                 "Leader election on: identity %s, lease %s/%s.",
                 elector.identity,
@@ -127,6 +144,9 @@ async def run(config: OperatorConfig) -> int:
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            if mirror is not None:  # the leader's own store takes the port over
+                await mirror.stop()
+                mirror = None
             if not acquiring.done():
                 acquiring.cancel()
                 return 0
@@ -157,6 +177,10 @@ async def run(config: OperatorConfig) -> int:
         )
         return 0
     finally:
+        if mirror is not None:
+            await mirror.stop()
+        if mirror_api is not None:
+            await mirror_api.close()
         if holder is not None:
             holder.cancel()
         if elector is not None:

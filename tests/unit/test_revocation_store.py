@@ -24,6 +24,7 @@ from tests.unit.pki_factory import ECDSA_P256, MLDSA_44, NOW, build_cert, key, s
 from mtls_operator.api.issuer_policy import parse_revocation
 from mtls_operator.controllers import revocation as rev
 from mtls_operator.controllers.revocation import Revocations, Revoked, Stored
+from mtls_operator.controllers.revocation_http import decode_ocsp_get
 from mtls_operator.k8s.api import ApiClient, ApiError
 
 T0 = NOW.replace(microsecond=0)
@@ -216,7 +217,7 @@ def test_der_to_pem_is_what_cryptography_reads() -> None:
     ],
 )
 def test_decode_ocsp_get(tail: str, expected: bytes | None) -> None:
-    assert rev.decode_ocsp_get(tail) == expected
+    assert decode_ocsp_get(tail) == expected
 
 
 def _crl_der(ca: Any) -> bytes:
@@ -230,13 +231,16 @@ def _crl_der(ca: Any) -> bytes:
 
 
 class FakeApi:
-    """Just enough of ApiClient for ConfigMaps: create, replace with a resourceVersion guard, get."""
+    """Just enough of ApiClient for ConfigMaps: create, replace with a resourceVersion guard, get; events and
+    MTLSIssuers are recorded and served from ``objects`` too."""
 
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.writes = 0
+        self.events: list[dict[str, Any]] = []
         self.before_write: Callable[[], None] | None = None  # a concurrent writer, once
+        self.fail_writes: ApiError | None = None  # every write raises this while set
 
     def put_object(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -250,11 +254,21 @@ class FakeApi:
         return copy.deepcopy(found) if found is not None else None
 
     async def request(
-        self, method: str, path: str, *, body: Any = None, content_type: str = ""
+        self, method: str, path: str, *, body: Any = None, content_type: str = "", params: Any = None
     ) -> dict[str, Any]:
+        if method == "GET":
+            found = await self.get_or_none(path)
+            if found is None:
+                raise ApiError(404, "NotFound", "no such object")
+            return found
+        if method == "POST" and path.endswith("/events"):
+            self.events.append(copy.deepcopy(body))
+            return dict(body)
         if self.before_write is not None:
             hook, self.before_write = self.before_write, None
             hook()
+        if self.fail_writes is not None:
+            raise self.fail_writes
         self.writes += 1
         if method == "POST":
             full = f"{path}/{body['metadata']['name']}"
@@ -278,10 +292,9 @@ class Clock:
         return self.now
 
 
-def _store(api: FakeApi, now: datetime = T0) -> tuple[Revocations, Clock]:
-    store = Revocations(cast(ApiClient, api))
+def _store(api: FakeApi, now: datetime = T0, **options: Any) -> tuple[Revocations, Clock]:
     clock = Clock(now)
-    store.clock = clock
+    store = Revocations(cast(ApiClient, api), clock=clock, **options)
     return store, clock
 
 
@@ -460,10 +473,8 @@ def _ocsp_request(leaf: x509.Certificate, issuer: x509.Certificate) -> bytes:
 
 
 @pytest.mark.parametrize("spec", [ECDSA_P256, MLDSA_44], ids=["ECDSA CA", "ML-DSA CA"])
-def test_responder_serves_crls_and_answers_ocsp(spec: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_responder_serves_crls_and_answers_ocsp(spec: Any) -> None:
     port = _free_port()
-    monkeypatch.setenv("MTLS_REVOCATION_PORT", str(port))
-    monkeypatch.setenv("MTLS_REVOCATION_BIND", "127.0.0.1")
     api = FakeApi()
     store, _ = _store(api, datetime.now(UTC))
     ca = self_signed_ca(spec)
@@ -476,7 +487,7 @@ def test_responder_serves_crls_and_answers_ocsp(spec: Any, monkeypatch: pytest.M
     base = f"http://127.0.0.1:{port}"
 
     async def run() -> dict[str, Any]:
-        await store.start()
+        await store.start(("127.0.0.1", port))
         try:
             assert store.port == port
             await store.sync_issuer(NS, ISSUER, WITH_CRL, ca)
@@ -535,18 +546,14 @@ def test_responder_serves_crls_and_answers_ocsp(spec: Any, monkeypatch: pytest.M
     assert malformed.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 
-def test_a_taken_port_leaves_the_responder_off_without_crashing(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_taken_port_leaves_the_responder_off_without_crashing(caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        monkeypatch.setenv("MTLS_REVOCATION_PORT", str(taken.getsockname()[1]))
-        monkeypatch.setenv("MTLS_REVOCATION_BIND", "127.0.0.1")
         store, _ = _store(FakeApi())
 
         async def run() -> int | None:
-            await store.start()
+            await store.start(("127.0.0.1", taken.getsockname()[1]))
             port = store.port
             await store.stop()
             return port
@@ -555,12 +562,11 @@ def test_a_taken_port_leaves_the_responder_off_without_crashing(
     assert "cannot listen" in caplog.text
 
 
-def test_port_zero_disables_the_responder(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MTLS_REVOCATION_PORT", "0")
+def test_port_zero_disables_the_responder() -> None:
     store, _ = _store(FakeApi())
 
     async def run() -> int | None:
-        await store.start()
+        await store.start(("127.0.0.1", 0))
         port = store.port
         await store.stop()
         return port

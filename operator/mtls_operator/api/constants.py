@@ -154,6 +154,10 @@ class Reason(StrEnum):
     BUNDLE_PUBLISHED = "BundlePublished"
     BUNDLE_CONFLICT = "BundleConflict"
     BUNDLE_NOT_ACCEPTED = "BundleNotAccepted"
+    # Issuer: its revocation list (the <issuer>-revocations ConfigMap).
+    REVOCATIONS_CONFLICT = "RevocationsConflict"
+    REVOCATIONS_FULL = "RevocationsFull"
+    REVOCATIONS_PUBLISHED = "RevocationsPublished"
 
 
 class RestartWait(StrEnum):

@@ -25,7 +25,7 @@ class ServerConfig:
     """An HTTP server of the operator (metrics, revocation responder). Port 0 turns it off."""
 
     port: int
-    bind: str = "0.0.0.0"  # noqa: S104 (scraped and queried from outside the pod)
+    bind: str = "127.0.0.1"  # the chart sets 0.0.0.0: scraped and queried from outside the pod
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class OperatorConfig:
     pacing: Pacing = field(default_factory=Pacing)
     metrics: ServerConfig = field(default_factory=lambda: ServerConfig(DEFAULT_METRICS_PORT))
     revocation: ServerConfig = field(default_factory=lambda: ServerConfig(DEFAULT_REVOCATION_PORT))
+    revocation_mirror_interval: timedelta = timedelta(seconds=10)  # a standby's copy of the stored lists
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     log_level: str = "INFO"
@@ -211,6 +212,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         str,
         "address the revocation responder listens on",
     )
+    add(
+        "--revocation-mirror-interval",
+        "MTLS_REVOCATION_MIRROR_INTERVAL",
+        d.revocation_mirror_interval.total_seconds(),
+        _seconds,
+        "seconds between a standby's reads of the stored revocation lists it answers from",
+    )
     p.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
@@ -294,6 +302,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Operat
         ),
         metrics=ServerConfig(args.metrics_port, args.metrics_bind_address),
         revocation=ServerConfig(args.revocation_port, args.revocation_bind_address),
+        revocation_mirror_interval=timedelta(seconds=max(1.0, args.revocation_mirror_interval)),
         leader_election=LeaderElectionConfig(
             enabled=args.leader_elect,
             namespace=args.leader_elect_namespace,

@@ -125,7 +125,7 @@ class IssuerController:
             issuer, plan, ca, secret, facts, parent, now
         )
         self.states[key] = state
-        await self.revocations.sync_issuer(key[0], key[1], issuer.revocation, state.ca)
+        await self.revocations.sync_issuer(key[0], key[1], issuer.revocation, state.ca, uid=issuer.meta.uid)
         await self._write_status(issuer, plan, state, rotation, problem, now)
         self.ctx.metrics.observe_issuer(
             key[0],
@@ -379,6 +379,22 @@ class IssuerController:
                     generation,
                     now,
                 )
+        revocation_problem = self.revocations.problem(*issuer.key)
+        if revocation_problem is not None:
+            conditions = cond.put(
+                conditions, ConditionType.REVOCATION, False, revocation_problem[0], revocation_problem[1],
+                generation, now,
+            )  # fmt: skip
+        elif cond.get(conditions, ConditionType.REVOCATION) is not None:
+            conditions = cond.put(
+                conditions,
+                ConditionType.REVOCATION,
+                True,
+                Reason.REVOCATIONS_PUBLISHED,
+                "The issuer's revocation list and CRL are kept.",
+                generation,
+                now,
+            )
         if problem is not None and not bundle_problem:
             conditions = cond.put(
                 conditions, ConditionType.CA_ROTATION, False, problem.reason, problem.message, generation, now

@@ -74,8 +74,7 @@ class Runtime:
             work=self,
         )
         budgets: dict[Key, BudgetState] = {}
-        self.revocations = Revocations(api, self.metrics)
-        self.revocations.clock = clock.now
+        self.revocations = Revocations(api, self.metrics, clock.now)
         bundles = BundleIndex()
         self.rollouts = RolloutManager(
             api,
@@ -104,7 +103,10 @@ class Runtime:
         self.queue.start()
         self.rollouts.start()
         self.resync.start()
-        task = asyncio.create_task(self.revocations.start())
+        served = self.config.revocation
+        task = asyncio.create_task(
+            self.revocations.start((served.bind, served.port) if served.port else None)
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

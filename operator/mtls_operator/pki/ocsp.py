@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal, TypeAlias
 
@@ -36,20 +37,22 @@ _HASHES: Final[dict[str, Callable[[], hashes.HashAlgorithm]]] = {
 }
 
 
-def respond(
-    request_der: bytes,
-    ca: CAKeyPair,
-    lookup: Callable[[int], CertStatus],
-    now: datetime,
-    validity: timedelta = DEFAULT_VALIDITY,
-) -> bytes:
-    """A DER OCSPResponse for ``request_der``, signed by ``ca``.
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What an OCSP request asks, once parsed and found to name ``ca``: the serial, the CertID hash
+    algorithm and hashes (the answer repeats them), and the nonce, if any."""
 
-    * unparsable request (or one asking about several certificates) -> ``malformedRequest``;
-    * a CertID naming another CA -> ``unauthorized`` (RFC 5019 2.2.3: not authoritative);
-    * otherwise ``successful`` with the status ``lookup(serial)`` gives, thisUpdate ``now`` and nextUpdate
-      ``now + validity`` (whole seconds); a revoked answer carries the revocation time and reason.
-    """
+    serial: int
+    hash_algorithm: str  # "sha1", "sha256", ...
+    issuer_name_hash: bytes
+    issuer_key_hash: bytes
+    nonce: bytes | None = None
+
+
+def read_request(request_der: bytes, ca: CAKeyPair) -> Question | bytes:
+    """The question ``request_der`` asks of ``ca``, or, when there is none to answer, the DER of the
+    unsigned response to send instead: ``malformedRequest`` for bytes that are not one OCSP request about
+    one certificate, ``unauthorized`` for a CertID naming another CA (RFC 5019 2.2.3). Cheap: no signing."""
     try:
         request = ocsp.load_der_ocsp_request(request_der)
         serial = request.serial_number
@@ -60,9 +63,20 @@ def respond(
     known = algorithm.name in _HASHES
     if not known or (name_hash, key_hash) != issuer_hashes(ca.certificate, algorithm.name):
         return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    return Question(serial, algorithm.name, name_hash, key_hash, _nonce(request))
 
+
+def sign_answer(
+    question: Question,
+    ca: CAKeyPair,
+    status: CertStatus,
+    now: datetime,
+    validity: timedelta = DEFAULT_VALIDITY,
+) -> bytes:
+    """A ``successful`` DER OCSPResponse signed by ``ca`` giving ``status`` for ``question``'s serial:
+    thisUpdate ``now`` and nextUpdate ``now + validity`` (whole seconds); a revoked answer carries the
+    revocation time and reason; the question's nonce is echoed when it has one."""
     this_update = whole_seconds(now)
-    status = lookup(serial)
     revoked_at: datetime | None = None
     reason: x509.ReasonFlags | None = None
     if status is None:
@@ -77,10 +91,10 @@ def respond(
     builder = (
         ocsp.OCSPResponseBuilder()
         .add_response_by_hash(
-            issuer_name_hash=name_hash,
-            issuer_key_hash=key_hash,
-            serial_number=serial,
-            algorithm=_HASHES[algorithm.name](),
+            issuer_name_hash=question.issuer_name_hash,
+            issuer_key_hash=question.issuer_key_hash,
+            serial_number=question.serial,
+            algorithm=_HASHES[question.hash_algorithm](),
             cert_status=cert_status,
             this_update=this_update,
             next_update=this_update + validity,
@@ -89,11 +103,35 @@ def respond(
         )
         .responder_id(ocsp.OCSPResponderEncoding.HASH, ca.certificate)
     )
-    nonce = _nonce(request)
-    if nonce is not None:
-        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    if question.nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(question.nonce), critical=False)
     response = builder.sign(ca.private_key, signature_hash(ca.private_key))
     return response.public_bytes(serialization.Encoding.DER)
+
+
+def try_later() -> bytes:
+    """The unsigned ``tryLater`` response: the responder cannot answer for this CA right now."""
+    return _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
+
+
+def respond(
+    request_der: bytes,
+    ca: CAKeyPair,
+    lookup: Callable[[int], CertStatus],
+    now: datetime,
+    validity: timedelta = DEFAULT_VALIDITY,
+) -> bytes:
+    """A DER OCSPResponse for ``request_der``, signed by ``ca``.
+
+    * unparsable request (or one asking about several certificates) -> ``malformedRequest``;
+    * a CertID naming another CA -> ``unauthorized`` (RFC 5019 2.2.3: not authoritative);
+    * otherwise ``successful`` with the status ``lookup(serial)`` gives, thisUpdate ``now`` and nextUpdate
+      ``now + validity`` (whole seconds); a revoked answer carries the revocation time and reason.
+    """
+    question = read_request(request_der, ca)
+    if isinstance(question, bytes):
+        return question
+    return sign_answer(question, ca, lookup(question.serial), now, validity)
 
 
 def issuer_hashes(issuer: x509.Certificate, algorithm: str = "sha1") -> tuple[bytes, bytes]:
