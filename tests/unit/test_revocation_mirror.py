@@ -37,6 +37,7 @@ def _ca_secret(name: str, issuer: str | None, slot: int = 0) -> tuple[dict[str, 
         "metadata": {
             "name": name,
             "namespace": NS,
+            "labels": {"app.kubernetes.io/managed-by": "mtls-operator"},
             "annotations": {"mtls.dev/ca-for-issuer": issuer} if issuer else {},
         },
         "type": "kubernetes.io/tls",

@@ -109,7 +109,7 @@ def parse_conditions(raw: Any) -> tuple[Condition, ...]:
             continue
         try:
             generation = int(item.get("observedGeneration") or 0)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             generation = 0
         out.append(
             Condition(

@@ -59,10 +59,7 @@ class ObjectMeta:
 
 def parse_meta(body: Mapping[str, Any]) -> ObjectMeta:
     meta = _section(body, "metadata")
-    try:
-        generation = int(meta.get("generation") or 0)
-    except (TypeError, ValueError):
-        generation = 0
+    generation = _int(meta.get("generation"))
     return ObjectMeta(
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
@@ -86,7 +83,7 @@ def parse_token(value: Any) -> str | None:
 def _int(value: Any) -> int:
     try:
         return int(value or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 
