@@ -73,6 +73,13 @@ SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER: Final = "mtls-admin"
 STATE_FILE: Final = "state.json"
 COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager")
+# Beta APIs and gates of Kubernetes 1.36 that are off by default and that the next issue builds on.
+BETA_APIS: Final = (
+    "certificates.k8s.io/v1beta1/clustertrustbundles",
+    "certificates.k8s.io/v1beta1/podcertificaterequests",
+)
+RUNTIME_CONFIG: Final = ",".join(f"{api}=true" for api in BETA_APIS)
+FEATURE_GATES: Final = "ClusterTrustBundle=true,ClusterTrustBundleProjection=true,PodCertificateRequest=true"
 # How often one component is relaunched on fresh ports when a port it was given is taken at bind time.
 PORT_ATTEMPTS: Final = 5
 _PORT_IN_USE = re.compile(r"address already in use|bind: address|EADDRINUSE", re.IGNORECASE)
@@ -879,11 +886,21 @@ class ControlPlane:
                     f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                     f"--service-account-key-file={pki.sa_pub}",
                     f"--service-account-signing-key-file={pki.sa_key}",
-                    "--authorization-mode=RBAC",
+                    # Node: the kubelet of the test node (mtls_operator.testing.node) is authorized as
+                    # a node, and NodeRestriction limits it to its own Node and Pods, as in production.
+                    "--authorization-mode=Node,RBAC",
+                    "--enable-admission-plugins=NodeRestriction",
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                    # No kubelet mounts tokens here, and the `default` ServiceAccount of a fresh namespace
-                    # appears only once kube-controller-manager gets to it: do not make Pods wait for it.
-                    "--disable-admission-plugins=ServiceAccount",
+                    # The kubelet's addresses: InternalIP is the pod gateway inside the node's sealed
+                    # network namespace, never reachable from here; Hostname is `localhost`, where a
+                    # forwarder leads to the kubelet (logs, exec). Never try the InternalIP.
+                    "--kubelet-preferred-address-types=Hostname",
+                    f"--kubelet-client-certificate={pki.admin_cert}",
+                    f"--kubelet-client-key={pki.admin_key}",
+                    # Kubernetes-native identity: PodCertificateRequest and ClusterTrustBundle (beta,
+                    # off by default in 1.36) are served, for the podCertificate projected volume.
+                    f"--runtime-config={RUNTIME_CONFIG}",
+                    f"--feature-gates={FEATURE_GATES}",
                     "--enable-priority-and-fairness=false",
                     # The only address is loopback, which an Endpoints object may not hold: without this the
                     # apiserver logs a failed sync of the `kubernetes` Service every ten seconds.
@@ -920,6 +937,7 @@ class ControlPlane:
                     f"--cluster-signing-cert-file={pki.ca_cert}",
                     f"--cluster-signing-key-file={pki.ca_key}",
                     "--use-service-account-credentials=false",
+                    f"--feature-gates={FEATURE_GATES}",
                     "--leader-elect=false",
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     "--profiling=false",
