@@ -1,10 +1,11 @@
 """A real, throwaway Kubernetes control plane for tests and `make cluster-up`.
 
 It runs etcd, kube-apiserver and kube-controller-manager from the binaries that `make controlplane`
-builds (see e2e/controlplane/build.sh), on free loopback ports, with a fresh CA made here. There is no
-kubelet and no scheduler: Pods stay Pending, but everything the operator relies on is real: RBAC,
+builds (see e2e/controlplane/build.sh), on free loopback ports, with a fresh CA made here. Alone it has
+no kubelet and no scheduler: Pods stay Pending, but everything the operator relies on is real: RBAC,
 admission, CRDs with subresources, optimistic concurrency, and the Deployment -> ReplicaSet -> Pod
-controllers.
+controllers. `mtls_operator.testing.node` adds a scheduler and a kubelet whose pods really run
+(``up --node``, and the pytest ``node`` fixture).
 
 Used two ways:
 
@@ -1090,13 +1091,16 @@ def _forget_run(run: Path) -> None:
 
 
 def _stop_recorded(run: Path, state: RunState) -> list[str]:
-    stubborn = _terminate(state.components, 15.0)
+    from mtls_operator.testing.node import stop_recorded_node
+
+    stubborn = stop_recorded_node(run)
+    stubborn += _terminate(state.components, 15.0)
     if not stubborn:
         _forget_run(run)
     return stubborn
 
 
-def cmd_up(run: Path, timeout: float) -> int:
+def cmd_up(run: Path, timeout: float, node: bool = False) -> int:
     with _locked(run):
         state = read_run_state(run)
         if state is None and (run / STATE_FILE).exists():
@@ -1120,6 +1124,19 @@ def cmd_up(run: Path, timeout: float) -> int:
             _say(str(error), sys.stderr)
             return 1
         _say(f"kube-apiserver {plane.version()} ready at {plane.server} in {plane.started_in:.1f}s")
+        if node:
+            from mtls_operator.testing.node import Node
+
+            try:
+                started = Node.start(plane)
+            except ControlPlaneError as error:
+                _say(f"the node did not start, stopping the control plane: {error}", sys.stderr)
+                plane.stop()
+                return 1
+            _say(
+                f"node {started.name} Ready in {started.started_in:.1f}s (network namespace {started.netns}, "
+                f"operator image {started.operator_image}); logs in {started.log_dir()}"
+            )
         _say(f"export KUBECONFIG={plane.kubeconfig}")
         _say(f"logs in {run / 'logs'}; stop with `make cluster-down`")
         return 0
@@ -1132,11 +1149,15 @@ def cmd_down(run: Path) -> int:
             (run / STATE_FILE).unlink(missing_ok=True)
             _say(f"nothing running in {run}")
             return 0
+        from mtls_operator.testing.node import read_node_state
+
+        node = read_node_state(run)
         stubborn = _stop_recorded(run, state)
         if stubborn:
             _say(f"could not stop {', '.join(stubborn)}", sys.stderr)
             return 1
-        stopped = ", ".join(f"{c.name} (pid {c.pid})" for c in state.components)
+        components = [*(node.components if node else ()), *state.components]
+        stopped = ", ".join(f"{c.name} (pid {c.pid})" for c in components)
         _say(f"stopped {stopped or 'nothing'} in {run}")
         return 0
 
@@ -1150,7 +1171,10 @@ def cmd_status(run: Path) -> int:
     if status == "stale" and not state.ready and _lock_busy(run):
         status = "starting (another `up` holds the run directory)"
     _say(f"{status}: server {state.server or '(not yet)'}, kubeconfig {state.kubeconfig}")
-    for component in state.components:
+    from mtls_operator.testing.node import read_node_state
+
+    node = read_node_state(run)
+    for component in [*state.components, *(node.components if node else ())]:
         alive = "alive" if _component_alive(component) else "DEAD"
         _say(f"  {component.name:<24} pid {component.pid:<8} {alive}  log {component.log}")
     return 0 if status == "running" else 1
@@ -1165,11 +1189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument("--dir", type=Path, default=Path(".local"), help="run directory (default .local)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for `up` (default 120)")
+    parser.add_argument(
+        "--node", action="store_true", help="`up` also starts a node: kube-scheduler, containerd, a kubelet"
+    )
     args = parser.parse_args(argv)
     run: Path = args.dir.absolute()
     try:
         if args.command == "up":
-            return cmd_up(run, args.timeout)
+            return cmd_up(run, args.timeout, node=args.node)
         if args.command == "down":
             return cmd_down(run)
         return cmd_status(run)

@@ -431,7 +431,18 @@ def build_all(pause_binary: Path, images: Path | None = None) -> dict[str, Built
     where = images if images is not None else cache_dir() / "images"
     where.mkdir(parents=True, exist_ok=True)
     with _build_lock(where):
-        return {"pause": build_pause(pause_binary, where), "operator": build_operator(where)}
+        built = {"pause": build_pause(pause_binary, where), "operator": build_operator(where)}
+        _prune(where, keep={image.archive for image in built.values()})
+        return built
+
+
+def _prune(where: Path, keep: set[Path], newest: int = 2) -> None:
+    """Drop old archives of each image: the ones in `keep` and the `newest` others stay."""
+    for name in ("pause", "operator"):
+        archives = sorted(where.glob(f"{name}-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in [a for a in archives if a not in keep][newest:]:
+            old.unlink(missing_ok=True)
+            _meta_path(old).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

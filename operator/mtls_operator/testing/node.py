@@ -52,6 +52,8 @@ __all__ = [
     "KUBELET_FEATURE_GATES",
     "NODE_NAME",
     "POD_CIDR",
+    "TAINT",
+    "TOLERATION",
     "Node",
     "NodeError",
     "NodeMissingError",
@@ -60,6 +62,7 @@ __all__ = [
     "find_node_binaries",
     "in_node_netns",
     "node_prerequisites",
+    "read_node_state",
     "stop_recorded_node",
 ]
 
@@ -71,6 +74,11 @@ POD_GATEWAY: Final = "10.213.0.1"
 BRIDGE: Final = "mtls0"
 KUBELET_FEATURE_GATES: Final = cp.FEATURE_GATES
 NODE_STATE_FILE: Final = "node.json"
+# The pytest node is tainted: only pods that tolerate this run on it, so the suites written for a
+# control plane without a node (their pods stay Pending) see no change. `make cluster-up` has no taint.
+TAINT_KEY: Final = "mtls.dev/test-node"
+TAINT: Final = f"{TAINT_KEY}=true:NoSchedule"
+TOLERATION: Final = {"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 _POLL: Final = 0.2
 
@@ -178,7 +186,7 @@ class NodeState:
         )
 
 
-def _read_node_state(run_dir: Path) -> NodeState | None:
+def read_node_state(run_dir: Path) -> NodeState | None:
     try:
         return NodeState.from_json((run_dir / NODE_STATE_FILE).read_text())
     except FileNotFoundError:
@@ -334,7 +342,7 @@ def _host_blackholes(add: bool) -> None:
 
 def stop_recorded_node(run_dir: Path, timeout: float = 15.0) -> list[str]:
     """Stop and clean the node recorded in `run_dir` (if any); returns components that would not stop."""
-    state = _read_node_state(run_dir)
+    state = read_node_state(run_dir)
     if state is None:
         return []
     node_dir = Path(state.node_dir)
@@ -448,6 +456,7 @@ class Node:
         bin_dir: Path | None = None,
         timeout: float = 180.0,
         die_with_parent: bool = False,
+        taint: bool = False,
     ) -> Node:
         """Start the node next to `plane` and wait until it is Ready with its images imported.
 
@@ -461,7 +470,7 @@ class Node:
             raise NodeMissingError("; ".join(problems))
         binaries = find_node_binaries(bin_dir)
         run = plane.run_dir
-        if _read_node_state(run) is not None:
+        if read_node_state(run) is not None:
             stop_recorded_node(run)
         node_dir = run / "node"
         for sub in ("containerd", "kubelet", "cni", "pod-logs", "config", "logs"):
@@ -479,7 +488,7 @@ class Node:
             step = time.monotonic()
             node.images = build_all(binaries.pause)
             node.timings["images"] = time.monotonic() - step
-            node._start_all(binaries, deadline, die_with_parent)
+            node._start_all(binaries, deadline, die_with_parent, taint)
         except ImageError as error:
             node.stop()
             raise NodeMissingError(f"the node's images could not be built: {error}") from error
@@ -521,8 +530,10 @@ class Node:
                 preexec_fn=cp._die_with_parent if die_with_parent else None,
             )
         self._popens.append(popen)
+        # nsenter execs the real program: that is what /proc/<pid>/cmdline names, and what `down` checks.
+        exe = argv[argv.index("--") + 1] if "--" in argv else argv[0]
         self.components.append(
-            cp.ComponentState(name=name, pid=popen.pid, exe=argv[0], log=str(log_path), health=health)
+            cp.ComponentState(name=name, pid=popen.pid, exe=exe, log=str(log_path), health=health)
         )
         self._record()
         return popen
@@ -532,7 +543,7 @@ class Node:
             log = self.node_dir / "logs" / f"{name}.log"
             raise NodeError(f"{name} exited with code {popen.returncode}; log {log}:\n{cp._tail(log, 40)}")
 
-    def _start_all(self, binaries: NodeBinaries, deadline: float, die_with_parent: bool) -> None:
+    def _start_all(self, binaries: NodeBinaries, deadline: float, die_with_parent: bool, taint: bool) -> None:
         pki = self._make_pki()
         config = self.node_dir / "config"
         api_host, _, api_port = self.plane.server.removeprefix("https://").rpartition(":")
@@ -548,8 +559,6 @@ class Node:
             [
                 str(binaries.kube_scheduler),
                 f"--kubeconfig={scheduler_kubeconfig}",
-                f"--authentication-kubeconfig={scheduler_kubeconfig}",
-                f"--authorization-kubeconfig={scheduler_kubeconfig}",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={sched_port}",
                 "--leader-elect=false",
@@ -621,6 +630,7 @@ class Node:
                 f"--cert-dir={self.node_dir / 'kubelet' / 'pki'}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={POD_GATEWAY}",
+                *([f"--register-with-taints={TAINT}"] if taint else []),
                 "--v=1",
             ],
             die_with_parent,
