@@ -69,6 +69,10 @@ class OperatorRecipe:
     # The runtime dependencies are pinned in pyproject.toml; the two it leaves open are pinned here.
     extra_pins: tuple[str, ...] = ("aiohttp==3.14.5", "PyYAML==6.0.3")
     user: str = "65532:65532"
+    # kopf names itself after the user (getpass.getuser() -> pwd.getpwuid()), which fails for a uid that
+    # /etc/passwd does not list: the image must list it.
+    passwd: str = "nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin"
+    group: str = "nonroot:x:65532:"
     env: Mapping[str, str] = field(
         default_factory=lambda: {
             "PATH": "/opt/mtls-operator/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -99,6 +103,10 @@ class OperatorRecipe:
         "/var/log",
     )
 
+    def user_lines(self) -> str:
+        """The shell that lists the image's user and group (kopf needs a name for its uid)."""
+        return f"echo '{self.passwd}' >> /etc/passwd && echo '{self.group}' >> /etc/group"
+
     def fingerprint(self) -> str:
         return json.dumps(
             {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in vars(self).items()}, sort_keys=True
@@ -124,7 +132,8 @@ ARG BASE_IMAGE=debian:{recipe.suite}-slim
 FROM ${{BASE_IMAGE}} AS base
 RUN apt-get update \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {" ".join(recipe.apt_packages)} \\
- && rm -rf {drop}
+ && rm -rf {drop} \\
+ && {recipe.user_lines()}
 
 FROM base AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -410,6 +419,7 @@ def build_operator(images: Path, recipe: OperatorRecipe = OPERATOR_RECIPE) -> Bu
                 f"--customize-hook={hook}",
                 f"--customize-hook={install}",
                 f"--customize-hook=rm -rf {drop}; mkdir -p \"$1/var/log\" \"$1/tmp\"; chmod 1777 \"$1/tmp\"",
+                f"--customize-hook=chroot \"$1\" sh -c \"{recipe.user_lines()}\"",
                 recipe.suite,
                 str(root),
             ],

@@ -378,7 +378,7 @@ def stop_recorded_node(run_dir: Path, timeout: float = 15.0) -> list[str]:
         _host_blackholes(add=False)
     if not stubborn:
         for sub in node_dir.iterdir() if node_dir.is_dir() else []:
-            if sub.name != "logs":
+            if sub.name not in ("logs", "pod-logs"):
                 shutil.rmtree(sub, ignore_errors=True)
         (run_dir / NODE_STATE_FILE).unlink(missing_ok=True)
     return stubborn
