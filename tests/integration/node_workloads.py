@@ -12,6 +12,7 @@ connection is made there (`Node.connect`).
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import ssl
 import threading
@@ -24,7 +25,14 @@ from cryptography import x509
 from kubernetes import client
 
 from helpers import wait_for
-from mtls_objects import secret_data
+from mtls_objects import (
+    create_certificate,
+    create_issuer,
+    secret_data,
+    self_signed,
+    wait_issuer_ready,
+    wait_ready,
+)
 from mtls_operator.testing.node import TOLERATION, Node
 
 PORT = 8443
@@ -216,7 +224,9 @@ class Prober:
         return {a.address for a in self.attempts if a.serial == serial}
 
 
-def wait_rollout(cluster: Any, namespace: str, name: str, kind: str = "Deployment", timeout: float = 120) -> None:
+def wait_rollout(
+    cluster: Any, namespace: str, name: str, kind: str = "Deployment", timeout: float = 120
+) -> None:
     """Until every replica runs the current template and is ready, and no old pod is left."""
 
     def done() -> bool:
@@ -248,3 +258,43 @@ def wait_rollout(cluster: Any, namespace: str, name: str, kind: str = "Deploymen
         )
 
     wait_for(done, timeout=timeout, interval=0.5, message=f"{kind} {namespace}/{name} rolled out")
+
+
+ANN_RENEW = "mtls.dev/renew-requested-at"
+# Restarts as soon as the renewal is written (the defaults pace restarts over minutes).
+
+
+def request_renewal(cluster: Any, namespace: str, name: str) -> None:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cluster.custom.patch_namespaced_custom_object(
+        "mtls.dev",
+        "v1alpha1",
+        namespace,
+        "mtlscertificates",
+        name,
+        {"metadata": {"annotations": {ANN_RENEW: stamp}}},
+    )
+
+
+def issue_server_and_client(cluster: Any, namespace: str, server: str) -> None:
+    create_issuer(cluster, namespace, "ca", self_signed("ca"))
+    wait_issuer_ready(cluster, namespace, "ca")
+    create_certificate(
+        cluster,
+        namespace,
+        server,
+        {"issuerRef": {"name": "ca"}, "secretName": f"{server}-tls", "dnsNames": [server]},
+    )
+    create_certificate(
+        cluster,
+        namespace,
+        "client",
+        {
+            "issuerRef": {"name": "ca"},
+            "secretName": "client-tls",
+            "commonName": "client",
+            "usages": ["client auth"],
+        },
+    )
+    wait_ready(cluster, namespace, server)
+    wait_ready(cluster, namespace, "client")

@@ -29,7 +29,9 @@ LEASE = "mtls-operator"
 
 def helm_run(helm: str, cluster: Any, *args: str, timeout: float = 300) -> str:
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": "/tmp/helm-cache"}
-    result = subprocess.run([helm, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    result = subprocess.run(
+        [helm, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
     assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -116,7 +118,9 @@ def test_helm_install_runs_two_replicas_in_cluster_with_one_leader_and_a_handove
     # The leader issues: an issuer and a certificate, through its in-cluster credentials only.
     create_issuer(cluster, ns, "ca", self_signed("ca"))
     wait_issuer_ready(cluster, ns, "ca", timeout=90)
-    create_certificate(cluster, ns, "before", {"issuerRef": {"name": "ca"}, "secretName": "before-tls", "commonName": "b"})
+    create_certificate(
+        cluster, ns, "before", {"issuerRef": {"name": "ca"}, "secretName": "before-tls", "commonName": "b"}
+    )
     before = wait_ready(cluster, ns, "before", timeout=90)["status"]
     secret_version = cluster.core.read_namespaced_secret("before-tls", ns).metadata.resource_version
 
@@ -125,9 +129,11 @@ def test_helm_install_runs_two_replicas_in_cluster_with_one_leader_and_a_handove
     cluster.core.delete_namespaced_pod(next(p.metadata.name for p in pods if p.metadata.name == leader), ns)
     standby = next(n for n in names if n != leader)
     handed = wait_for(
-        lambda: (le := coordination.read_namespaced_lease(LEASE, ns))
-        and (le.spec.holder_identity or "").rsplit("_", 1)[0] == standby
-        and le,
+        lambda: (
+            (le := coordination.read_namespaced_lease(LEASE, ns))
+            and (le.spec.holder_identity or "").rsplit("_", 1)[0] == standby
+            and le
+        ),
         timeout=90,
         interval=0.2,
         message=f"{standby} takes the Lease",
@@ -136,14 +142,17 @@ def test_helm_install_runs_two_replicas_in_cluster_with_one_leader_and_a_handove
     handover = (acquired - deleted_at).total_seconds()
     print(
         f"leader handover: {leader} -> {standby}; leaseTransitions {transitions} -> "
-        f"{handed.spec.lease_transitions}; acquireTime {handed.spec.acquire_time} is {handover:.1f}s after the "
-        f"delete; renewTime {handed.spec.renew_time}; leaseDuration {handed.spec.lease_duration_seconds}s"
+        f"{handed.spec.lease_transitions}; acquireTime {handed.spec.acquire_time} is {handover:.1f}s "
+        f"after the delete; renewTime {handed.spec.renew_time}; "
+        f"leaseDuration {handed.spec.lease_duration_seconds}s"
     )
     assert handed.spec.lease_transitions == transitions + 1
     assert handover < handed.spec.lease_duration_seconds + 10
 
     # The new leader issues what is new, and re-issues nothing.
-    create_certificate(cluster, ns, "after", {"issuerRef": {"name": "ca"}, "secretName": "after-tls", "commonName": "a"})
+    create_certificate(
+        cluster, ns, "after", {"issuerRef": {"name": "ca"}, "secretName": "after-tls", "commonName": "a"}
+    )
     wait_ready(cluster, ns, "after", timeout=90)
     now = get(cluster, ns, "mtlscertificates", "before")["status"]
     assert (now["serialNumber"], now.get("revision")) == (before["serialNumber"], before.get("revision"))
@@ -155,7 +164,9 @@ def test_helm_install_runs_two_replicas_in_cluster_with_one_leader_and_a_handove
         timeout=90,
         message="two ready operator pods again",
     )
-    restarts = {p.metadata.name: sum(c.restart_count for c in p.status.container_statuses or []) for p in final}
+    restarts = {
+        p.metadata.name: sum(c.restart_count for c in p.status.container_statuses or []) for p in final
+    }
     assert restarts == dict.fromkeys(restarts, 0), restarts
     assert coordination.read_namespaced_lease(LEASE, ns).spec.holder_identity.startswith(standby)
     helm_run(helm, cluster, "uninstall", RELEASE, "--namespace", ns, "--wait")

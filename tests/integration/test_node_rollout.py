@@ -9,20 +9,16 @@ new pods serve the new serial number.
 
 from __future__ import annotations
 
-import datetime
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
-
-from helpers import wait_for
-from mtls_objects import create_certificate, create_issuer, get, self_signed, wait_issuer_ready, wait_ready
 from node_workloads import (
     Prober,
     client_context,
+    issue_server_and_client,
+    request_renewal,
     running_pods,
     server_configmap,
     server_pod_spec,
@@ -30,48 +26,14 @@ from node_workloads import (
     template,
     wait_rollout,
 )
+
+from helpers import wait_for
+from mtls_objects import get
 from operator_process import OperatorProcess
-
-ANN_RENEW = "mtls.dev/renew-requested-at"
-# Restarts as soon as the renewal is written (the defaults pace restarts over minutes).
-PROMPT_ROLLOUTS = {"MTLS_ROLLOUT_COALESCE": "1", "MTLS_ROLLOUT_MIN_INTERVAL": "1"}
-
-
-@pytest.fixture
-def own_operator(own_namespace: str, crds: Any, tmp_path: Path) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        crds.kubeconfig, tmp_path / "operator.log", "--namespace", own_namespace, env=PROMPT_ROLLOUTS
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-def request_renewal(cluster: Any, namespace: str, name: str) -> None:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    cluster.custom.patch_namespaced_custom_object(
-        "mtls.dev", "v1alpha1", namespace, "mtlscertificates", name, {"metadata": {"annotations": {ANN_RENEW: stamp}}}
-    )
-
-
-def issue_server_and_client(cluster: Any, namespace: str, server: str) -> None:
-    create_issuer(cluster, namespace, "ca", self_signed("ca"))
-    wait_issuer_ready(cluster, namespace, "ca")
-    create_certificate(
-        cluster, namespace, server, {"issuerRef": {"name": "ca"}, "secretName": f"{server}-tls", "dnsNames": [server]}
-    )
-    create_certificate(
-        cluster,
-        namespace,
-        "client",
-        {"issuerRef": {"name": "ca"}, "secretName": "client-tls", "commonName": "client", "usages": ["client auth"]},
-    )
-    wait_ready(cluster, namespace, server)
-    wait_ready(cluster, namespace, "client")
 
 
 def test_renewal_restarts_the_deployment_and_no_handshake_fails(
-    node: Any, cluster: Any, own_namespace: str, own_operator: OperatorProcess, tmp_path: Path
+    node: Any, cluster: Any, own_namespace: str, prompt_operator: OperatorProcess, tmp_path: Path
 ) -> None:
     ns = own_namespace
     issue_server_and_client(cluster, ns, "web")
@@ -97,14 +59,20 @@ def test_renewal_restarts_the_deployment_and_no_handshake_fails(
     first_pods = {p.metadata.uid for p in running_pods(cluster, ns, "web")}
     assert len(first_pods) == 2
 
-    prober = Prober(node, cluster, ns, "web", client_context(cluster, ns, "client-tls", tmp_path / "client"), "web")
+    prober = Prober(
+        node, cluster, ns, "web", client_context(cluster, ns, "client-tls", tmp_path / "client"), "web"
+    )
     prober.start()
     try:
-        wait_for(lambda: len(prober.seen(serial1)) == 2, timeout=30, message="both pods serve the first serial")
+        wait_for(
+            lambda: len(prober.seen(serial1)) == 2, timeout=30, message="both pods serve the first serial"
+        )
         renewal_requested = time.monotonic()
         request_renewal(cluster, ns, "web")
         renewed = wait_for(
-            lambda: (c := get(cluster, ns, "mtlscertificates", "web"))["status"].get("revision", 1) >= 2 and c,
+            lambda: (
+                (c := get(cluster, ns, "mtlscertificates", "web"))["status"].get("revision", 1) >= 2 and c
+            ),
             timeout=60,
             message="the certificate renewed",
         )
@@ -112,8 +80,10 @@ def test_renewal_restarts_the_deployment_and_no_handshake_fails(
         assert serial2 != serial1
         # The operator restarts the Deployment: a new template, then new pods that replace the old ones.
         wait_for(
-            lambda: {p.metadata.uid for p in running_pods(cluster, ns, "web")}.isdisjoint(first_pods)
-            and len(running_pods(cluster, ns, "web")) == 2,
+            lambda: (
+                {p.metadata.uid for p in running_pods(cluster, ns, "web")}.isdisjoint(first_pods)
+                and len(running_pods(cluster, ns, "web")) == 2
+            ),
             timeout=120,
             interval=0.5,
             message="two new pods ready, none of the first left",
@@ -121,7 +91,9 @@ def test_renewal_restarts_the_deployment_and_no_handshake_fails(
         wait_rollout(cluster, ns, "web", timeout=60)
         new_addresses = {p.status.pod_ip for p in running_pods(cluster, ns, "web")}
         wait_for(
-            lambda: prober.seen(serial2) >= new_addresses, timeout=30, message="both new pods serve the new serial"
+            lambda: prober.seen(serial2) >= new_addresses,
+            timeout=30,
+            message="both new pods serve the new serial",
         )
         rolled_out = time.monotonic()
         wait_for(
@@ -134,7 +106,10 @@ def test_renewal_restarts_the_deployment_and_no_handshake_fails(
 
     total, failed = len(prober.attempts), prober.failed
     after = [a for a in prober.attempts if a.address in new_addresses]
-    print(f"handshakes through the restart: total={total} failed={len(failed)} new-serial={len(prober.seen(serial2))}")
+    print(
+        f"handshakes through the restart: total={total} failed={len(failed)} "
+        f"new serial from {len(prober.seen(serial2))} pods"
+    )
     assert not failed, f"{len(failed)} of {total} handshakes failed: {failed[:5]}"
     # The probe covered the whole restart: the old pods answered after the renewal, the new ones after it.
     assert any(a.serial == serial1 and a.at > renewal_requested for a in prober.attempts)
