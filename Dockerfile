@@ -2,12 +2,14 @@
 # Generated from mtls_operator/testing/images.py (OPERATOR_RECIPE) by `make dockerfile`; do not edit.
 # The test node builds the same image without Docker (mmdebstrap + pip; see docs/node.md).
 #   docker build -t mtls-operator:dev .
-# Pin the base by digest in your registry mirror (docker buildx imagetools inspect debian:bookworm-slim).
+# Pin the base by digest in your registry mirror
+# (docker buildx imagetools inspect debian:bookworm-slim).
 ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS base
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    python3 python3-venv ca-certificates \
  && rm -rf /usr/share/doc /usr/share/man /usr/share/info /usr/share/locale /var/cache/apt /var/lib/apt/lists /var/log \
  && echo 'nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin' >> /etc/passwd && echo 'nonroot:x:65532:' >> /etc/group
 

@@ -38,7 +38,6 @@ from mtls_operator.testing.controlplane import (  # noqa: E402
     default_bin_dir,
     find_binaries,
 )
-
 from mtls_operator.testing.node import Node, NodeMissingError  # noqa: E402
 
 CONTROL_PLANE = pytest.StashKey[ControlPlane]()

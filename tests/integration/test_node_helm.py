@@ -169,4 +169,13 @@ def test_helm_install_runs_two_replicas_in_cluster_with_one_leader_and_a_handove
     }
     assert restarts == dict.fromkeys(restarts, 0), restarts
     assert coordination.read_namespaced_lease(LEASE, ns).spec.holder_identity.startswith(standby)
+    kubectl = Path(helm).parent / "kubectl"
+    wide = subprocess.run(
+        [str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "get", "nodes,pods", "-A", "-o", "wide"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    print(wide.stdout)
     helm_run(helm, cluster, "uninstall", RELEASE, "--namespace", ns, "--wait")

@@ -31,7 +31,8 @@ from operator_process import OperatorProcess
 def serials_served(node: Any, cluster: Any, ns: str, app: str, context: Any) -> dict[str, int]:
     """Pod UID -> the serial number it serves, for every running, ready pod of `app` (certificate "db")."""
     return {
-        p.metadata.uid: handshake(node, context, p.status.pod_ip, "db") for p in running_pods(cluster, ns, app)
+        p.metadata.uid: handshake(node, context, p.status.pod_ip, "db")
+        for p in running_pods(cluster, ns, app)
     }
 
 

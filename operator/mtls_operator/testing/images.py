@@ -126,12 +126,14 @@ def render_dockerfile(recipe: OperatorRecipe = OPERATOR_RECIPE) -> str:
 # Generated from mtls_operator/testing/images.py (OPERATOR_RECIPE) by `make dockerfile`; do not edit.
 # The test node builds the same image without Docker (mmdebstrap + pip; see docs/node.md).
 #   docker build -t mtls-operator:dev .
-# Pin the base by digest in your registry mirror (docker buildx imagetools inspect debian:{recipe.suite}-slim).
+# Pin the base by digest in your registry mirror
+# (docker buildx imagetools inspect debian:{recipe.suite}-slim).
 ARG BASE_IMAGE=debian:{recipe.suite}-slim
 
 FROM ${{BASE_IMAGE}} AS base
 RUN apt-get update \\
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {" ".join(recipe.apt_packages)} \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
+    {" ".join(recipe.apt_packages)} \\
  && rm -rf {drop} \\
  && {recipe.user_lines()}
 
@@ -366,7 +368,9 @@ def _run(argv: Sequence[str], what: str, **kwargs: Any) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip().splitlines()
-        raise ImageError(f"{what} failed (exit {result.returncode}): {' '.join(argv[:3])} ...\n" + "\n".join(output[-30:]))
+        raise ImageError(
+            f"{what} failed (exit {result.returncode}): {' '.join(argv[:3])} ...\n" + "\n".join(output[-30:])
+        )
 
 
 def build_operator(images: Path, recipe: OperatorRecipe = OPERATOR_RECIPE) -> BuiltImage:
@@ -389,7 +393,17 @@ def build_operator(images: Path, recipe: OperatorRecipe = OPERATOR_RECIPE) -> Bu
         wheels.mkdir()
         # The wheels come from the host's pip (PyPI): this repository's own and its pinned dependencies.
         _run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), *recipe.extra_pins, str(repo)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--wheel-dir",
+                str(wheels),
+                *recipe.extra_pins,
+                str(repo),
+            ],
             "pip wheel",
             cwd=repo,
         )
@@ -418,8 +432,8 @@ def build_operator(images: Path, recipe: OperatorRecipe = OPERATOR_RECIPE) -> Bu
                 "--dpkgopt=path-exclude=/usr/share/locale/*",
                 f"--customize-hook={hook}",
                 f"--customize-hook={install}",
-                f"--customize-hook=rm -rf {drop}; mkdir -p \"$1/var/log\" \"$1/tmp\"; chmod 1777 \"$1/tmp\"",
-                f"--customize-hook=chroot \"$1\" sh -c \"{recipe.user_lines()}\"",
+                f'--customize-hook=rm -rf {drop}; mkdir -p "$1/var/log" "$1/tmp"; chmod 1777 "$1/tmp"',
+                f'--customize-hook=chroot "$1" sh -c "{recipe.user_lines()}"',
                 recipe.suite,
                 str(root),
             ],

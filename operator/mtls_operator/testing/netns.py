@@ -137,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mtls_operator.testing.netns")
     sub = parser.add_subparsers(dest="command", required=True)
     forward = sub.add_parser("forward", help="listen in one network namespace, connect in another")
-    forward.add_argument("--listen-netns", help="name (ip netns) of the namespace to listen in; default: this")
+    forward.add_argument(
+        "--listen-netns", help="name (ip netns) of the namespace to listen in; default: this"
+    )
     forward.add_argument("--listen", action="append", required=True, help="HOST:PORT to listen on")
     forward.add_argument("--to-netns", help="name of the namespace to connect in; default: this one")
     forward.add_argument("--to", required=True, help="loopback HOST:PORT to connect to")

@@ -291,7 +291,10 @@ def _remove_cgroups(cgroup_root: str) -> None:
     relative = cgroup_root.strip("/")
     if not relative:
         return
-    for hierarchy in [*cgroup_v1_hierarchies(Path("/proc/self/mountinfo").read_text()), CGROUP_ROOT / "unified"]:
+    for hierarchy in [
+        *cgroup_v1_hierarchies(Path("/proc/self/mountinfo").read_text()),
+        CGROUP_ROOT / "unified",
+    ]:
         top = hierarchy / relative
         if not top.is_dir():
             continue
@@ -516,9 +519,8 @@ class Node:
     ) -> subprocess.Popen[bytes]:
         log_path = self.node_dir / "logs" / f"{name}.log"
         with log_path.open("ab") as log:
-            log.write(
-                f"===== {datetime.datetime.now(datetime.UTC):%H:%M:%S} starting {name}: {' '.join(argv)}\n".encode()
-            )
+            started = f"{datetime.datetime.now(datetime.UTC):%H:%M:%S}"
+            log.write(f"===== {started} starting {name}: {' '.join(argv)}\n".encode())
             log.flush()
             popen = subprocess.Popen(
                 list(argv),
@@ -586,7 +588,12 @@ class Node:
         )
         to_kubelet = self._spawn(
             "forward-kubelet",
-            [*forward, f"--listen=127.0.0.1:{kubelet_port}", f"--to-netns={self.netns}", f"--to=127.0.0.1:{kubelet_port}"],
+            [
+                *forward,
+                f"--listen=127.0.0.1:{kubelet_port}",
+                f"--to-netns={self.netns}",
+                f"--to=127.0.0.1:{kubelet_port}",
+            ],
             die_with_parent,
         )
 
@@ -594,7 +601,9 @@ class Node:
         nsenter = [str(shutil.which("nsenter")), f"--net={netns_path(self.netns)}", "--"]
         containerd_config = self._containerd_config(binaries)
         containerd = self._spawn(
-            "containerd", [*nsenter, str(binaries.containerd), "--config", str(containerd_config)], die_with_parent
+            "containerd",
+            [*nsenter, str(binaries.containerd), "--config", str(containerd_config)],
+            die_with_parent,
         )
         ctr = [str(binaries.ctr), "--address", str(self.containerd_socket), "--namespace", "k8s.io"]
 
@@ -602,14 +611,21 @@ class Node:
             self._alive_or_fail("containerd", containerd)
             if not self.containerd_socket.exists():
                 return False
-            return subprocess.run([*ctr, "version"], capture_output=True, check=False, timeout=10).returncode == 0
+            return (
+                subprocess.run([*ctr, "version"], capture_output=True, check=False, timeout=10).returncode
+                == 0
+            )
 
         _wait(containerd_up, deadline, "containerd did not answer", lambda: self.format_log_tails())
         timings["containerd"] = time.monotonic() - step
 
         step = time.monotonic()
         for image in self.images.values():
-            _run([*ctr, "images", "import", str(image.archive)], f"import {image.ref}", timeout=max(30.0, deadline - time.monotonic()))
+            _run(
+                [*ctr, "images", "import", str(image.archive)],
+                f"import {image.ref}",
+                timeout=max(30.0, deadline - time.monotonic()),
+            )
         timings["import"] = time.monotonic() - step
 
         # 4. The kubelet in the namespace.
@@ -835,13 +851,18 @@ disabled_plugins = [
             "failSwapOn": False,
             "registerNode": True,
             "serializeImagePulls": False,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+            },
             # The images were imported, not pulled: never garbage-collect them.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
             "syncFrequency": "10s",
             "featureGates": dict(
-                (gate.split("=")[0], gate.split("=")[1] == "true") for gate in KUBELET_FEATURE_GATES.split(",")
+                (gate.split("=")[0], gate.split("=")[1] == "true")
+                for gate in KUBELET_FEATURE_GATES.split(",")
             ),
         }
         path = self.node_dir / "config" / "kubelet.yaml"
