@@ -41,7 +41,7 @@ SERVER = f"""\
 import os, signal, socket, ssl, sys, threading
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain("/tls/tls.crt", "/tls/tls.key")
-ctx.load_verify_locations("/tls/ca.crt")
+ctx.load_verify_locations(os.environ.get("TRUST", "/tls/ca.crt"))
 ctx.verify_mode = ssl.CERT_REQUIRED
 srv = socket.create_server(("0.0.0.0", {PORT}), backlog=128)
 print("serving", open("/tls/tls.crt").read().count("BEGIN CERTIFICATE"), "certificate(s)", flush=True)
@@ -71,8 +71,26 @@ def server_configmap(namespace: str, name: str = "tls-server") -> client.V1Confi
     )
 
 
-def server_pod_spec(image: str, secret: str, script: str = "tls-server") -> client.V1PodSpec:
-    """A pod running `SERVER` from the operator image, with the Secret at /tls and a readiness probe."""
+def server_pod_spec(
+    image: str, secret: str, script: str = "tls-server", bundle: str | None = None
+) -> client.V1PodSpec:
+    """A pod running `SERVER` from the operator image, with the Secret at /tls and a readiness probe.
+
+    With `bundle` (a trust-bundle ConfigMap) it trusts the bundle's ca.crt, mounted at /trust, for clients.
+    """
+    mounts = [
+        client.V1VolumeMount(name="tls", mount_path="/tls", read_only=True),
+        client.V1VolumeMount(name="app", mount_path="/app", read_only=True),
+    ]
+    volumes = [
+        client.V1Volume(name="tls", secret=client.V1SecretVolumeSource(secret_name=secret)),
+        client.V1Volume(name="app", config_map=client.V1ConfigMapVolumeSource(name=script)),
+    ]
+    env = []
+    if bundle is not None:
+        mounts.append(client.V1VolumeMount(name="trust", mount_path="/trust", read_only=True))
+        volumes.append(client.V1Volume(name="trust", config_map=client.V1ConfigMapVolumeSource(name=bundle)))
+        env.append(client.V1EnvVar(name="TRUST", value="/trust/ca.crt"))
     return client.V1PodSpec(
         tolerations=[client.V1Toleration(**TOLERATION)],
         dns_policy="Default",
@@ -84,21 +102,16 @@ def server_pod_spec(image: str, secret: str, script: str = "tls-server") -> clie
                 image=image,
                 image_pull_policy="Never",
                 command=["python3", "/app/server.py"],
+                env=env,
                 ports=[client.V1ContainerPort(container_port=PORT, name="tls")],
                 # The kubelet connects to the pod's address: ready once the server listens.
                 readiness_probe=client.V1Probe(
                     tcp_socket=client.V1TCPSocketAction(port=PORT), period_seconds=1, failure_threshold=1
                 ),
-                volume_mounts=[
-                    client.V1VolumeMount(name="tls", mount_path="/tls", read_only=True),
-                    client.V1VolumeMount(name="app", mount_path="/app", read_only=True),
-                ],
+                volume_mounts=mounts,
             )
         ],
-        volumes=[
-            client.V1Volume(name="tls", secret=client.V1SecretVolumeSource(secret_name=secret)),
-            client.V1Volume(name="app", config_map=client.V1ConfigMapVolumeSource(name=script)),
-        ],
+        volumes=volumes,
     )
 
 
