@@ -5,7 +5,7 @@ Server `a` (a Deployment) serves its certificate and trusts the issuer's bundle 
 (a Deployment) handshakes with a ready endpoint of `a` every second, with its own certificate, trusting
 the same bundle. Both load their files once, at start, so only the operator's restarts make them see a
 new leaf or bundle. The client finds `a` through the API (its ServiceAccount may list EndpointSlices)
-and writes one JSON line per handshake to its output, which the test reads from the node's pod logs:
+and appends one JSON line per handshake to a file in a hostPath directory, which the test reads:
 every line of every client pod, through `mtlsctl rotate-ca` to the end of the rotation, must be a
 success.
 """
@@ -44,6 +44,7 @@ url = ("https://%s:%s/apis/discovery.k8s.io/v1/namespaces/%s/endpointslices"
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.load_verify_locations("/trust/ca.crt")
 ctx.load_cert_chain("/tls/tls.crt", "/tls/tls.key")
+out = open("/results/handshakes.jsonl", "a", buffering=1)
 turn = 0
 while True:
     at = time.time()
@@ -53,23 +54,23 @@ while True:
         ready = sorted(a for s in slices for e in s.get("endpoints") or []
                        if (e.get("conditions") or {}).get("ready") for a in e["addresses"])
         if not ready:
-            print(json.dumps({"at": at, "skip": "no ready endpoint"}), flush=True)
+            print(json.dumps({"at": at, "skip": "no ready endpoint"}), file=out)
         else:
             address = ready[turn % len(ready)]
             turn += 1
             with socket.create_connection((address, 8443), timeout=5) as raw:
                 with ctx.wrap_socket(raw, server_hostname="a.example") as tls:
                     tls.recv(3)
-            print(json.dumps({"at": at, "ok": True, "address": address}), flush=True)
+            print(json.dumps({"at": at, "ok": True, "address": address}), file=out)
     except Exception as error:
-        print(json.dumps({"at": at, "ok": False, "error": repr(error)}), flush=True)
+        print(json.dumps({"at": at, "ok": False, "error": repr(error)}), file=out)
     time.sleep(1)
 """
 
 ORDER = ["Stable", "NewCAGenerated", "BundlesOverlap", "ConsumersRestarted", "LeavesReissued", "OldCADropped"]
 
 
-def client_deployment(image: str) -> client.V1Deployment:
+def client_deployment(image: str, results: Any) -> client.V1Deployment:
     spec = client.V1PodSpec(
         tolerations=[client.V1Toleration(**TOLERATION)],
         dns_policy="Default",
@@ -84,6 +85,7 @@ def client_deployment(image: str) -> client.V1Deployment:
                     client.V1VolumeMount(name="tls", mount_path="/tls", read_only=True),
                     client.V1VolumeMount(name="trust", mount_path="/trust", read_only=True),
                     client.V1VolumeMount(name="app", mount_path="/app", read_only=True),
+                    client.V1VolumeMount(name="results", mount_path="/results"),
                 ],
             )
         ],
@@ -91,6 +93,8 @@ def client_deployment(image: str) -> client.V1Deployment:
             client.V1Volume(name="tls", secret=client.V1SecretVolumeSource(secret_name="b-tls")),
             client.V1Volume(name="trust", config_map=client.V1ConfigMapVolumeSource(name="mesh-bundle")),
             client.V1Volume(name="app", config_map=client.V1ConfigMapVolumeSource(name="tls-client")),
+            # Survives the pods (a deleted pod's logs go with it): every client pod appends here.
+            client.V1Volume(name="results", host_path=client.V1HostPathVolumeSource(path=str(results))),
         ],
     )
     return client.V1Deployment(
@@ -103,15 +107,12 @@ def client_deployment(image: str) -> client.V1Deployment:
     )
 
 
-def handshakes(node: Any, ns: str) -> list[dict[str, Any]]:
-    """Every line the client pods (all of them, old and new) wrote, from the node's pod logs."""
-    lines = []
-    for path in sorted((node.node_dir / "pod-logs").glob(f"{ns}_b-*/client/*.log")):
-        for raw in path.read_text(errors="replace").splitlines():
-            message = raw.split(" ", 3)[-1]  # CRI log line: time stream tag message
-            if message.startswith("{"):
-                lines.append(json.loads(message))
-    return lines
+def handshakes(results: Any) -> list[dict[str, Any]]:
+    """Every line the client pods (all of them, old and new) wrote to the shared results directory."""
+    path = results / "handshakes.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
 def test_ca_rotation_on_real_pods_with_zero_failed_handshakes(
@@ -121,6 +122,9 @@ def test_ca_rotation_on_real_pods_with_zero_failed_handshakes(
     env = {"MTLS_ROLLOUT_COALESCE": "1", "MTLS_ROLLOUT_MIN_INTERVAL": "1", "MTLS_ROLLOUT_MAX_PER_HOUR": "50"}
     op = OperatorProcess(cluster.kubeconfig, tmp_path / "op.log", "--namespace", ns, env=env).start()
     phases: list[str] = []
+    results = node.node_dir / "results" / ns
+    results.mkdir(parents=True)
+    results.chmod(0o777)  # the client runs as uid 65532
     try:
         create_issuer(
             cluster, ns, "root", {**self_signed("root"), "trustBundle": {"configMapName": "mesh-bundle"}}
@@ -183,13 +187,13 @@ def test_ca_rotation_on_real_pods_with_zero_failed_handshakes(
                 ),
             ),
         )
-        cluster.apps.create_namespaced_deployment(ns, client_deployment(node.operator_image))
+        cluster.apps.create_namespaced_deployment(ns, client_deployment(node.operator_image, results))
         wait_rollout(cluster, ns, "a", timeout=120)
         wait_rollout(cluster, ns, "b", timeout=120)
         wait_for(
-            lambda: sum(1 for h in handshakes(node, ns) if h.get("ok")) >= 3,
+            lambda: sum(1 for h in handshakes(results) if h.get("ok")) >= 3,
             timeout=60,
-            message=f"the client pod handshaking (so far: {handshakes(node, ns)[-3:]})",
+            message=f"the client pod handshaking (so far: {handshakes(results)[-3:]})",
         )
         first_clients = {p.metadata.uid for p in running_pods(cluster, ns, "b")}
 
@@ -225,14 +229,14 @@ def test_ca_rotation_on_real_pods_with_zero_failed_handshakes(
         wait_rollout(cluster, ns, "b", timeout=60)
         finished_at = time.time()
         wait_for(
-            lambda: sum(1 for h in handshakes(node, ns) if h.get("ok") and h["at"] > finished_at) >= 3,
+            lambda: sum(1 for h in handshakes(results) if h.get("ok") and h["at"] > finished_at) >= 3,
             timeout=60,
             message="handshakes after the rotation",
         )
     finally:
         op.stop()
 
-    lines = handshakes(node, ns)
+    lines = handshakes(results)
     ok = [h for h in lines if h.get("ok")]
     failed = [h for h in lines if h.get("ok") is False]
     print(
