@@ -64,6 +64,7 @@ __all__ = [
     "node_prerequisites",
     "read_node_state",
     "stop_recorded_node",
+    "sweep_abandoned_nodes",
 ]
 
 # The kubelet reports its Hostname address as the node name; the API server is told to prefer that
@@ -343,6 +344,35 @@ def _host_blackholes(add: bool) -> None:
         subprocess.run(argv, capture_output=True, check=False)
 
 
+# Every running node leaves a note here naming its run directory, so that the next start can clean up
+# after a run that was killed before it could (its pods, mounts, namespace and cgroups outlive it).
+REGISTRY: Final = Path("/run/mtls-operator-nodes")
+
+
+def _register(run_dir: Path, netns: str) -> None:
+    REGISTRY.mkdir(parents=True, exist_ok=True)
+    (REGISTRY / netns).write_text(str(run_dir))
+
+
+def sweep_abandoned_nodes() -> list[str]:
+    """Stop and clean every registered node whose kubelet is dead (its run was killed); returns their
+    run directories."""
+    swept = []
+    for note in sorted(REGISTRY.glob("mtls-node-*")) if REGISTRY.is_dir() else []:
+        run_dir = Path(note.read_text().strip())
+        state = read_node_state(run_dir)
+        kubelet = next((c for c in state.components if c.name == "kubelet"), None) if state else None
+        if state is not None and kubelet is not None and cp.process_alive(kubelet.pid, kubelet.exe):
+            continue
+        if state is not None:
+            stop_recorded_node(run_dir)
+        else:
+            _delete_netns(note.name)
+        note.unlink(missing_ok=True)
+        swept.append(str(run_dir))
+    return swept
+
+
 def stop_recorded_node(run_dir: Path, timeout: float = 15.0) -> list[str]:
     """Stop and clean the node recorded in `run_dir` (if any); returns components that would not stop."""
     state = read_node_state(run_dir)
@@ -380,6 +410,7 @@ def stop_recorded_node(run_dir: Path, timeout: float = 15.0) -> list[str]:
     if not any(netns_path("x").parent.glob("mtls-node-*")):
         _host_blackholes(add=False)
     if not stubborn:
+        (REGISTRY / state.netns).unlink(missing_ok=True)
         for sub in node_dir.iterdir() if node_dir.is_dir() else []:
             if sub.name not in ("logs", "pod-logs"):
                 shutil.rmtree(sub, ignore_errors=True)
@@ -473,6 +504,7 @@ class Node:
             raise NodeMissingError("; ".join(problems))
         binaries = find_node_binaries(bin_dir)
         run = plane.run_dir
+        sweep_abandoned_nodes()
         if read_node_state(run) is not None:
             stop_recorded_node(run)
         node_dir = run / "node"
@@ -700,6 +732,7 @@ class Node:
     def _make_netns(self) -> None:
         name = self.netns
         _delete_netns(name)
+        _register(self.plane.run_dir, name)
         _run(["ip", "netns", "add", name], "create the node's network namespace")
         ip = ["ip", "-n", name]
         _run([*ip, "link", "set", "lo", "up"], "lo up")
