@@ -338,10 +338,19 @@ def _delete_netns(name: str) -> None:
 
 def _host_blackholes(add: bool) -> None:
     """Blackhole routes in the host's namespace for the pod and Service ranges: a mistake that targets a
-    pod or Service address from the host fails here instead of leaving the machine."""
+    pod or Service address from the host fails here instead of leaving the machine by the default route.
+
+    Only where the default route is all that matches: a machine whose own network uses these ranges
+    keeps its routes (and its traffic there is its own business).
+    """
     for cidr in (POD_CIDR, cp.SERVICE_CLUSTER_IP_RANGE):
-        argv = ["ip", "route", "replace" if add else "delete", "blackhole", cidr]
-        subprocess.run(argv, capture_output=True, check=False)
+        if add:
+            matching = _run(["ip", "-o", "route", "show", "match", cidr], "routes", check=False)
+            if any(line.split()[0] not in ("default", "blackhole") for line in matching.splitlines() if line):
+                continue
+            subprocess.run(["ip", "route", "add", "blackhole", cidr], capture_output=True, check=False)
+        else:
+            subprocess.run(["ip", "route", "delete", "blackhole", cidr], capture_output=True, check=False)
 
 
 # Every running node leaves a note here naming its run directory, so that the next start can clean up
