@@ -112,3 +112,16 @@ def test_the_kubelet_is_configured_for_cgroup_v1_and_the_identity_gates(tmp_path
         "ClusterTrustBundleProjection": True,
         "PodCertificateRequest": True,
     }
+
+
+def test_the_image_digest_reads_the_package_only() -> None:
+    """The build rewrites operator/*.egg-info, and the test harness is not in the image: neither may
+    change the operator image's tag, or every run would rebuild it."""
+    from mtls_operator.testing import images
+
+    files = images._source_files(REPO)
+    assert REPO / "pyproject.toml" in files
+    assert any(p.name == "main.py" and p.parent.name == "mtls_operator" for p in files)
+    assert not [
+        p for p in files if "egg-info" in str(p) or p.is_relative_to(REPO / "operator/mtls_operator/testing")
+    ]

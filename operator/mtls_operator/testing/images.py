@@ -310,9 +310,10 @@ _TESTING: Final = Path(__file__).resolve().parent
 
 def _source_files(repo: Path) -> list[Path]:
     files = [repo / "pyproject.toml", repo / "README.md"]
+    # Only the package: the build itself rewrites operator/*.egg-info, which must not change the digest.
     files += sorted(
         p
-        for p in (repo / "operator").rglob("*")
+        for p in (repo / "operator" / "mtls_operator").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and not p.is_relative_to(_TESTING)
     )
     return files
