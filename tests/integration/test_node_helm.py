@@ -4,13 +4,15 @@ The locally built operator image runs as two replicas under the chart's ServiceA
 login (the projected token, ca.crt and the `kubernetes` Service at 10.0.0.1:443, served inside the node's
 namespace) is the only credential the pods have. One replica holds the Lease and issues; deleting it
 hands the Lease over to the other, which issues from then on without re-issuing what exists. Both pods
-pass their readiness probe and no container restarts (the liveness probe keeps passing).
+pass their readiness probe and no container restarts; then a frozen replica is taken out of readiness
+and restarted by its liveness probe.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,17 @@ def test_helm_install_runs_two_replicas_in_cluster_with_one_leader_and_a_handove
         "hostAliases[0].ip=10.0.0.1",
         "--set",
         "hostAliases[0].hostnames={kubernetes.default.svc}",
+        # Probes every 2 s, so that the liveness part below takes seconds, not a minute.
+        "--set",
+        "livenessProbe.periodSeconds=2",
+        "--set",
+        "livenessProbe.timeoutSeconds=1",
+        "--set",
+        "readinessProbe.periodSeconds=2",
+        "--set",
+        "readinessProbe.timeoutSeconds=1",
+        "--set",
+        "readinessProbe.failureThreshold=1",
         "--wait",
         "--timeout",
         "4m",
@@ -168,6 +181,25 @@ def test_helm_install_runs_two_replicas_in_cluster_with_one_leader_and_a_handove
         p.metadata.name: sum(c.restart_count for c in p.status.container_statuses or []) for p in final
     }
     assert restarts == dict.fromkeys(restarts, 0), restarts
+    assert coordination.read_namespaced_lease(LEASE, ns).spec.holder_identity.startswith(standby)
+
+    # Readiness and liveness: freeze the new standby's operator (SIGSTOP; its /healthz stops answering).
+    # The readiness probe takes it out, the liveness probe restarts the container, and it comes back ready
+    # as a standby while the leader keeps the Lease.
+    spare = next(p for p in final if p.metadata.name != standby)
+    os.kill(node.container_pid(spare.status.container_statuses[0].container_id), signal.SIGSTOP)
+
+    def spare_pod() -> client.V1Pod:
+        return cluster.core.read_namespaced_pod(spare.metadata.name, ns)
+
+    wait_for(lambda: not ready(spare_pod()), timeout=30, message="the frozen pod marked not ready")
+    revived = wait_for(
+        lambda: (p := spare_pod()).status.container_statuses[0].restart_count >= 1 and ready(p) and p,
+        timeout=120,
+        interval=0.5,
+        message="the liveness probe restarts the frozen container, which becomes ready again",
+    )
+    assert revived.status.container_statuses[0].last_state.terminated is not None
     assert coordination.read_namespaced_lease(LEASE, ns).spec.holder_identity.startswith(standby)
     kubectl = Path(helm).parent / "kubectl"
     wide = subprocess.run(

@@ -474,6 +474,16 @@ class Node:
             raise
         return sock
 
+    def container_pid(self, container_id: str) -> int:
+        """The host pid of a running container's main process (``containerd://`` prefix allowed)."""
+        task = container_id.removeprefix("containerd://")
+        ctr = [str(shutil.which("ctr") or "ctr"), "--address", str(self.containerd_socket), "-n", "k8s.io"]
+        for line in _run([*ctr, "tasks", "ls"], "list tasks").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == task:
+                return int(fields[1])
+        raise NodeError(f"no running task {task} on the node")
+
     def log_dir(self) -> Path:
         return self.node_dir / "logs"
 
