@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -311,3 +312,27 @@ def issue_server_and_client(cluster: Any, namespace: str, server: str) -> None:
     )
     wait_ready(cluster, namespace, server)
     wait_ready(cluster, namespace, "client")
+
+
+def print_wide(cluster: Any) -> str:
+    """`kubectl get nodes,pods -A -o wide`, printed (for the record of a run) and returned."""
+    from mtls_operator.testing.controlplane import find_binaries
+
+    out = subprocess.run(
+        [
+            str(find_binaries().kubectl),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "get",
+            "nodes,pods",
+            "-A",
+            "-o",
+            "wide",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    print(out)
+    return out

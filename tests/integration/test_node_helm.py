@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from node_workloads import print_wide
 
 from helpers import wait_for
 from mtls_objects import create_certificate, create_issuer, get, self_signed, wait_issuer_ready, wait_ready
@@ -201,13 +202,5 @@ def test_helm_install_runs_two_replicas_in_cluster_with_one_leader_and_a_handove
     )
     assert revived.status.container_statuses[0].last_state.terminated is not None
     assert coordination.read_namespaced_lease(LEASE, ns).spec.holder_identity.startswith(standby)
-    kubectl = Path(helm).parent / "kubectl"
-    wide = subprocess.run(
-        [str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "get", "nodes,pods", "-A", "-o", "wide"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    print(wide.stdout)
+    assert spare.metadata.name in print_wide(cluster)
     helm_run(helm, cluster, "uninstall", RELEASE, "--namespace", ns, "--wait")

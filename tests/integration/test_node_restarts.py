@@ -15,6 +15,7 @@ from node_workloads import (
     client_context,
     handshake,
     issue_server_and_client,
+    print_wide,
     request_renewal,
     running_pods,
     server_configmap,
@@ -95,3 +96,4 @@ def test_statefulset_and_daemonset_restart_for_real_on_renewal(
         after = serials_served(node, cluster, ns, app, context)
         assert after and set(after.values()) == {serial2}, f"{kind} {app} serves {after}, not {serial2:x}"
         assert not set(after) & set(before[app]), f"{kind} {app} kept a pod from before the renewal"
+    assert "agent-" in print_wide(cluster)
