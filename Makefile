@@ -42,10 +42,10 @@ integration: $(STAMP) controlplane ## integration tests against the real control
 test: $(STAMP) controlplane $(TEST_DEPS) lint ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest tests -q
 
-cluster-up: $(STAMP) controlplane ## start a local control plane; kubeconfig in .local/kubeconfig
-	$(BIN)/python -m mtls_operator.testing.controlplane up --dir .local
+cluster-up: $(STAMP) controlplane node ## start a local control plane and a node; kubeconfig in .local/kubeconfig
+	$(BIN)/python -m mtls_operator.testing.controlplane up --dir .local --node
 
-cluster-down: $(STAMP) ## stop the local control plane and remove its processes
+cluster-down: $(STAMP) ## stop the local control plane and node, and remove their processes
 	$(BIN)/python -m mtls_operator.testing.controlplane down --dir .local
 
 .PHONY: help venv controlplane lint unit integration test cluster-up cluster-down

@@ -3,6 +3,9 @@
 * `cluster` (session): a real control plane (etcd, kube-apiserver, kube-controller-manager) started in a
   temporary directory, with ready `kubernetes` clients. Without the binaries it skips, naming
   `make controlplane`; with CI=true it fails instead, so CI never passes by skipping.
+* `node` (session): a real node on that control plane (kube-scheduler, containerd, kubelet; see
+  mtls_operator.testing.node), for tests whose pods must run. Skips without root or `make node`; with
+  CI=true it fails instead.
 * `namespace`: a fresh namespace per test, deleted afterwards.
 * When a test that uses `cluster` fails, the report gets the tail of each component's log.
 """
@@ -35,8 +38,10 @@ from mtls_operator.testing.controlplane import (  # noqa: E402
     default_bin_dir,
     find_binaries,
 )
+from mtls_operator.testing.node import Node, NodeMissingError  # noqa: E402
 
 CONTROL_PLANE = pytest.StashKey[ControlPlane]()
+NODE = pytest.StashKey[Node]()
 LOG_TAIL_LINES = 30
 
 
@@ -105,6 +110,35 @@ def cluster(
         plane.stop()
 
 
+@pytest.fixture(scope="session")
+def node(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[Node]:
+    """A real node (kube-scheduler, containerd, kubelet) on `cluster`: its pods run.
+
+    It is tainted (`mtls_operator.testing.node.TAINT`): only pods that tolerate it are placed on it, so
+    tests written for a control plane without a node keep their Pending pods.
+    Without what it needs (root, `make node`) it skips, naming the target; with CI=true it fails instead.
+    A node that has what it needs but does not come up is an error either way.
+    """
+    try:
+        started = Node.start(cluster.control_plane, die_with_parent=True, taint=True)
+    except NodeMissingError as error:
+        if _in_ci():
+            pytest.fail(f"CI=true and the node cannot start: {error}", pytrace=False)
+        pytest.skip(str(error))
+    request.config.stash[NODE] = started
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in started.timings.items())
+    _announce(
+        request.config,
+        f"node: {started.name} Ready in {started.started_in:.1f}s ({timings}); "
+        f"operator image {started.operator_image}; logs in {started.log_dir()}",
+    )
+    try:
+        yield started
+    finally:
+        del request.config.stash[NODE]
+        started.stop()
+
+
 def _namespace_name(test_name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:48].rstrip("-")
     return f"t-{slug}-{uuid.uuid4().hex[:6]}"
@@ -139,4 +173,8 @@ def pytest_runtest_makereport(
             report.sections.append(
                 ("control plane log tails", plane.format_log_tails(LOG_TAIL_LINES) or "(no logs)")
             )
+    if report.failed and "node" in getattr(item, "fixturenames", ()):
+        started = item.config.stash.get(NODE, None)
+        if started is not None:
+            report.sections.append(("node log tails", started.format_log_tails(LOG_TAIL_LINES)))
     return report

@@ -75,3 +75,18 @@ def helm(controlplane_binaries: Any) -> str:
             pytest.fail("CI=true and the control-plane binaries have no helm", pytrace=False)
         pytest.skip("no helm among the control-plane binaries: `make controlplane`")
     return str(controlplane_binaries.helm)
+
+
+# Restarts as soon as a renewal is written (the defaults pace restarts over minutes): for the node tests.
+PROMPT_ROLLOUTS = {"MTLS_ROLLOUT_COALESCE": "1", "MTLS_ROLLOUT_MIN_INTERVAL": "1"}
+
+
+@pytest.fixture
+def prompt_operator(own_namespace: str, crds: Any, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """An operator watching only `own_namespace`, restarting workloads promptly after a renewal."""
+    proc = OperatorProcess(
+        crds.kubeconfig, tmp_path / "operator.log", "--namespace", own_namespace, env=PROMPT_ROLLOUTS
+    )
+    proc.start()
+    yield proc
+    proc.stop()

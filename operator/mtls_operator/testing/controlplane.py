@@ -1,10 +1,11 @@
 """A real, throwaway Kubernetes control plane for tests and `make cluster-up`.
 
 It runs etcd, kube-apiserver and kube-controller-manager from the binaries that `make controlplane`
-builds (see e2e/controlplane/build.sh), on free loopback ports, with a fresh CA made here. There is no
-kubelet and no scheduler: Pods stay Pending, but everything the operator relies on is real: RBAC,
+builds (see e2e/controlplane/build.sh), on free loopback ports, with a fresh CA made here. Alone it has
+no kubelet and no scheduler: Pods stay Pending, but everything the operator relies on is real: RBAC,
 admission, CRDs with subresources, optimistic concurrency, and the Deployment -> ReplicaSet -> Pod
-controllers.
+controllers. `mtls_operator.testing.node` adds a scheduler and a kubelet whose pods really run
+(``up --node``, and the pytest ``node`` fixture).
 
 Used two ways:
 
@@ -73,6 +74,13 @@ SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER: Final = "mtls-admin"
 STATE_FILE: Final = "state.json"
 COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager")
+# Beta APIs and gates of Kubernetes 1.36 that are off by default and that the next issue builds on.
+BETA_APIS: Final = (
+    "certificates.k8s.io/v1beta1/clustertrustbundles",
+    "certificates.k8s.io/v1beta1/podcertificaterequests",
+)
+RUNTIME_CONFIG: Final = ",".join(f"{api}=true" for api in BETA_APIS)
+FEATURE_GATES: Final = "ClusterTrustBundle=true,ClusterTrustBundleProjection=true,PodCertificateRequest=true"
 # How often one component is relaunched on fresh ports when a port it was given is taken at bind time.
 PORT_ATTEMPTS: Final = 5
 _PORT_IN_USE = re.compile(r"address already in use|bind: address|EADDRINUSE", re.IGNORECASE)
@@ -882,11 +890,21 @@ class ControlPlane:
                     f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                     f"--service-account-key-file={pki.sa_pub}",
                     f"--service-account-signing-key-file={pki.sa_key}",
-                    "--authorization-mode=RBAC",
+                    # Node: the kubelet of the test node (mtls_operator.testing.node) is authorized as
+                    # a node, and NodeRestriction limits it to its own Node and Pods, as in production.
+                    "--authorization-mode=Node,RBAC",
+                    "--enable-admission-plugins=NodeRestriction",
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                    # No kubelet mounts tokens here, and the `default` ServiceAccount of a fresh namespace
-                    # appears only once kube-controller-manager gets to it: do not make Pods wait for it.
-                    "--disable-admission-plugins=ServiceAccount",
+                    # The kubelet's addresses: InternalIP is the pod gateway inside the node's sealed
+                    # network namespace, never reachable from here; Hostname is `localhost`, where a
+                    # forwarder leads to the kubelet (logs, exec). Never try the InternalIP.
+                    "--kubelet-preferred-address-types=Hostname",
+                    f"--kubelet-client-certificate={pki.admin_cert}",
+                    f"--kubelet-client-key={pki.admin_key}",
+                    # Kubernetes-native identity: PodCertificateRequest and ClusterTrustBundle (beta,
+                    # off by default in 1.36) are served, for the podCertificate projected volume.
+                    f"--runtime-config={RUNTIME_CONFIG}",
+                    f"--feature-gates={FEATURE_GATES}",
                     "--enable-priority-and-fairness=false",
                     # The only address is loopback, which an Endpoints object may not hold: without this the
                     # apiserver logs a failed sync of the `kubernetes` Service every ten seconds.
@@ -924,6 +942,7 @@ class ControlPlane:
                     f"--cluster-signing-cert-file={pki.ca_cert}",
                     f"--cluster-signing-key-file={pki.ca_key}",
                     "--use-service-account-credentials=false",
+                    f"--feature-gates={FEATURE_GATES}",
                     "--leader-elect=false",
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     "--profiling=false",
@@ -1076,13 +1095,16 @@ def _forget_run(run: Path) -> None:
 
 
 def _stop_recorded(run: Path, state: RunState) -> list[str]:
-    stubborn = _terminate(state.components, 15.0)
+    from mtls_operator.testing.node import stop_recorded_node
+
+    stubborn = stop_recorded_node(run)
+    stubborn += _terminate(state.components, 15.0)
     if not stubborn:
         _forget_run(run)
     return stubborn
 
 
-def cmd_up(run: Path, timeout: float) -> int:
+def cmd_up(run: Path, timeout: float, node: bool = False) -> int:
     with _locked(run):
         state = read_run_state(run)
         if state is None and (run / STATE_FILE).exists():
@@ -1106,6 +1128,19 @@ def cmd_up(run: Path, timeout: float) -> int:
             _say(str(error), sys.stderr)
             return 1
         _say(f"kube-apiserver {plane.version()} ready at {plane.server} in {plane.started_in:.1f}s")
+        if node:
+            from mtls_operator.testing.node import Node
+
+            try:
+                started = Node.start(plane)
+            except ControlPlaneError as error:
+                _say(f"the node did not start, stopping the control plane: {error}", sys.stderr)
+                plane.stop()
+                return 1
+            _say(
+                f"node {started.name} Ready in {started.started_in:.1f}s (network namespace {started.netns}, "
+                f"operator image {started.operator_image}); logs in {started.log_dir()}"
+            )
         _say(f"export KUBECONFIG={plane.kubeconfig}")
         _say(f"logs in {run / 'logs'}; stop with `make cluster-down`")
         return 0
@@ -1118,11 +1153,15 @@ def cmd_down(run: Path) -> int:
             (run / STATE_FILE).unlink(missing_ok=True)
             _say(f"nothing running in {run}")
             return 0
+        from mtls_operator.testing.node import read_node_state
+
+        node = read_node_state(run)
         stubborn = _stop_recorded(run, state)
         if stubborn:
             _say(f"could not stop {', '.join(stubborn)}", sys.stderr)
             return 1
-        stopped = ", ".join(f"{c.name} (pid {c.pid})" for c in state.components)
+        components = [*(node.components if node else ()), *state.components]
+        stopped = ", ".join(f"{c.name} (pid {c.pid})" for c in components)
         _say(f"stopped {stopped or 'nothing'} in {run}")
         return 0
 
@@ -1136,7 +1175,10 @@ def cmd_status(run: Path) -> int:
     if status == "stale" and not state.ready and _lock_busy(run):
         status = "starting (another `up` holds the run directory)"
     _say(f"{status}: server {state.server or '(not yet)'}, kubeconfig {state.kubeconfig}")
-    for component in state.components:
+    from mtls_operator.testing.node import read_node_state
+
+    node = read_node_state(run)
+    for component in [*state.components, *(node.components if node else ())]:
         alive = "alive" if _component_alive(component) else "DEAD"
         _say(f"  {component.name:<24} pid {component.pid:<8} {alive}  log {component.log}")
     return 0 if status == "running" else 1
@@ -1151,11 +1193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument("--dir", type=Path, default=Path(".local"), help="run directory (default .local)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for `up` (default 120)")
+    parser.add_argument(
+        "--node", action="store_true", help="`up` also starts a node: kube-scheduler, containerd, a kubelet"
+    )
     args = parser.parse_args(argv)
     run: Path = args.dir.absolute()
     try:
         if args.command == "up":
-            return cmd_up(run, args.timeout)
+            return cmd_up(run, args.timeout, node=args.node)
         if args.command == "down":
             return cmd_down(run)
         return cmd_status(run)
