@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import kopf
+from kopf._core.engines.peering import Identity  # kopf exports no public name for it
 
 from mtls_operator import __version__
 from mtls_operator.controllers.config import OperatorConfig, parse_config
@@ -19,6 +20,7 @@ from mtls_operator.controllers.handlers import build_registry
 from mtls_operator.controllers.revocation_mirror import RevocationMirror
 from mtls_operator.k8s.api import ApiClient, Credentials, credentials_from_kopf
 from mtls_operator.k8s.lease import LeaderElector, LeaseConfig, default_identity
+from mtls_operator.k8s.login import login
 from mtls_operator.observability.metrics import Metrics
 from mtls_operator.observability.server import MetricsServer, raise_open_files_limit
 
@@ -68,8 +70,7 @@ def needs_cluster_scan(namespaces: list[str] | None) -> bool:
 
 def _login() -> Credentials:
     """The operator's credentials, the way kopf finds them (in-cluster service account, else KUBECONFIG)."""
-    settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    info = login(settings=kopf.OperatorSettings())
     if info is None:
         raise SystemExit("No credentials: set KUBECONFIG or run in-cluster with a service account.")
     return credentials_from_kopf(info)
@@ -114,7 +115,7 @@ async def run(config: OperatorConfig) -> int:
             lease = LeaseConfig(
                 namespace=_lease_namespace(config, creds),
                 name=election.name,
-                identity=default_identity(),
+                identity=Identity(default_identity()),
                 lease_duration=election.lease_duration,
                 renew_deadline=election.renew_deadline,
                 retry_period=election.retry_period,
@@ -168,6 +169,8 @@ async def run(config: OperatorConfig) -> int:
         kopf_settings.scanning.disabled = not needs_cluster_scan(namespaces)
         await kopf.operator(
             registry=build_registry(config, watch_namespaces=needs_cluster_scan(namespaces)),
+            # kopf would otherwise name itself after the OS user, which a container's uid may not have.
+            identity=Identity(default_identity()),
             standalone=True,
             clusterwide=namespaces is None,
             namespaces=namespaces or (),

@@ -76,3 +76,19 @@ def test_help_names_every_variable() -> None:
 
 def test_all_namespaces_wins_over_the_environment_list() -> None:
     assert parse_config(["-A"], {"MTLS_NAMESPACES": "a"}).namespaces == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "server"),
+    [
+        pytest.param({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"},
+                     "https://10.0.0.1:443", id="the kubelet's address for the API server"),
+        pytest.param({"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"},
+                     "https://[fd00::1]:6443", id="an IPv6 address in brackets"),
+        pytest.param({}, None, id="outside a pod: none"),
+    ],
+)  # fmt: skip
+def test_in_cluster_login_uses_the_kubelets_environment(env: dict[str, str], server: str | None) -> None:
+    from mtls_operator.k8s.login import in_cluster_server
+
+    assert in_cluster_server(env) == server

@@ -27,6 +27,7 @@ from mtls_operator.api.constants import (
 from mtls_operator.controllers.config import OperatorConfig
 from mtls_operator.controllers.runtime import Runtime
 from mtls_operator.k8s.api import ApiClient, credentials_from_kopf
+from mtls_operator.k8s.login import login
 from mtls_operator.observability.metrics import Metrics
 
 logger = logging.getLogger("mtls_operator")
@@ -41,12 +42,7 @@ def build_registry(config: OperatorConfig, *, watch_namespaces: bool) -> kopf.Op
     """The handlers for one run of the operator."""
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
-            **kwargs
-        ) or kopf.login_with_kubeconfig(**kwargs)
-        return info
+    kopf.on.login(registry=registry)(login)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -61,9 +57,7 @@ def build_registry(config: OperatorConfig, *, watch_namespaces: bool) -> kopf.Op
         settings.watching.client_timeout = config.watch.client_timeout
         settings.networking.request_timeout = config.watch.request_timeout
         settings.watching.label_selectors["v1", "secrets"] = LABEL_SECRET_ROLE
-        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-            settings=settings
-        )
+        info = login(settings=settings)
         if info is None:
             raise kopf.PermanentError(
                 "No credentials: set KUBECONFIG or run in-cluster with a service account."
