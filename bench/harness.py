@@ -108,6 +108,17 @@ def parse_queue_idle(line: str) -> QueueIdle | None:
     return QueueIdle(*(int(g) for g in match.groups()))
 
 
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+
+
+def parse_log_time(line: str) -> float | None:
+    """The epoch time of an operator log line (logging's default asctime, local time, milliseconds)."""
+    match = _LOG_TIME.match(line)
+    if match is None:
+        return None
+    return time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")) + int(match.group(2)) / 1000
+
+
 def last_queue_idle(lines: Iterator[str] | Sequence[str]) -> QueueIdle | None:
     last = None
     for line in lines:
@@ -135,6 +146,135 @@ def rollout_complete(body: Mapping[str, Any]) -> bool:
     total = int(status.get("replicas") or 0)
     available = int(status.get("availableReplicas") or 0)
     return updated >= want and total <= updated and available >= updated
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of metric ``name`` in a Prometheus text exposition: (labels, value) pairs."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None or match.group(1) != name:
+            continue
+        found = _LABEL.findall(match.group(2) or "")
+        labels = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in found}
+        out.append((labels, float(match.group(3))))
+    return out
+
+
+RequestKey = tuple[str, str, str, str]  # (verb, group, resource, subresource)
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"})
+
+
+def request_counts(text: str) -> dict[RequestKey, float]:
+    """apiserver_request_total summed over codes, scopes and components, by verb and resource."""
+    counts: dict[RequestKey, float] = {}
+    for labels, value in parse_samples(text, "apiserver_request_total"):
+        key = (
+            labels.get("verb", ""),
+            labels.get("group", ""),
+            labels.get("resource", ""),
+            labels.get("subresource", ""),
+        )
+        counts[key] = counts.get(key, 0.0) + value
+    return counts
+
+
+def response_bytes(text: str) -> dict[RequestKey, float]:
+    """apiserver_response_sizes_sum by verb and resource (bytes the API server sent)."""
+    sizes: dict[RequestKey, float] = {}
+    for labels, value in parse_samples(text, "apiserver_response_sizes_sum"):
+        key = (
+            labels.get("verb", ""),
+            labels.get("group", ""),
+            labels.get("resource", ""),
+            labels.get("subresource", ""),
+        )
+        sizes[key] = sizes.get(key, 0.0) + value
+    return sizes
+
+
+def delta(after: Mapping[Any, float], before: Mapping[Any, float]) -> dict[Any, float]:
+    """What grew between two readings of counters (keys that did not grow are left out)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+def writes_by_resource(counts: Mapping[RequestKey, float]) -> dict[str, float]:
+    """Write requests by "resource[/subresource]" (verbs POST, PUT, PATCH, DELETE, ...)."""
+    out: dict[str, float] = {}
+    for (verb, _, resource, sub), value in counts.items():
+        if verb in WRITE_VERBS:
+            name = f"{resource}/{sub}" if sub else resource
+            out[name] = out.get(name, 0.0) + value
+    return out
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit event (stage ResponseComplete) of the API server's audit log."""
+
+    user_agent: str
+    verb: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    code: int
+    received: float  # epoch seconds
+    completed: float
+
+
+def _epoch(text: str | None) -> float:
+    if not text:
+        return 0.0
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def parse_audit_line(line: str) -> AuditRecord | None:
+    """An audit log line (JSON, one event); None for other stages or what is not an event."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("stage") != "ResponseComplete":
+        return None
+    ref = event.get("objectRef") or {}
+    return AuditRecord(
+        user_agent=str(event.get("userAgent") or ""),
+        verb=str(event.get("verb") or ""),
+        resource=str(ref.get("resource") or ""),
+        subresource=str(ref.get("subresource") or ""),
+        namespace=str(ref.get("namespace") or ""),
+        name=str(ref.get("name") or ""),
+        code=int((event.get("responseStatus") or {}).get("code") or 0),
+        received=_epoch(event.get("requestReceivedTimestamp")),
+        completed=_epoch(event.get("stageTimestamp")),
+    )
+
+
+AUDIT_WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def audit_writes(
+    records: Sequence[AuditRecord], user_agent_prefix: str, since: float = 0.0, until: float = math.inf
+) -> dict[str, int]:
+    """Writes by clients whose user agent starts with the prefix, received in [since, until), by
+    "verb resource[/subresource]"; failed requests included (they cost the API server too)."""
+    out: dict[str, int] = {}
+    for r in records:
+        if (
+            r.verb in AUDIT_WRITE_VERBS
+            and r.user_agent.startswith(user_agent_prefix)
+            and since <= r.received < until
+        ):
+            name = f"{r.verb} {r.resource}/{r.subresource}" if r.subresource else f"{r.verb} {r.resource}"
+            out[name] = out.get(name, 0) + 1
+    return out
 
 
 def fmt_ms(seconds: float | None) -> str:
@@ -185,21 +325,18 @@ def loadavg() -> list[float]:
 
 
 def machine() -> dict[str, Any]:
-    from mtls_operator import __version__
-
     return {
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "operator_version": __version__,
         "loadavg_at_start": loadavg(),
     }
 
 
-def git_commit() -> dict[str, Any]:
+def git_commit(repo: Path = REPO) -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=False
         ).stdout.strip()
 
     # Other people's uncommitted changes under operator/ are part of what was measured: name them.
@@ -216,20 +353,57 @@ def git_commit() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Variant:
+    """Which operator a run measures: "after" is this working tree; "before" another checkout (its own
+    venv and CRDs), so that one sitting gives before -> after ratios."""
+
+    name: str
+    repo: Path
+    python: str
+
+    @property
+    def crd_dir(self) -> Path:
+        return self.repo / "crds"
+
+    def result_name(self, scenario: str) -> str:
+        return scenario if self.name == "after" else f"{scenario}.{self.name}"
+
+
+AFTER = Variant("after", REPO, sys.executable)
+
+
+def variants_from_env() -> list[Variant]:
+    """BENCH_BEFORE=<checkout with a .venv> adds the "before" operator, run first in each scenario."""
+    before = os.environ.get("BENCH_BEFORE")
+    if not before:
+        return [AFTER]
+    repo = Path(before).resolve()
+    python = repo / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"BENCH_BEFORE={before}: no {python} (run `make venv` there)")
+    return [Variant("before", repo, str(python)), AFTER]
+
+
 def write_result(
-    name: str, n: int, figures: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+    name: str,
+    n: int,
+    figures: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    variant: Variant = AFTER,
 ) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {
         "scenario": name,
+        "variant": variant.name,
         "n": n,
         "figures": dict(figures),
         **(extra or {}),
         "machine": machine(),
-        "git": git_commit(),
+        "git": git_commit(variant.repo),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{variant.result_name(name)}.json"
     path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     return path
 
@@ -239,19 +413,94 @@ def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+class CpuSampler:
+    """CPU seconds of some processes sampled every `interval` s in a thread, to cut windows afterwards."""
+
+    def __init__(self, pids: Mapping[str, int], interval: float = 0.2) -> None:
+        self.pids = dict(pids)
+        self.interval = interval
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (epoch time, cpu seconds by name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-cpu")
+
+    def start(self) -> CpuSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        now, cpu = time.time(), {}
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError, ValueError):
+                cpu[name] = cpu_seconds(pid)
+        self.samples.append((now, cpu))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+
+    def at(self, t: float, name: str) -> float:
+        """CPU seconds of `name` at epoch time t (the last sample at or before t)."""
+        value = 0.0
+        for when, cpu in self.samples:
+            if when > t:
+                break
+            value = cpu.get(name, value)
+        return value
+
+    def between(self, start: float, end: float, name: str) -> float:
+        return self.at(end, name) - self.at(start, name)
+
+
 # --------------------------------------------------------------------------------------------------
 # The cluster
 
+# Writes and lists are audited (who made them: the user agent), nothing else; `quiet` namespaces are not
+# audited at all (the noise scenario's 25k objects would otherwise cost the API server the audit lines).
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+{quiet}- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection", "list"]
+- level: None
+"""
+
 
 class Cluster:
-    """A throwaway control plane with the CRDs applied, and admin clients for it."""
+    """A throwaway control plane with the CRDs applied, admin clients for it, its /metrics and its audit
+    log (writes and lists, with the user agent that made them)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, quiet_namespaces: Sequence[str] = ()) -> None:
         from kubernetes import client, config
 
         from mtls_operator.testing.controlplane import ControlPlane
 
-        self.plane = ControlPlane.start(run_dir, die_with_parent=True)
+        quiet = (
+            f"- level: None\n  namespaces: [{', '.join(json.dumps(n) for n in quiet_namespaces)}]\n"
+            if quiet_namespaces
+            else ""
+        )
+        policy = run_dir / "audit-policy.yaml"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        policy.write_text(AUDIT_POLICY.format(quiet=quiet))
+        self.audit_log = run_dir / "audit.log"
+        self.plane = ControlPlane.start(
+            run_dir,
+            die_with_parent=True,
+            apiserver_args=[
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxbackup=0",
+                "--audit-log-maxsize=0",
+            ],
+        )
         self.kubeconfig = self.plane.kubeconfig
         cfg = client.Configuration()
         config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
@@ -261,12 +510,43 @@ class Cluster:
         self.apps = client.AppsV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.apiext = client.ApiextensionsV1Api(self.api_client)
+        self._audit_offset = 0
+        self._audit_partial = b""
+        self.audit: list[AuditRecord] = []
 
-    def apply_crds(self) -> None:
+    def pid(self, component: str) -> int:
+        """The pid of "etcd", "kube-apiserver" or "kube-controller-manager"."""
+        for c in self.plane.components:
+            if c.name == component:
+                return c.pid
+        raise KeyError(component)
+
+    def metrics_text(self) -> str:
+        """The API server's /metrics."""
+        request = self.api_client.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+        resp = self.api_client.call_api(*request)
+        resp.read()
+        return bytes(resp.data).decode()
+
+    def read_audit(self) -> list[AuditRecord]:
+        """Every audit record so far (read incrementally)."""
+        with contextlib.suppress(FileNotFoundError), self.audit_log.open("rb") as f:
+            f.seek(self._audit_offset)
+            data = f.read()
+            self._audit_offset += len(data)
+            data = self._audit_partial + data
+            *complete, self._audit_partial = data.split(b"\n")
+            for raw in complete:
+                record = parse_audit_line(raw.decode(errors="replace"))
+                if record is not None:
+                    self.audit.append(record)
+        return self.audit
+
+    def apply_crds(self, crd_dir: Path = CRD_DIR) -> None:
         import yaml
 
         names = []
-        for path in sorted(CRD_DIR.glob("*.yaml")):
+        for path in sorted(crd_dir.glob("*.yaml")):
             body = yaml.safe_load(path.read_text())
             names.append(body["metadata"]["name"])
             self.apiext.create_custom_resource_definition(body)
@@ -297,13 +577,45 @@ class Cluster:
         self.plane.stop()
 
 
+class ApiServerWindow:
+    """What the API server did between `start()` and `stop()`: request and response-size deltas from its
+    /metrics, and the CPU seconds of kube-apiserver, etcd and kube-controller-manager."""
+
+    def __init__(self, c: Cluster) -> None:
+        self.c = c
+        self.pids = {name: c.pid(name) for name in ("kube-apiserver", "etcd", "kube-controller-manager")}
+
+    def start(self) -> ApiServerWindow:
+        text = self.c.metrics_text()
+        self._requests, self._bytes = request_counts(text), response_bytes(text)
+        self._cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.started = time.time()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        cpu = {name: cpu_seconds(pid) - self._cpu[name] for name, pid in self.pids.items()}
+        text = self.c.metrics_text()
+        requests = delta(request_counts(text), self._requests)
+        sizes = delta(response_bytes(text), self._bytes)
+        return {
+            "seconds": time.time() - self.started,
+            "apiserver_cpu_seconds": cpu["kube-apiserver"],
+            "etcd_cpu_seconds": cpu["etcd"],
+            "controller_manager_cpu_seconds": cpu["kube-controller-manager"],
+            "apiserver_rss_bytes": current_rss(self.pids["kube-apiserver"]),
+            "writes_by_resource": writes_by_resource(requests),
+            "requests": {" ".join(k for k in key if k): v for key, v in sorted(requests.items())},
+            "response_bytes": {" ".join(k for k in key if k): v for key, v in sorted(sizes.items())},
+        }
+
+
 @contextlib.contextmanager
-def cluster() -> Iterator[Cluster]:
+def cluster(crd_dir: Path = CRD_DIR, quiet_namespaces: Sequence[str] = ()) -> Iterator[Cluster]:
     run_dir = Path(tempfile.mkdtemp(prefix="mtls-bench-"))
     say(f"starting a control plane in {run_dir}")
-    c = Cluster(run_dir)
+    c = Cluster(run_dir, quiet_namespaces)
     try:
-        c.apply_crds()
+        c.apply_crds(crd_dir)
         yield c
     finally:
         c.stop()
@@ -314,11 +626,15 @@ def cluster() -> Iterator[Cluster]:
 # The operator
 
 
+PROBE = Path(__file__).resolve().parent / "probe.py"
+
+
 class Operator:
-    """`python -m mtls_operator` against the bench cluster, scoped to some namespaces, logging to a file.
+    """The operator (bench/probe.py, which runs `python -m mtls_operator` with a probe inside) against the
+    bench cluster, scoped to some namespaces (none: every namespace), logging to a file.
 
     Like tests/operator_process.py, but reads its log incrementally (10k certificates make a long log)
-    and keeps every `Queue idle` line it has seen.
+    and keeps every `Queue idle` line it has seen. `variant` picks the interpreter, hence the tree.
     """
 
     def __init__(
@@ -327,17 +643,22 @@ class Operator:
         log_path: Path,
         namespaces: Sequence[str],
         env: Mapping[str, str] | None = None,
+        variant: Variant = AFTER,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.namespaces = list(namespaces)
         self.env = dict(env or {})
+        self.variant = variant
         self.proc: subprocess.Popen[bytes] | None = None
         self.idle: list[tuple[float, QueueIdle]] = []  # (monotonic time seen, line)
+        self.idle_logged: list[float] = []  # the epoch time each of those lines was logged
         self.started_at = 0.0
+        self.started_epoch = 0.0
         self.ready_at = 0.0
         self._offset = 0
         self._partial = b""
+        self.probe_out = log_path.with_suffix(".probe.json")
 
     @property
     def pid(self) -> int:
@@ -345,19 +666,65 @@ class Operator:
         return self.proc.pid
 
     def start(self, timeout: float = 60.0) -> Operator:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1", **self.env}
-        args = [sys.executable, "-m", "mtls_operator", "--metrics-port", "0"]
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            # Nothing here asks for CRLs over HTTP; a second operator on this machine may hold 9403.
+            "MTLS_REVOCATION_PORT": "0",
+            "BENCH_PROBE_OUT": str(self.probe_out),
+            **self.env,
+        }
+        args = [self.variant.python, str(PROBE), "--metrics-port", "0"]
         for ns in self.namespaces:
             args += ["--namespace", ns]
+        if not self.namespaces:
+            args.append("--all-namespaces")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self._offset = self.log_path.stat().st_size
         self.started_at = time.monotonic()
+        self.started_epoch = time.time()
         self.proc = subprocess.Popen(
             args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        self.profiler: subprocess.Popen[bytes] | None = None
+        pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        if os.environ.get("BENCH_PYSPY") == "1" and pyspy:
+            # A sampling profile of the whole run (every thread), folded stacks for flame graphs.
+            self.profiler = subprocess.Popen(
+                [
+                    pyspy,
+                    "record",
+                    "--pid",
+                    str(self.proc.pid),
+                    "--rate",
+                    "50",
+                    "--threads",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(self.log_path.with_suffix(".pyspy.txt")),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         self.wait_for(lambda line: "mtls-operator started" in line, timeout, "mtls-operator started")
         self.ready_at = time.monotonic()
         return self
+
+    def report(self, *, deep: bool = False, trim: bool = False, timeout: float = 120.0) -> dict[str, Any]:
+        """The probe's report (see bench/probe.py): memory by structure with `deep`, loop lag, heap."""
+        Path(str(self.probe_out) + ".req").write_text(json.dumps({"deep": deep, "trim": trim}))
+        with contextlib.suppress(FileNotFoundError):
+            self.probe_out.unlink()
+        os.kill(self.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                doc: dict[str, Any] = json.loads(self.probe_out.read_text())
+                return doc
+            time.sleep(0.2)
+        raise RuntimeError(f"the operator's probe wrote no report within {timeout:g}s")
 
     def poll_log(self) -> list[str]:
         """New complete log lines since the last call; records `Queue idle` lines."""
@@ -373,6 +740,8 @@ class Operator:
             parsed = parse_queue_idle(line)
             if parsed is not None:
                 self.idle.append((now, parsed))
+                logged = parse_log_time(line)
+                self.idle_logged.append(time.time() if logged is None else logged)
         return lines
 
     def wait_for(self, match: Callable[[str], bool], timeout: float, what: str) -> str:
@@ -417,6 +786,10 @@ class Operator:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        if getattr(self, "profiler", None) is not None and self.profiler.poll() is None:
+            self.profiler.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.profiler.wait(timeout=30)
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -579,15 +952,14 @@ def certificate_body(
     }
 
 
-def create_custom(c: Cluster, namespace: str, plural: str, body: Mapping[str, Any]) -> None:
-    """Create one custom object; retried on 429/5xx and connection errors (the server is busy, not wrong)."""
+def create_with_retry(create: Callable[..., Any], *args: Any) -> None:
+    """Call a `kubernetes` client create method; retried on 429/5xx and connection errors (the server is
+    busy, not wrong). The answer is read raw and dropped (no deserialisation in the bench's threads)."""
     from kubernetes.client.rest import ApiException
 
     for attempt in range(8):
         try:
-            resp = c.custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, body, _preload_content=False
-            )
+            resp = create(*args, _preload_content=False)
             resp.data  # noqa: B018 (read the answer so the connection goes back to the pool)
             resp.release_conn()
             return
@@ -598,3 +970,8 @@ def create_custom(c: Cluster, namespace: str, plural: str, body: Mapping[str, An
             if attempt == 7:
                 raise
         time.sleep(0.2 * 2**attempt)
+
+
+def create_custom(c: Cluster, namespace: str, plural: str, body: Mapping[str, Any]) -> None:
+    """Create one custom object (retried as `create_with_retry`)."""
+    create_with_retry(c.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body)
