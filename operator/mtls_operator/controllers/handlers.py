@@ -31,11 +31,30 @@ from mtls_operator.k8s.login import login
 from mtls_operator.observability.metrics import Metrics
 
 logger = logging.getLogger("mtls_operator")
+LIST_CHUNK_SIZE = 500  # objects per page of kopf's initial lists
 
 
 def _runtime(memo: Any) -> Runtime:
     runtime: Runtime = memo.runtime
     return runtime
+
+
+def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """kopf's settings for this operator: watch-only, filtered, paged, and cheap per object."""
+    # kopf's own bookkeeping lives under its own prefix, never under mtls.dev (see KOPF_NOTES).
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = config.watch.server_timeout
+    settings.watching.client_timeout = config.watch.client_timeout
+    settings.networking.request_timeout = config.watch.request_timeout
+    settings.watching.label_selectors["v1", "secrets"] = LABEL_SECRET_ROLE
+    # The initial lists in pages: a restart into 10k certificates never holds 10k Secrets (or 10k
+    # workloads) as one decoded response.
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
 
 
 def build_registry(config: OperatorConfig, *, watch_namespaces: bool) -> kopf.OperatorRegistry:
@@ -46,17 +65,7 @@ def build_registry(config: OperatorConfig, *, watch_namespaces: bool) -> kopf.Op
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        # kopf's own bookkeeping lives under its own prefix, never under mtls.dev (see KOPF_NOTES).
-        settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=KOPF_PREFIX, key="last-handled-configuration"
-        )
-        settings.posting.level = logging.WARNING
-        settings.watching.server_timeout = config.watch.server_timeout
-        settings.watching.client_timeout = config.watch.client_timeout
-        settings.networking.request_timeout = config.watch.request_timeout
-        settings.watching.label_selectors["v1", "secrets"] = LABEL_SECRET_ROLE
+        configure_kopf(settings, config)
         info = login(settings=settings)
         if info is None:
             raise kopf.PermanentError(
