@@ -32,6 +32,9 @@ from mtls_operator.observability.metrics import Metrics
 
 logger = logging.getLogger("mtls_operator")
 LIST_CHUNK_SIZE = 500  # objects per page of kopf's initial lists
+# kopf keeps a worker (a task, a queue, an event) per object for this long after its last event (5 s by
+# default). The handlers only hand the event to intake, so a worker has nothing to wait for.
+WORKER_IDLE_TIMEOUT = 0.5
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -55,6 +58,7 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
     # The initial lists in pages: a restart into 10k certificates never holds 10k Secrets (or 10k
     # workloads) as one decoded response.
     settings.watching.chunk_size = LIST_CHUNK_SIZE
+    settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
 
 
 def build_registry(config: OperatorConfig, *, watch_namespaces: bool) -> kopf.OperatorRegistry:
