@@ -7,7 +7,12 @@ import kopf
 
 from mtls_operator.api.constants import LABEL_SECRET_ROLE
 from mtls_operator.controllers.config import OperatorConfig
-from mtls_operator.controllers.handlers import LIST_CHUNK_SIZE, WORKER_IDLE_TIMEOUT, configure_kopf
+from mtls_operator.controllers.handlers import (
+    LIST_CHUNK_SIZE,
+    WORKER_IDLE_TIMEOUT,
+    WatchOnlyDiffBase,
+    configure_kopf,
+)
 
 
 def configured() -> kopf.OperatorSettings:
@@ -29,3 +34,19 @@ def test_a_per_object_worker_does_not_outlive_its_events_by_seconds() -> None:
     settings = configured()
     assert settings.queueing.idle_timeout == WORKER_IDLE_TIMEOUT
     assert kopf.OperatorSettings().queueing.idle_timeout > WORKER_IDLE_TIMEOUT
+
+
+def test_no_diff_base_is_built_or_read_for_the_watch_only_handlers() -> None:
+    storage = configured().persistence.diffbase_storage
+    assert isinstance(storage, WatchOnlyDiffBase)
+    annotated = kopf.Body(
+        {
+            "metadata": {
+                "name": "s",
+                "annotations": {"kopf.mtls.dev/last-handled-configuration": '{"spec": {}}'},
+            },
+            "data": {"tls.crt": "QUJD"},
+        }
+    )
+    assert storage.build(body=annotated) == {}
+    assert storage.fetch(body=annotated) is None

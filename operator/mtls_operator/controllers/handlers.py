@@ -12,6 +12,7 @@ every namespace, or namespace globs), which is also when its RBAC may list them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -42,12 +43,27 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
+class WatchOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """The diff-base of an operator with only ``on.event`` handlers: nothing.
+
+    kopf compares an object with its last-handled state for ``on.create``/``on.update`` handlers, but it
+    builds that state (a deep copy of the whole body: Secret data, pod templates) and parses the stored
+    one on every event of every watched object, for any handler. With nothing to compare, both are
+    skipped; nothing is stored either (kopf stores a diff-base only after change handlers ran)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """kopf's settings for this operator: watch-only, filtered, paged, and cheap per object."""
     # kopf's own bookkeeping lives under its own prefix, never under mtls.dev (see KOPF_NOTES).
     settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = WatchOnlyDiffBase(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
