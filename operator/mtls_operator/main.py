@@ -16,7 +16,7 @@ from kopf._core.engines.peering import Identity  # kopf exports no public name f
 
 from mtls_operator import __version__
 from mtls_operator.controllers.config import OperatorConfig, parse_config
-from mtls_operator.controllers.handlers import build_registry
+from mtls_operator.controllers.handlers import WatchOnlyMemories, build_registry
 from mtls_operator.controllers.revocation_mirror import RevocationMirror
 from mtls_operator.k8s.api import ApiClient, Credentials, credentials_from_kopf
 from mtls_operator.k8s.lease import LeaderElector, LeaseConfig, default_identity
@@ -175,6 +175,7 @@ async def run(config: OperatorConfig) -> int:
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
             memo=kopf.Memo(metrics=metrics),
+            memories=WatchOnlyMemories(),  # nothing kept per object (controllers/handlers.py)
             settings=kopf_settings,
             stop_flag=stop,
         )

@@ -3,6 +3,8 @@ benchmarks (docs/benchmarks.md); these tests pin that the settings are the ones 
 
 from __future__ import annotations
 
+import asyncio
+
 import kopf
 
 from mtls_operator.api.constants import LABEL_SECRET_ROLE
@@ -11,6 +13,7 @@ from mtls_operator.controllers.handlers import (
     LIST_CHUNK_SIZE,
     WORKER_IDLE_TIMEOUT,
     WatchOnlyDiffBase,
+    WatchOnlyMemories,
     configure_kopf,
 )
 
@@ -50,3 +53,14 @@ def test_no_diff_base_is_built_or_read_for_the_watch_only_handlers() -> None:
     )
     assert storage.build(body=annotated) == {}
     assert storage.fetch(body=annotated) is None
+
+
+def test_no_memory_is_kept_per_object_and_each_event_still_gets_the_memo() -> None:
+    memories = WatchOnlyMemories()
+    body = kopf.RawBody({"metadata": {"uid": "u-1", "name": "c", "namespace": "ns"}})
+    memo = kopf.Memo(runtime="the runtime")
+    first = asyncio.run(memories.recall(body, memobase=memo, noticed_by_listing=True))
+    second = asyncio.run(memories.recall(body, memobase=memo))
+    assert first is not second
+    assert first.memo.runtime == "the runtime"
+    assert list(memories.iter_all_memories()) == []

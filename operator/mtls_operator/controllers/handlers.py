@@ -16,6 +16,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import kopf
+from kopf._core.reactor.inventory import (  # kopf exports no public name for them
+    ResourceMemories,
+    ResourceMemory,
+)
 
 from mtls_operator.api.constants import (
     CERTIFICATE_PLURAL,
@@ -56,6 +60,29 @@ class WatchOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None
+
+
+class WatchOnlyMemories(ResourceMemories):
+    """kopf's per-object memories, none of them kept.
+
+    kopf keeps a memory for every object it ever saw (a copy of the memo, an error throttler, daemon and
+    index state: ~1 KB each) until the object is deleted, for daemons, timers, indexes and change
+    handlers. The ``on.event`` handlers need nothing across events, so each event gets a fresh memory and
+    none is stored: memory no longer grows with every Secret and workload kopf delivers. The one thing
+    lost is the escalation of kopf's error throttling across events of one object (each failing event
+    still waits the first delay); the handlers only hand events to intake, which does not raise."""
+
+    async def recall(
+        self,
+        raw_body: kopf.RawBody,
+        *,
+        memobase: Any = None,
+        noticed_by_listing: bool = False,
+        ephemeral: bool = False,
+    ) -> ResourceMemory:
+        return await super().recall(
+            raw_body, memobase=memobase, noticed_by_listing=noticed_by_listing, ephemeral=True
+        )
 
 
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
