@@ -3,12 +3,13 @@
 The runtime calls these methods; values come from the Secret bytes and the CA (the runtime's verdicts),
 not only from status, so a Secret someone broke shows up here.
 
-Per-object series (three families per certificate, two per issuer) are kept in plain dicts by
-:class:`ObjectCollector`, not as labelled children: a certificate is one dict entry, and its exposition
-lines are rendered once, when it changes. :meth:`Metrics.render` joins those cached lines with the
-exposition of the handful of process-wide metrics, so a scrape of 10k certificates costs a few
-milliseconds (``bench/bench_scrape.py``). ``generate_latest(metrics.registry)`` yields the same samples
-through the ordinary collector interface (slower; the unit tests check that both agree).
+Per-object series (three families per certificate, two per issuer) are kept by :class:`ObjectCollector`,
+not as labelled children: a certificate is one small entry (its label values, two timestamps, its
+condition), and its exposition lines are rendered once, when it changes. :meth:`Metrics.render` joins
+those cached lines with the exposition of the handful of process-wide metrics, so a scrape of 10k
+certificates costs a few milliseconds (``bench/bench_scrape.py``). ``generate_latest(metrics.registry)``
+yields the same samples through the ordinary collector interface (slower; the unit tests check that
+both agree).
 
 Labels are bounded: namespace, name and issuer of existing objects, condition (True/False/Unknown),
 result, algorithm, kind, reason and verb come from fixed vocabularies. No serial numbers, no fingerprints.
@@ -92,58 +93,67 @@ def condition_of(ready: bool, reason: str) -> str:
     return "False" if reason else "Unknown"
 
 
-class _Entry:
-    """One object's samples: (family, label values, value) triples and their rendered lines."""
-
-    __slots__ = ("lines", "samples")
-
-    def __init__(self, samples: list[tuple[str, tuple[str, ...], float]]) -> None:
-        self.samples = samples
-        self.lines: dict[str, str] = {}
-        for family, values, value in samples:
-            names = OBJECT_FAMILIES[family][1]
-            self.lines[family] = self.lines.get(family, "") + _line(
-                family, zip(names, values, strict=True), value
-            )
-
-
 ObjectKey = tuple[str, str, str]  # ("certificate" | "issuer", namespace, name)
+# Per kind of object: its timestamp families (in the order of its values) and its Ready family.
+_VALUE_FAMILIES = {"certificate": (CERT_EXPIRATION, CERT_RENEWAL), "issuer": (ISSUER_EXPIRATION,)}
+_READY_FAMILY = {"certificate": CERT_READY, "issuer": ISSUER_READY}
+_FAMILY_INDEX = {name: i for i, name in enumerate(OBJECT_FAMILIES)}
+
+
+class _Entry:
+    """One object's samples, kept small (10k of them live as long as their objects): the label values of
+    its timestamp series, the timestamps (None: no series), its current Ready condition, and the
+    exposition lines they make, rendered once, one string per family ("" where it has no series)."""
+
+    __slots__ = ("condition", "kind", "labels", "lines", "values")
+
+    def __init__(
+        self, kind: str, labels: tuple[str, ...], values: tuple[float | None, ...], condition: str
+    ) -> None:
+        self.kind = kind
+        self.labels = labels
+        self.values = values
+        self.condition = condition
+        lines = [""] * len(OBJECT_FAMILIES)
+        for family, label_values, value in self.samples():
+            names = OBJECT_FAMILIES[family][1]
+            lines[_FAMILY_INDEX[family]] += _line(family, zip(names, label_values, strict=True), value)
+        self.lines = tuple(lines)
+
+    def samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        """(family, label values, value) of every series of the object."""
+        for family, value in zip(_VALUE_FAMILIES[self.kind], self.values, strict=True):
+            if value is not None:
+                yield family, self.labels, value
+        ready, (namespace, name) = _READY_FAMILY[self.kind], self.labels[:2]
+        for c in CONDITIONS:
+            yield ready, (namespace, name, c), 1.0 if c == self.condition else 0.0
 
 
 class ObjectCollector(Collector):
-    """The per-certificate and per-issuer gauges, kept as one dict entry per object.
+    """The per-certificate and per-issuer gauges, kept as one small entry per object.
 
-    Besides the entries, each family keeps a dict of the objects' rendered lines, and the joined text of
-    all of them is cached until an object changes: most scrapes (nothing renewed since the last one)
-    return that cache, and a scrape after a change joins the cached lines without formatting anything.
+    Each entry holds its own rendered lines, and the joined text of all of them is cached until an object
+    changes: most scrapes (nothing renewed since the last one) return that cache, and a scrape after a
+    change joins the entries' lines without formatting anything.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.entries: dict[ObjectKey, _Entry] = {}
-        self._lines: dict[str, dict[ObjectKey, str]] = {name: {} for name in OBJECT_FAMILIES}
         self._text: bytes | None = None
 
     def put(self, key: ObjectKey, entry: _Entry) -> None:
         with self._lock:
             old = self.entries.get(key)
             self.entries[key] = entry
-            for family, lines in self._lines.items():
-                text = entry.lines.get(family)
-                if text is None:
-                    lines.pop(key, None)
-                else:
-                    lines[key] = text
             if old is None or old.lines != entry.lines:
                 self._text = None
 
     def drop(self, key: ObjectKey) -> None:
         with self._lock:
-            if self.entries.pop(key, None) is None:
-                return
-            for lines in self._lines.values():
-                lines.pop(key, None)
-            self._text = None
+            if self.entries.pop(key, None) is not None:
+                self._text = None
 
     def collect(self) -> Iterator[Metric]:
         families = {
@@ -153,7 +163,7 @@ class ObjectCollector(Collector):
         with self._lock:
             entries = list(self.entries.values())
         for entry in entries:
-            for family, values, value in entry.samples:
+            for family, values, value in entry.samples():
                 families[family].add_metric(list(values), value)
         yield from families.values()
 
@@ -162,13 +172,14 @@ class ObjectCollector(Collector):
             yield GaugeMetricFamily(name, doc, labels=list(labels))
 
     def render(self) -> bytes:
-        """The exposition text of every per-object family, from the cached lines."""
+        """The exposition text of every per-object family, from the entries' rendered lines."""
         with self._lock:
             if self._text is None:
                 parts: list[str] = []
-                for name, (doc, _) in OBJECT_FAMILIES.items():
+                entries = list(self.entries.values())
+                for i, (name, (doc, _)) in enumerate(OBJECT_FAMILIES.items()):
                     parts.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
-                    parts.extend(self._lines[name].values())
+                    parts.extend(entry.lines[i] for entry in entries)
                 self._text = "".join(parts).encode()
             return self._text
 
@@ -268,15 +279,12 @@ class Metrics:
         reason: str,
     ) -> None:
         """Called after every certificate reconcile with what the Secret holds (None: no valid cert)."""
-        samples: list[tuple[str, tuple[str, ...], float]] = []
-        if not_after is not None:
-            samples.append((CERT_EXPIRATION, (namespace, name, issuer), not_after.timestamp()))
-        if renewal_time is not None:
-            samples.append((CERT_RENEWAL, (namespace, name, issuer), renewal_time.timestamp()))
-        current = condition_of(ready, reason)
-        for c in CONDITIONS:
-            samples.append((CERT_READY, (namespace, name, c), 1.0 if c == current else 0.0))
-        self.objects.put(("certificate", namespace, name), _Entry(samples))
+        values = (
+            None if not_after is None else not_after.timestamp(),
+            None if renewal_time is None else renewal_time.timestamp(),
+        )
+        entry = _Entry("certificate", (namespace, name, issuer), values, condition_of(ready, reason))
+        self.objects.put(("certificate", namespace, name), entry)
 
     def forget_certificate(self, namespace: str, name: str) -> None:
         """The certificate is gone: drop all its series."""
@@ -286,13 +294,9 @@ class Metrics:
         self, namespace: str, name: str, *, ca_not_after: datetime | None, ready: bool, reason: str
     ) -> None:
         """Called after every issuer reconcile."""
-        samples: list[tuple[str, tuple[str, ...], float]] = []
-        if ca_not_after is not None:
-            samples.append((ISSUER_EXPIRATION, (namespace, name), ca_not_after.timestamp()))
-        current = condition_of(ready, reason)
-        for c in CONDITIONS:
-            samples.append((ISSUER_READY, (namespace, name, c), 1.0 if c == current else 0.0))
-        self.objects.put(("issuer", namespace, name), _Entry(samples))
+        values = (None if ca_not_after is None else ca_not_after.timestamp(),)
+        entry = _Entry("issuer", (namespace, name), values, condition_of(ready, reason))
+        self.objects.put(("issuer", namespace, name), entry)
 
     def forget_issuer(self, namespace: str, name: str) -> None:
         """The issuer is gone: drop all its series."""
