@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     fill(metrics, args.certificates)
     fill_s = time.perf_counter() - started
     metrics.render()  # warm up
-    # Worst case: one certificate changed since the last scrape (a renewal), so the cached text is
-    # rebuilt from the per-object lines. Steady state: nothing changed, the cached text is served.
+    # One certificate changed since the last scrape (a renewal), and nothing changed: since the joined
+    # text is no longer kept between scrapes (5.5 MB at 10k), both join the per-object lines.
     timings = []
     cached = []
     size = 0

@@ -6,7 +6,7 @@ not only from status, so a Secret someone broke shows up here.
 Per-object series (three families per certificate, two per issuer) are kept by :class:`ObjectCollector`,
 not as labelled children: a certificate is one small entry (its label values, two timestamps, its
 condition), and its exposition lines are rendered once, when it changes. :meth:`Metrics.render` joins
-those cached lines with the exposition of the handful of process-wide metrics, so a scrape of 10k
+those lines with the exposition of the handful of process-wide metrics, so a scrape of 10k
 certificates costs a few milliseconds (``bench/bench_scrape.py``). ``generate_latest(metrics.registry)``
 yields the same samples through the ordinary collector interface (slower; the unit tests check that
 both agree).
@@ -133,27 +133,21 @@ class _Entry:
 class ObjectCollector(Collector):
     """The per-certificate and per-issuer gauges, kept as one small entry per object.
 
-    Each entry holds its own rendered lines, and the joined text of all of them is cached until an object
-    changes: most scrapes (nothing renewed since the last one) return that cache, and a scrape after a
-    change joins the entries' lines without formatting anything.
+    Each entry holds its own rendered lines; a scrape joins them without formatting anything. The joined
+    text is not kept between scrapes: at 10k certificates it is 5.5 MB held for the ~7 ms a join costs.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.entries: dict[ObjectKey, _Entry] = {}
-        self._text: bytes | None = None
 
     def put(self, key: ObjectKey, entry: _Entry) -> None:
         with self._lock:
-            old = self.entries.get(key)
             self.entries[key] = entry
-            if old is None or old.lines != entry.lines:
-                self._text = None
 
     def drop(self, key: ObjectKey) -> None:
         with self._lock:
-            if self.entries.pop(key, None) is not None:
-                self._text = None
+            self.entries.pop(key, None)
 
     def collect(self) -> Iterator[Metric]:
         families = {
@@ -174,14 +168,12 @@ class ObjectCollector(Collector):
     def render(self) -> bytes:
         """The exposition text of every per-object family, from the entries' rendered lines."""
         with self._lock:
-            if self._text is None:
-                parts: list[str] = []
-                entries = list(self.entries.values())
-                for i, (name, (doc, _)) in enumerate(OBJECT_FAMILIES.items()):
-                    parts.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
-                    parts.extend(entry.lines[i] for entry in entries)
-                self._text = "".join(parts).encode()
-            return self._text
+            entries = list(self.entries.values())
+        parts: list[str] = []
+        for i, (name, (doc, _)) in enumerate(OBJECT_FAMILIES.items()):
+            parts.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+            parts.extend(entry.lines[i] for entry in entries)
+        return "".join(parts).encode()
 
 
 class Metrics:
