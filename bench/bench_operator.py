@@ -485,6 +485,7 @@ def idle_and_restart(run: Run, wanted: set[str]) -> None:
         certs.stop()
         settled = op.wait_idle(base.issued + n, timeout=180)
         say(f"{scenario}: {n} issued; idle window of {window}s")
+        scraped = op.scrape()  # Prometheus would have scraped by now: what that holds is counted
         events_before = certs.events
         cpu0, t0 = cpu_seconds(op.pid), time.monotonic()
         time.sleep(window)  # the measurement window itself, not a wait for a condition
@@ -505,6 +506,7 @@ def idle_and_restart(run: Run, wanted: set[str]) -> None:
             "processed_during_window": after.processed - settled.processed,
             "writes_during_window": after.writes - settled.writes,
             "certificate_events_before_window": events_before,
+            "metrics_bytes": scraped,
             "memory": memory,
             "malloc_trim": trimmed,
             "issuance": issued,
@@ -570,6 +572,7 @@ def restart(run: Run, ns: str, n: int, pending: int) -> None:
             time.sleep(0.2)
         steady_at = op.idle_logged[-1]
         steady = op.idle[-1][1]
+        op.scrape()
         cpu_to_steady = sampler.at(steady_at, "operator")
         rss_steady, hwm_steady = current_rss(op.pid), peak_rss(op.pid)
         startup = server.stop()
@@ -924,6 +927,7 @@ def noise(run: Run) -> None:
         run.bulk(ns, tracker, bodies, timeout=120 + n * 0.5, op=op)
         certs.stop()
         settled = op.wait_idle(base.issued + n, timeout=120)
+        op.scrape()
         sampler = CpuSampler({"operator": op.pid, "apiserver": run.c.pid("kube-apiserver")}).start()
         time.sleep(5)  # a quiet spell before the noise: the baseline RSS
         rss0 = current_rss(op.pid) or 0

@@ -659,6 +659,7 @@ class Operator:
         self._offset = 0
         self._partial = b""
         self.probe_out = log_path.with_suffix(".probe.json")
+        self.metrics_port = 0
 
     @property
     def pid(self) -> int:
@@ -672,10 +673,15 @@ class Operator:
             "PYTHONUNBUFFERED": "1",
             # Nothing here asks for CRLs over HTTP; a second operator on this machine may hold 9403.
             "MTLS_REVOCATION_PORT": "0",
+            "MTLS_METRICS_BIND_ADDRESS": "127.0.0.1",  # the "before" tree defaulted to 0.0.0.0
             "BENCH_PROBE_OUT": str(self.probe_out),
             **self.env,
         }
-        args = [self.variant.python, str(PROBE), "--metrics-port", "0"]
+        from mtls_operator.testing.controlplane import pick_free_ports
+
+        # /metrics on loopback, as deployed (the chart serves it): a scrape builds what a scrape builds.
+        self.metrics_port = pick_free_ports(1)[0]
+        args = [self.variant.python, str(PROBE), "--metrics-port", str(self.metrics_port)]
         for ns in self.namespaces:
             args += ["--namespace", ns]
         if not self.namespaces:
@@ -711,6 +717,14 @@ class Operator:
         self.wait_for(lambda line: "mtls-operator started" in line, timeout, "mtls-operator started")
         self.ready_at = time.monotonic()
         return self
+
+    def scrape(self) -> int:
+        """One GET of the operator's /metrics, as Prometheus makes it; the bytes it returned."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return len(resp.read())
 
     def report(self, *, deep: bool = False, trim: bool = False, timeout: float = 120.0) -> dict[str, Any]:
         """The probe's report (see bench/probe.py): memory by structure with `deep`, loop lag, heap."""
