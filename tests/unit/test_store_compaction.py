@@ -4,13 +4,17 @@ object, and an object kept compact is equal, field by field, to the one that was
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from mtls_operator.api.models import Usage
+from mtls_operator.api.models import KeyAlgorithm, Usage
 from mtls_operator.api.objects import ParsedCertificate, parse_certificate
+from mtls_operator.api.tls import CertFacts, SecretFacts
+from mtls_operator.controllers.secret_cache import SecretCache, Verdict
 from mtls_operator.controllers.stores import CertificateStore, Interner, compact_certificate
+from mtls_operator.policy.certificate import SecretView
 
 
 def body(name: str, namespace: str = "team-a", **status: Any) -> dict[str, Any]:
@@ -125,3 +129,50 @@ def test_a_secret_named_by_one_certificate_then_two_then_one_is_indexed_right() 
     assert store.naming_secret("team-a", "c0-tls") == {"c1"}
     store.remove(("team-a", "c1"))
     assert store.naming_secret("team-a", "c0-tls") == frozenset()
+
+
+def verdict(name: str) -> Verdict:
+    fingerprint = "".join(["ab"] * 32)  # a new string object for each verdict, as parsing makes them
+    leaf = CertFacts(
+        serial_number=f"{name}01",
+        fingerprint=f"{name}ff",
+        not_before=datetime(2026, 1, 1, tzinfo=UTC),
+        not_after=datetime(2026, 4, 1, tzinfo=UTC),
+        common_name="".join([name]),
+        dns_names=(f"{name}.svc",),
+        ip_addresses=(),
+        uris=(),
+        email_addresses=(),
+        usages=frozenset({Usage.SERVER_AUTH, Usage.CLIENT_AUTH, Usage.DIGITAL_SIGNATURE}),
+        is_ca=False,
+        key_algorithm=KeyAlgorithm.ECDSA,
+        key_size=256,
+        public_key_fingerprint=f"{name}ee",
+        issuer_fingerprint=fingerprint,
+    )
+    facts = SecretFacts(
+        leaf=leaf,
+        key_matches=True,
+        signed_by_current_ca=True,
+        ca_bundle_matches=True,
+        chain_complete=True,
+        has_keystores=False,
+        ca_bundle_fingerprints=frozenset({"".join(["ab"] * 32)}),
+    )
+    view = SecretView(exists=True, owner_certificate="".join([name]), managed=True, facts=facts, owned=True)
+    return Verdict(f"{name}-tls", "12", "".join(["ab"] * 32), frozenset({"".join(["ab"] * 32)}), view)
+
+
+def test_verdicts_kept_by_the_secret_cache_are_equal_and_share_what_they_have_in_common() -> None:
+    cache = SecretCache()
+    for name in ("c0", "c1"):
+        cache.remember(("team-a", name), verdict(name))
+    first, second = cache.verdict(("team-a", "c0")), cache.verdict(("team-a", "c1"))
+    assert first == verdict("c0") and second == verdict("c1")
+    assert first is not None and second is not None
+    assert first.anchors is second.anchors
+    assert first.ca_fingerprint is second.ca_fingerprint
+    assert first.view.facts is not None and second.view.facts is not None
+    assert first.view.facts.leaf.usages is second.view.facts.leaf.usages
+    assert first.view.facts.leaf.issuer_fingerprint is second.view.facts.leaf.issuer_fingerprint
+    assert first.view.facts.ca_bundle_fingerprints is second.view.facts.ca_bundle_fingerprints

@@ -7,6 +7,9 @@ Three facts per Secret, with their invariants in one place:
   resourceVersion, the issuer's CA and the trust anchors are those it was judged with;
 * per certificate, whether its Secret must be read before deciding (after a conflict), rather than
   assumed missing.
+
+A verdict is kept as long as its certificate, so what verdicts have in common (the CA's fingerprint, the
+trust anchors, the usages, names also held by the certificate) is one shared object (``compact_verdict``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mtls_operator.api.objects import Key
+from mtls_operator.controllers.stores import SHARED, Interner, share_fields
 from mtls_operator.policy.certificate import SecretView
 
 
@@ -26,12 +30,40 @@ class Verdict:
     view: SecretView
 
 
+def compact_verdict(share: Interner, verdict: Verdict) -> Verdict:
+    """``verdict`` with its fields given equal, shared objects (its value, equality and hash unchanged)."""
+    view = verdict.view
+    facts = view.facts
+    if facts is not None:
+        leaf = facts.leaf
+        share_fields(
+            leaf,
+            common_name=share(leaf.common_name),
+            dns_names=share.strings(leaf.dns_names),
+            ip_addresses=share.strings(leaf.ip_addresses),
+            uris=share.strings(leaf.uris),
+            email_addresses=share.strings(leaf.email_addresses),
+            usages=share(leaf.usages),
+            issuer_fingerprint=share(leaf.issuer_fingerprint),
+        )
+        share_fields(facts, ca_bundle_fingerprints=share(facts.ca_bundle_fingerprints))
+    share_fields(view, owner_certificate=share(view.owner_certificate))
+    share_fields(
+        verdict,
+        secret_name=share(verdict.secret_name),
+        ca_fingerprint=share(verdict.ca_fingerprint),
+        anchors=share(verdict.anchors),
+    )
+    return verdict
+
+
 class SecretCache:
     def __init__(self) -> None:
         self._rv: dict[Key, str] = {}
         self._watched: set[Key] = set()  # Secrets the filtered watch delivered (labelled ones)
         self._verdicts: dict[Key, Verdict] = {}
         self._must_read: set[Key] = set()
+        self._share = SHARED
 
     # ------------------------------------------------------------------ Secrets
 
@@ -80,7 +112,7 @@ class SecretCache:
         return found.view
 
     def remember(self, cert: Key, verdict: Verdict) -> None:
-        self._verdicts[cert] = verdict
+        self._verdicts[cert] = compact_verdict(self._share, verdict)
         self.observe((cert[0], verdict.secret_name), verdict.resource_version)
 
     def invalidate(self, cert: Key, *, must_read: bool = False) -> None:

@@ -84,11 +84,16 @@ class Interner:
         return value
 
     def strings(self, values: tuple[str, ...]) -> tuple[str, ...]:
-        """A tuple of strings, shared, each string interned."""
-        return self(tuple(sys.intern(v) for v in values))
+        """A tuple of strings with each string interned (the tuple itself is most often one object's own:
+        sharing it through the table would only churn the table)."""
+        return tuple(sys.intern(v) for v in values) if values else values
 
 
-def _swap(obj: object, **fields: Any) -> None:
+# One for the stores and the Secret cache: a certificate and its verdict share their names and records.
+SHARED = Interner()
+
+
+def share_fields(obj: object, **fields: Any) -> None:
     """Give a frozen record's fields other objects that are *equal* to theirs (shared ones): its value,
     equality and hash do not change, so no reader can tell; only its memory does. Cheaper than building a
     copy (``dataclasses.replace`` costs ~4 us a record, this ~0.3 us a field)."""
@@ -101,7 +106,7 @@ def compact_conditions(share: Interner, conditions: tuple[Condition, ...]) -> No
     """Conditions with their vocabulary (type, reason, transition time) shared; messages are kept as they
     are (they name the object)."""
     for c in conditions:
-        _swap(
+        share_fields(
             c,
             type=share(c.type),
             reason=share(c.reason),
@@ -111,7 +116,7 @@ def compact_conditions(share: Interner, conditions: tuple[Condition, ...]) -> No
 
 def compact_status(share: Interner, status: CertificateStatus) -> CertificateStatus:
     compact_conditions(share, status.conditions)
-    _swap(
+    share_fields(
         status,
         algorithm=share(status.algorithm),
         secret_name=share(status.secret_name),
@@ -122,8 +127,8 @@ def compact_status(share: Interner, status: CertificateStatus) -> CertificateSta
 
 def compact_spec(share: Interner, spec: CertificateSpec) -> CertificateSpec:
     ref = spec.issuer_ref
-    _swap(ref, name=share(ref.name), kind=share(ref.kind))
-    _swap(
+    share_fields(ref, name=share(ref.name), kind=share(ref.kind))
+    share_fields(
         spec,
         secret_name=share(spec.secret_name),
         issuer_ref=share(ref),
@@ -150,13 +155,13 @@ def compact_certificate(
     """``cert`` as the store keeps it: the same value, with what it has in common with other certificates
     shared (about 1.4 KB less per certificate; see docs/benchmarks.md). An unchanged spec is the
     ``previous`` version's, already compact (most events change only the status)."""
-    _swap(cert.meta, namespace=share(cert.meta.namespace), name=share(cert.meta.name))
+    share_fields(cert.meta, namespace=share(cert.meta.namespace), name=share(cert.meta.name))
     if previous is not None and previous.spec is not None and previous.spec == cert.spec:
-        _swap(cert, spec=previous.spec)
+        share_fields(cert, spec=previous.spec)
     elif cert.spec is not None:
         compact_spec(share, cert.spec)
     compact_status(share, cert.status)
-    _swap(
+    share_fields(
         cert,
         requests=share(cert.requests),
         secret_name=share(cert.secret_name),
@@ -213,7 +218,7 @@ class CertificateStore:
         self._objects: dict[Key, ParsedCertificate] = {}
         self._by_secret = _Index()
         self._by_issuer = _Index()
-        self._share = Interner()
+        self._share = SHARED
 
     def __len__(self) -> int:
         return len(self._objects)
