@@ -413,6 +413,27 @@ def test_rollout_policy_explicit_restarts_only_the_targets() -> None:
     run(scenario())
 
 
+def test_a_certificate_back_to_policy_auto_restarts_every_mounter_again() -> None:
+    async def scenario() -> None:
+        w = World()
+        w.manager.set_certificate_targets(NS, "web", "web-tls", "Explicit", [("Deployment", "chosen")])
+        w.manager.set_certificate_targets(NS, "web", "web-tls", "Auto", [])
+        w.workload("chosen", ["web-tls"])
+        w.workload("mounter", ["web-tls"])
+        await w.step()
+        await w.renewed("web-tls", "fp2")
+        assert sorted(w.patched()) == ["chosen", "mounter"]
+
+    run(scenario())
+
+
+def test_certificates_with_policy_auto_cost_the_index_nothing() -> None:
+    w = World()
+    for i in range(100):
+        w.manager.set_certificate_targets(NS, f"c{i}", f"c{i}-tls", "Auto", [])
+    assert w.manager.excluded == {}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # settled(): the "consumers restarted" observation of a CA rotation
 

@@ -99,7 +99,8 @@ class RolloutManager:
         self.by_secret: dict[tuple[str, str], set[WKey]] = defaultdict(set)
         # explicit targets: workload -> {(secret, certificate)} naming it in spec.rollout.targets
         self.explicit: dict[WKey, set[tuple[str, str]]] = defaultdict(set)
-        self.excluded: dict[tuple[str, str], bool] = {}  # (ns, secret) -> rollout policy Explicit/None
+        # (ns, secret) -> True when its rollout policy is Explicit or None; Auto (nearly all) is no entry
+        self.excluded: dict[tuple[str, str], bool] = {}
         self.due: dict[WKey, float] = {}  # monotonic time to look at a workload
         self.in_flight: dict[WKey, float] = {}  # monotonic time it was stamped
         # workload -> (reason, message, the Secrets it uses): restarts the loop guard holds
@@ -189,7 +190,10 @@ class RolloutManager:
                     del self.explicit[key]
         if secret is None:
             return
-        self.excluded[(namespace, secret)] = policy != "Auto"
+        if policy != "Auto":
+            self.excluded[(namespace, secret)] = True
+        else:
+            self.excluded.pop((namespace, secret), None)
         if policy == "None":
             return
         for kind, name in targets:
