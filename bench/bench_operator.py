@@ -463,6 +463,7 @@ def memory_figures(report: Mapping[str, Any], n: int) -> dict[str, Any]:
         "structures_total_bytes": sum(v["bytes"] for v in structures.values()),
         "malloc": report.get("malloc"),
         "pymalloc": report.get("pymalloc"),
+        "import_floor_heap": report.get("import_floor_heap"),
         "gc_objects": report.get("gc_objects"),
         "report_seconds": report.get("report_seconds"),
         "tracemalloc": report.get("tracemalloc"),

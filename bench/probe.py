@@ -21,6 +21,9 @@ the "before" and "after" operators. What it adds:
   A late wake-up is a stall of every worker (the loop ran something synchronous for that long). The
   report holds the largest lag and every lag over 10 ms with its wall-clock time.
 
+For digging: ``BENCH_PROBE_EXEC=<file.py>`` runs that file inside the operator at each report (with
+``gc`` it can reach every object) and adds its ``RESULT`` to the report.
+
 Nothing here changes what the operator does; without SIGUSR2 and BENCH_LAG the probe only imports.
 """
 
@@ -230,6 +233,9 @@ def _with_lag_monitor(run: Any) -> Any:
     return wrapped
 
 
+_FLOOR: dict[str, Any] = {}
+
+
 def report(out: Path, floor_kib: int) -> None:
     request: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
@@ -241,6 +247,7 @@ def report(out: Path, floor_kib: int) -> None:
         "rss_kib": _rss_kib(),
         "hwm_kib": _rss_kib("VmHWM"),
         "import_floor_rss_kib": floor_kib,
+        "import_floor_heap": _FLOOR,
         "gc_objects": len(gc.get_objects()),
         "malloc": _malloc(),
         "pymalloc": _pymalloc(),
@@ -248,6 +255,10 @@ def report(out: Path, floor_kib: int) -> None:
     }
     if request.get("deep"):
         doc["structures"] = structures()
+    if os.environ.get("BENCH_PROBE_EXEC"):
+        found: dict[str, Any] = {}
+        exec(Path(os.environ["BENCH_PROBE_EXEC"]).read_text(), found)
+        doc["exec"] = found.get("RESULT")
     if _FRAMES:
         snapshot = tracemalloc.take_snapshot()
         current, peak = tracemalloc.get_traced_memory()
@@ -282,6 +293,7 @@ def main() -> None:
     import mtls_operator.main  # noqa: F401  (the floor: every module the operator runs on)
 
     floor = _rss_kib()
+    _FLOOR.update({"malloc": _malloc(), "pymalloc": _pymalloc(), "gc_objects": len(gc.get_objects())})
     out = os.environ.get("BENCH_PROBE_OUT")
     if out:
         signal.signal(signal.SIGUSR2, lambda *_: report(Path(out), floor))
