@@ -4,7 +4,7 @@ object, and an object kept compact is equal, field by field, to the one that was
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -81,11 +81,22 @@ def test_values_equal_but_of_other_types_are_never_swapped(first: Any, second: A
     assert share(first) is kept
 
 
-def test_the_table_never_grows_past_its_limit() -> None:
-    share = Interner(limit=10)
+def test_the_tables_never_grow_past_their_limits() -> None:
+    share = Interner(limit=10, recent=5)
     for i in range(100):
         share((f"name-{i}",))
+        share(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i))
     assert len(share._table) <= 10
+    assert len(share._recent) <= 5
+
+
+def test_equal_times_are_shared_but_never_across_time_zones() -> None:
+    share = Interner()
+    utc = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert share(datetime(2026, 1, 1, 12, tzinfo=UTC)) is share(utc)
+    paris = datetime(2026, 1, 1, 13, tzinfo=timezone(timedelta(hours=1)))
+    assert paris == utc
+    assert share(paris) is paris
 
 
 def test_a_compacted_certificate_is_equal_to_what_was_parsed_and_shares_with_its_peers() -> None:
@@ -176,3 +187,4 @@ def test_verdicts_kept_by_the_secret_cache_are_equal_and_share_what_they_have_in
     assert first.view.facts.leaf.usages is second.view.facts.leaf.usages
     assert first.view.facts.leaf.issuer_fingerprint is second.view.facts.leaf.issuer_fingerprint
     assert first.view.facts.ca_bundle_fingerprints is second.view.facts.ca_bundle_fingerprints
+    assert first.view.facts.leaf.not_before is second.view.facts.leaf.not_before

@@ -38,6 +38,10 @@ def compact_verdict(share: Interner, verdict: Verdict) -> Verdict:
         leaf = facts.leaf
         share_fields(
             leaf,
+            serial_number=share(leaf.serial_number),
+            fingerprint=share(leaf.fingerprint),
+            not_before=share(leaf.not_before),
+            not_after=share(leaf.not_after),
             common_name=share(leaf.common_name),
             dns_names=share.strings(leaf.dns_names),
             ip_addresses=share.strings(leaf.ip_addresses),
@@ -113,7 +117,10 @@ class SecretCache:
 
     def remember(self, cert: Key, verdict: Verdict) -> None:
         self._verdicts[cert] = compact_verdict(self._share, verdict)
-        self.observe((cert[0], verdict.secret_name), verdict.resource_version)
+        secret = (cert[0], verdict.secret_name)
+        self.observe(secret, verdict.resource_version)
+        if verdict.resource_version is not None and self._rv.get(secret) == verdict.resource_version:
+            share_fields(verdict, resource_version=self._rv[secret])  # one string for both
 
     def invalidate(self, cert: Key, *, must_read: bool = False) -> None:
         self._verdicts.pop(cert, None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from mtls_operator.api.conditions import Condition
@@ -58,21 +58,35 @@ class Interner:
     user); the other values through a table of at most ``limit`` entries, emptied when full, so it can
     never grow with the cluster. Anything else is returned as it is."""
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = 4096, recent: int = 1024) -> None:
         self.limit = limit
         self._table: dict[Any, Any] = {}
+        # Times: most are one certificate's own, held twice (its status and its Secret's verdict), so they
+        # are shared through a small table of the latest ones, apart from the long-lived records.
+        self._recent_limit = recent
+        self._recent: dict[Any, Any] = {}
 
     def __call__(self, value: T) -> T:
         kind = type(value)
         if kind is str:
             return cast(T, sys.intern(cast(str, value)))
+        if kind is datetime:
+            moment = cast(datetime, value)
+            when = (moment, moment.tzinfo, moment.fold)  # equal instants in other zones are not swapped
+            found = self._recent.get(when)
+            if found is not None:
+                return cast(T, found)
+            if len(self._recent) >= self._recent_limit:
+                self._recent.clear()
+            self._recent[when] = value
+            return value
         if kind is tuple or kind is frozenset:
             inner = {type(x) for x in cast(tuple[Any, ...], value)}
             if len(inner) > 1:
                 return value  # (1, True) == (1, 1): mixed element types are never swapped for each other
             key: Any = (kind, next(iter(inner), None), value)
         elif isinstance(value, _RECORDS):
-            key = (kind, value)
+            key = (kind, value, None)
         else:
             return value
         found = self._table.get(key)
@@ -118,6 +132,10 @@ def compact_status(share: Interner, status: CertificateStatus) -> CertificateSta
     compact_conditions(share, status.conditions)
     share_fields(
         status,
+        not_before=share(status.not_before),
+        not_after=share(status.not_after),
+        serial_number=share(status.serial_number),
+        fingerprint=share(status.fingerprint),
         algorithm=share(status.algorithm),
         secret_name=share(status.secret_name),
         issuer_fingerprint=share(status.issuer_fingerprint),
