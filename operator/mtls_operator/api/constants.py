@@ -10,8 +10,13 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 CERTIFICATE_KIND: Final = "MTLSCertificate"
 ISSUER_KIND: Final = "MTLSIssuer"
+CLUSTER_ISSUER_KIND: Final = "MTLSClusterIssuer"
+ISSUER_KINDS: Final = (ISSUER_KIND, CLUSTER_ISSUER_KIND)
 CERTIFICATE_PLURAL: Final = "mtlscertificates"
 ISSUER_PLURAL: Final = "mtlsissuers"
+CLUSTER_ISSUER_PLURAL: Final = "mtlsclusterissuers"
+# Signer names this project's pod-certificate signers and ClusterTrustBundles use: mtls.dev/<issuer>.
+SIGNER_DOMAIN: Final = "mtls.dev"
 FIELD_MANAGER: Final = "mtls-operator"
 COMPONENT: Final = "mtls-operator"
 

@@ -50,6 +50,7 @@ class WatchConfig:
 @dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
+    cluster_namespace: str = "mtls-system"  # where MTLSClusterIssuers keep their CA Secrets
     workers: int = 8
     crypto_threads: int = 2
     backoff_base: timedelta = backoff.DEFAULT_BASE
@@ -101,6 +102,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "comma-separated)",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument(
+        "--cluster-resource-namespace",
+        default=_env(env, "MTLS_CLUSTER_RESOURCE_NAMESPACE", env.get("POD_NAMESPACE") or d.cluster_namespace),
+        help="namespace of the CA Secrets, trust bundles and revocation lists of MTLSClusterIssuers "
+        "(MTLS_CLUSTER_RESOURCE_NAMESPACE; default: the pod's namespace)",
+    )
 
     def add(flag: str, var: str, default: object, kind: Callable[[str], Any] = str, text: str = "") -> None:
         p.add_argument(flag, type=kind, default=kind(_env(env, var, default)), help=f"{text} ({var})")
@@ -284,6 +291,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Operat
         namespaces = ()
     return OperatorConfig(
         namespaces=tuple(namespaces),
+        cluster_namespace=str(args.cluster_resource_namespace),
         workers=max(1, args.workers),
         crypto_threads=max(1, args.crypto_threads),
         backoff_base=timedelta(seconds=args.backoff_base),

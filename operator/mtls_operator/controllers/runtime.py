@@ -67,7 +67,7 @@ class Runtime:
             clock=clock,
             metrics=self.metrics,
             certificates=CertificateStore(),
-            issuers=IssuerStore(),
+            issuers=IssuerStore(config.cluster_namespace),
             namespaces=NamespaceStore(),
             secrets=SecretCache(),
             in_thread=self._in_thread,
@@ -87,7 +87,7 @@ class Runtime:
         self.trust = TrustManager(ctx, self.rollouts, bundles)
         self.issuers = IssuerController(ctx, self.trust, self.revocations)
         gatherer = Gatherer(ctx, self.issuers, self.revocations, budgets)
-        writer = Issuer(api, self.revocations, self._in_thread)
+        writer = Issuer(api, self.revocations, ctx.issuers, self._in_thread)
         self.controller = CertificateController(
             ctx, self.issuers, gatherer, writer, self.revocations, self.rollouts, budgets
         )

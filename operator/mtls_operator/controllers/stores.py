@@ -42,7 +42,7 @@ class CertificateStore:
     def __init__(self) -> None:
         self._objects: dict[Key, ParsedCertificate] = {}
         self._by_secret = _Index()
-        self._by_issuer = _Index()
+        self._by_issuer: dict[Key, set[Key]] = defaultdict(set)  # issuer key -> certificate keys
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -62,7 +62,8 @@ class CertificateStore:
             touched |= self._by_secret.get(namespace, old.secret_name)
         self._objects[cert.key] = cert
         self._by_secret.add(namespace, cert.secret_name, name)
-        self._by_issuer.add(namespace, cert.issuer_name, name)
+        if cert.issuer_key is not None:
+            self._by_issuer[cert.issuer_key].add(cert.key)
         touched.discard(name)
         return touched
 
@@ -77,7 +78,11 @@ class CertificateStore:
         old = self._objects.pop(key, None)
         if old is not None:
             self._by_secret.discard(key[0], old.secret_name, key[1])
-            self._by_issuer.discard(key[0], old.issuer_name, key[1])
+            issuer = old.issuer_key
+            if issuer is not None and issuer in self._by_issuer:
+                self._by_issuer[issuer].discard(key)
+                if not self._by_issuer[issuer]:
+                    del self._by_issuer[issuer]
         return old
 
     def update_status(self, key: Key, status: CertificateStatus) -> None:
@@ -88,15 +93,20 @@ class CertificateStore:
     def naming_secret(self, namespace: str, secret: str) -> frozenset[str]:
         return self._by_secret.get(namespace, secret)
 
-    def of_issuer(self, namespace: str, issuer: str) -> frozenset[str]:
-        return self._by_issuer.get(namespace, issuer)
+    def of_issuer(self, issuer: Key) -> frozenset[Key]:
+        """The certificates naming ``issuer`` (a cluster issuer's are in every namespace)."""
+        return frozenset(self._by_issuer.get(issuer, ()))
 
 
 class IssuerStore:
-    def __init__(self) -> None:
+    """MTLSIssuers and MTLSClusterIssuers by key ((namespace, name); ("", name) for a cluster issuer).
+    A cluster issuer keeps its CA Secret in the operator's cluster resource namespace, its home."""
+
+    def __init__(self, cluster_namespace: str = "") -> None:
+        self.cluster_namespace = cluster_namespace
         self._objects: dict[Key, ParsedIssuer] = {}
-        self._by_secret = _Index()  # CA Secret (and staged next CA) -> issuers
-        self._children = _Index()  # parent issuer -> intermediates it signs
+        self._by_secret: dict[Key, set[Key]] = defaultdict(set)  # (home, CA Secret) -> issuers
+        self._children: dict[Key, set[Key]] = defaultdict(set)  # parent -> intermediates it signs
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -104,24 +114,36 @@ class IssuerStore:
     def __iter__(self) -> Iterator[ParsedIssuer]:
         return iter(list(self._objects.values()))
 
+    def home(self, issuer: Key) -> str:
+        """The namespace of an issuer's Secrets and ConfigMaps."""
+        return issuer[0] or self.cluster_namespace
+
+    def revocation_ref(self, issuer: Key) -> Key:
+        """Where the revocation store keeps an issuer's list: (home, name); a cluster issuer's name gets a
+        "cluster." prefix, so that it never meets a namespaced issuer of its home namespace."""
+        return (issuer[0], issuer[1]) if issuer[0] else (self.cluster_namespace, f"cluster.{issuer[1]}")
+
     def get(self, key: Key) -> ParsedIssuer | None:
         return self._objects.get(key)
 
     def put(self, issuer: ParsedIssuer) -> ParsedIssuer | None:
         old = self.remove(issuer.key)
-        namespace, name = issuer.key
         self._objects[issuer.key] = issuer
+        home = self.home(issuer.key)
         for secret in issuer.ca_secret_names:
-            self._by_secret.add(namespace, secret, name)
-        self._children.add(namespace, issuer.parent, name)
+            self._by_secret[(home, secret)].add(issuer.key)
+        if issuer.parent_key is not None:
+            self._children[issuer.parent_key].add(issuer.key)
         return old
 
     def remove(self, key: Key) -> ParsedIssuer | None:
         old = self._objects.pop(key, None)
         if old is not None:
+            home = self.home(key)
             for secret in old.ca_secret_names:
-                self._by_secret.discard(key[0], secret, key[1])
-            self._children.discard(key[0], old.parent, key[1])
+                _discard(self._by_secret, (home, secret), key)
+            if old.parent_key is not None:
+                _discard(self._children, old.parent_key, key)
         return old
 
     def update_status(self, key: Key, status: IssuerStatus) -> None:
@@ -129,11 +151,20 @@ class IssuerStore:
         if issuer is not None:
             self._objects[key] = issuer.with_status(status)
 
-    def using_secret(self, namespace: str, secret: str) -> frozenset[str]:
-        return self._by_secret.get(namespace, secret)
+    def using_secret(self, namespace: str, secret: str) -> frozenset[Key]:
+        """The issuers whose CA (or staged next CA) is Secret ``namespace/secret``."""
+        return frozenset(self._by_secret.get((namespace, secret), ()))
 
-    def children(self, namespace: str, parent: str) -> frozenset[str]:
-        return self._children.get(namespace, parent)
+    def children(self, parent: Key) -> frozenset[Key]:
+        return frozenset(self._children.get(parent, ()))
+
+
+def _discard(index: dict[Key, set[Key]], key: Key, value: Key) -> None:
+    values = index.get(key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del index[key]
 
 
 @dataclass(frozen=True, slots=True)

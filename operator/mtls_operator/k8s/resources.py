@@ -240,7 +240,9 @@ async def read_namespace(api: ApiClient, name: str) -> NamespaceObject | None:
 
 
 async def list_namespaces(api: ApiClient, label_selector: str) -> list[NamespaceObject]:
-    body = await api.request("GET", "/api/v1/namespaces", params={"labelSelector": label_selector})
+    """Namespaces matching ``label_selector`` (empty: every namespace)."""
+    params = {"labelSelector": label_selector} if label_selector else {}
+    body = await api.request("GET", "/api/v1/namespaces", params=params)
     return [decode_namespace(item) for item in body.get("items") or ()]
 
 
@@ -322,3 +324,49 @@ def custom_collection(plural: str, namespace: str | None = None) -> str:
 
 def secret_collection(namespace: str | None = None) -> str:
     return core_path(namespace, "secrets") if namespace else "/api/v1/secrets"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ClusterTrustBundles (certificates.k8s.io/v1beta1)
+
+CTB_PATH = "/apis/certificates.k8s.io/v1beta1/clustertrustbundles"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTrustBundleObject:
+    name: str
+    resource_version: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    signer_name: str
+    trust_bundle: str
+
+
+def decode_cluster_trust_bundle(body: Mapping[str, Any]) -> ClusterTrustBundleObject:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    return ClusterTrustBundleObject(
+        name=str(meta.get("name", "")),
+        resource_version=str(meta.get("resourceVersion", "")),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        signer_name=str(spec.get("signerName") or ""),
+        trust_bundle=str(spec.get("trustBundle") or ""),
+    )
+
+
+async def read_cluster_trust_bundle(api: ApiClient, name: str) -> ClusterTrustBundleObject | None:
+    body = await api.get_or_none(f"{CTB_PATH}/{name}")
+    return None if body is None else decode_cluster_trust_bundle(body)
+
+
+async def write_cluster_trust_bundle(
+    api: ApiClient, body: JSON, *, replace_version: str | None
+) -> ClusterTrustBundleObject:
+    """Create the ClusterTrustBundle, or replace it guarded by ``replace_version`` (409 when someone wrote
+    first)."""
+    if replace_version is None:
+        return decode_cluster_trust_bundle(await api.request("POST", CTB_PATH, body=body))
+    body["metadata"]["resourceVersion"] = replace_version
+    path = f"{CTB_PATH}/{body['metadata']['name']}"
+    return decode_cluster_trust_bundle(await api.request("PUT", path, body=body))

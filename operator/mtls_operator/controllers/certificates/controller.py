@@ -94,7 +94,7 @@ class CertificateController:
         if cert.meta.deleting:
             await self._finalize(cert)
             return
-        issuer_key = (key[0], cert.spec.issuer_ref.name) if cert.spec is not None else None
+        issuer_key = cert.issuer_key if cert.spec is not None else None
         if (
             issuer_key is not None
             and not self.issuers.judged(issuer_key)
@@ -443,15 +443,16 @@ class CertificateController:
                 view = await self.gatherer.judge(cert, secret, None)
                 if view.facts is not None:
                     serials[view.facts.leaf.serial_number] = view.facts.leaf.not_after
-        issuer = cert.spec.issuer_ref.name if cert.spec is not None else cert.issuer_name
+        issuer = cert.issuer_key
         done = True
-        if issuer and serials:
+        if issuer is not None and serials:
+            where = self.ctx.issuers.revocation_ref(issuer)
             for serial, not_after in sorted(serials.items()):
                 if not_after is not None and not_after <= now:
                     continue  # expired: nothing left to revoke
                 try:
                     ok = await self.revocations.revoke(
-                        key[0], issuer, serial, "cessationOfOperation", cert.meta.name, not_after=not_after
+                        *where, serial, "cessationOfOperation", cert.meta.name, not_after=not_after
                     )
                 except ApiError as exc:
                     logger.warning("Cannot revoke serial %s of %s/%s yet: %s", serial, *key, exc)
