@@ -16,6 +16,7 @@ from mtls_operator.api.constants import (
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
     FINALIZER_REVOKE,
+    ISSUER_PLURAL,
     ConditionType,
     Reason,
 )
@@ -31,7 +32,14 @@ from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.rollouts import RolloutManager
 from mtls_operator.controllers.secret_cache import Verdict
 from mtls_operator.k8s.api import ApiError
-from mtls_operator.k8s.resources import patch_status, post_event, read_namespace, read_secret, set_finalizers
+from mtls_operator.k8s.resources import (
+    get_custom,
+    patch_status,
+    post_event,
+    read_namespace,
+    read_secret,
+    set_finalizers,
+)
 from mtls_operator.policy import backoff
 from mtls_operator.policy.budget import BudgetState
 from mtls_operator.policy.certificate import Action, Plan, SecretView, plan, renewal_of
@@ -98,10 +106,10 @@ class CertificateController:
         if (
             issuer_key is not None
             and not self.issuers.judged(issuer_key)
-            and self.ctx.issuers.get(issuer_key)
+            and await self._issuer_exists(issuer_key)
         ):
             # After a restart the certificate watch may deliver before the issuer watch: deciding now would
-            # flap Ready to IssuerNotReady and back (two needless writes). The issuer's first reconcile
+            # flap Ready to IssuerNotFound/NotReady and back (needless writes). The issuer's first reconcile
             # queues this certificate again.
             self.ctx.work.add_issuer(issuer_key)
             return
@@ -110,6 +118,12 @@ class CertificateController:
         decision = plan(gathered.input)
         await self._act(cert, gathered, decision, now)
         await self._keep_finalizer(key)
+
+    async def _issuer_exists(self, issuer: Key) -> bool:
+        """Whether the issuer is in the store, or (not delivered by its watch yet) in the API server."""
+        if self.ctx.issuers.get(issuer) is not None:
+            return True
+        return await get_custom(self.api, ISSUER_PLURAL, *issuer) is not None
 
     async def _act(self, cert: ParsedCertificate, g: Gathered, decision: Plan, now: datetime) -> None:
         key = cert.key
