@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from mtls_operator.api.constants import (
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
+    CLUSTER_ISSUER_PLURAL,
     FINALIZER_REVOKE,
     ISSUER_PLURAL,
     ConditionType,
@@ -123,7 +124,8 @@ class CertificateController:
         """Whether the issuer is in the store, or (not delivered by its watch yet) in the API server."""
         if self.ctx.issuers.get(issuer) is not None:
             return True
-        return await get_custom(self.api, ISSUER_PLURAL, *issuer) is not None
+        plural = ISSUER_PLURAL if issuer[0] else CLUSTER_ISSUER_PLURAL
+        return await get_custom(self.api, plural, *issuer) is not None
 
     async def _act(self, cert: ParsedCertificate, g: Gathered, decision: Plan, now: datetime) -> None:
         key = cert.key
