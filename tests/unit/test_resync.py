@@ -180,7 +180,12 @@ def test_a_resync_that_finds_nothing_changes_nothing() -> None:
     assert counts(report) == (0, 0, 0)
     assert op.work.nothing and op.forgotten == []
     assert op.individual_reads() == []  # lists only, no object read again
-    assert {parse(c.path)[0] for c in op.api.calls} == {CERTIFICATE_PLURAL, ISSUER_PLURAL, CLUSTER_ISSUER_PLURAL, "secrets"}
+    assert {parse(c.path)[0] for c in op.api.calls} == {
+        CERTIFICATE_PLURAL,
+        ISSUER_PLURAL,
+        CLUSTER_ISSUER_PLURAL,
+        "secrets",
+    }
     assert op.api.writes == 0
     assert len(op.ctx.certificates) == 3 and len(op.ctx.issuers) == 1
 
