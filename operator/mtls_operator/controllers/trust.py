@@ -375,16 +375,20 @@ class TrustManager:
     async def _publish_all(
         self, issuer: ParsedIssuer, anchors: Anchors, now: datetime
     ) -> tuple[bool, Violation | None]:
-        """Make every accepted target ConfigMap hold exactly ``anchors``: (all of them do, the problem)."""
+        """Make every accepted target ConfigMap (and the ClusterTrustBundle, if asked) hold exactly
+        ``anchors``: (all of them do, the problem)."""
         spec = issuer.trust_bundle
+        accepted: tuple[str, ...] = ()
+        refused: tuple[str, ...] = ()
         if spec is None:
             self.bundles.targets.pop(issuer.key, None)
-            return True, None
-        accepted, refused = await self._target_namespaces(issuer, spec)
-        self.bundles.targets[issuer.key] = (spec.config_map_name, accepted)
+        else:
+            accepted, refused = await self._target_namespaces(issuer, spec)
+            self.bundles.targets[issuer.key] = (spec.config_map_name, accepted)
         conflicts: list[str] = []
         done = True
         for namespace in accepted:
+            assert spec is not None
             try:
                 if not await self._publish_one(issuer, namespace, spec.config_map_name, anchors, now):
                     conflicts.append(namespace)
@@ -394,11 +398,15 @@ class TrustManager:
         if issuer.cluster_trust_bundle:
             try:
                 if not await self._publish_cluster_bundle(issuer, anchors):
-                    conflicts.append("(ClusterTrustBundle)")
+                    return False, Violation(
+                        Reason.BUNDLE_CONFLICT,
+                        f"ClusterTrustBundle {cluster_bundle_name(self._signer(issuer))} was not written by "
+                        "mtls-operator for this issuer; it is left unchanged.",
+                    )
             except ApiError as exc:
                 logger.warning("Cannot publish the ClusterTrustBundle of %s: %s", issuer.meta.name, exc)
                 done = False
-        if conflicts:
+        if conflicts and spec is not None:
             return False, Violation(
                 Reason.BUNDLE_CONFLICT,
                 f"ConfigMap {spec.config_map_name} in {', '.join(conflicts)} was not written by "
@@ -500,7 +508,7 @@ class TrustManager:
         """The issuer's anchors as a ClusterTrustBundle of its signer name, which pods mount with a
         clusterTrustBundle projected volume (by signer name and the label mtls.dev/issuer). False when a
         ClusterTrustBundle of that name is someone else's."""
-        signer = issuer.pod_signer or signer_name(issuer.meta)
+        signer = self._signer(issuer)
         name = cluster_bundle_name(signer)
         current = await read_cluster_trust_bundle(self.api, name)
         pem = anchors.pem.decode()
@@ -532,6 +540,10 @@ class TrustManager:
             raise
         logger.info("Published ClusterTrustBundle %s (%d anchors).", name, len(anchors.fingerprints))
         return True
+
+    @staticmethod
+    def _signer(issuer: ParsedIssuer) -> str:
+        return issuer.pod_signer or signer_name(issuer.meta)
 
     def _remember(self, namespace: str, name: str, annotations: Mapping[str, str], want: str) -> None:
         updated = (
