@@ -28,6 +28,7 @@ from mtls_operator.api.constants import (
     API_VERSION,
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
+    CLUSTER_ISSUER_KIND,
     GROUP,
     ISSUER_KIND,
     ISSUER_PLURAL,
@@ -119,8 +120,8 @@ def _wait_established(cluster: Any, name: str, timeout: float = 60.0) -> Any:
 
 @pytest.fixture(scope="session")
 def installed_crds(cluster: Any) -> dict[str, Any]:
-    """Both CRDs from crds/, created or replaced, Established and served; returns them by kind."""
-    assert len(CRD_FILES) == 2, f"expected two CRDs in crds/, found {CRD_FILES}"
+    """Every CRD from crds/, created or replaced, Established and served; returns them by kind."""
+    assert len(CRD_FILES) == 3, f"expected three CRDs in crds/, found {CRD_FILES}"
     installed = {}
     for path in CRD_FILES:
         body = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -1004,8 +1005,10 @@ def test_names_short_names_and_categories(installed_crds: dict[str, Any]) -> Non
         ["missuer"],
         ["mtls"],
     )
-    for crd in installed_crds.values():
-        assert crd.spec.scope == "Namespaced"
+    cluster_names = installed_crds[CLUSTER_ISSUER_KIND].spec.names
+    assert (cluster_names.plural, cluster_names.short_names) == ("mtlsclusterissuers", ["mclusterissuer"])
+    for kind, crd in installed_crds.items():
+        assert crd.spec.scope == ("Cluster" if kind == CLUSTER_ISSUER_KIND else "Namespaced")
         assert [(v.name, v.served, v.storage) for v in crd.spec.versions] == [(VERSION, True, True)]
 
 
