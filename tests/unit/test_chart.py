@@ -262,3 +262,31 @@ def test_every_value_is_documented() -> None:
         elif not has_children:
             missing.append(line.strip())
     assert missing == []
+
+
+def test_every_operator_flag_is_a_chart_value(helm: str) -> None:
+    """Each knob of `mtls-operator --help` is set by the chart (with leader election and scope on), so no
+    tuning needs a hand-edited Deployment; and the rendered args parse."""
+    from mtls_operator.controllers.config import build_parser, parse_config
+
+    parser = build_parser({})
+    docs = template(helm, "--set", "leaderElection.enabled=true", *NAMESPACED)
+    (deployment,) = of_kind(docs, "Deployment")
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == "operator"]
+    args = container.get("args", [])
+    env = {e["name"]: e.get("value", "") for e in container.get("env", []) if "value" in e}
+    env_names = {e["name"] for e in container.get("env", [])}  # POD_NAMESPACE comes from the downward API
+    set_by_args = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    unset = []
+    for action in parser._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if not long or long[0] in ("--help", "--all-namespaces", "--namespace"):
+            continue
+        variables = re.findall(r"\((MTLS_[A-Z_]+|POD_[A-Z_]+)", action.help or "")
+        if not set(long) & set_by_args and not set(variables) & env_names:
+            unset.append(long[0])
+    assert unset == []
+    config = parse_config([a for a in args if a.startswith("-")], {**env, "POD_NAMESPACE": "mtls-system"})
+    assert config.cluster_namespace == "mtls-system"
+    assert config.leader_election.enabled
