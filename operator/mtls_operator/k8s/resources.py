@@ -93,6 +93,27 @@ async def write_secret(api: ApiClient, body: JSON, *, replace_version: str | Non
     return decode_secret(replaced)
 
 
+async def relabel_secret(api: ApiClient, secret: SecretObject, labels: Mapping[str, str]) -> SecretObject:
+    """Replace ``secret`` with ``labels`` added and everything else as read, guarded by its resourceVersion
+    (a 409 means someone wrote since: the caller decides again)."""
+    metadata: JSON = {
+        "name": secret.name,
+        "namespace": secret.namespace,
+        "labels": {**secret.labels, **labels},
+        "annotations": dict(secret.annotations),
+    }
+    if secret.owner_refs:
+        metadata["ownerReferences"] = [dict(ref) for ref in secret.owner_refs]
+    body: JSON = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": secret.type,
+        "data": encode_data(secret.data),
+    }
+    return await write_secret(api, body, replace_version=secret.resource_version)
+
+
 async def patch_status(api: ApiClient, plural: str, namespace: str, name: str, status: JSON) -> None:
     await api.request(
         "PATCH",
