@@ -1,7 +1,7 @@
 """An upgrade from an operator that wrote Secrets without ``mtls.dev/secret-role`` (the Secret watch selects
-on that label): the new operator labels each of its certificates' Secrets once, keeping the certificate
-and key as they were (no re-issue), and from then on sees a deletion through its watch, long before the
-resync would."""
+on that label) and CA Secrets without the issuer's UID: the new operator labels each of its certificates'
+Secrets and its CA Secret once, keeping certificates and keys as they were (no re-issue, the same CA),
+and from then on sees a deletion through its watch, long before the resync would."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from helpers import wait_for
 from mtls_objects import create_certificate, create_issuer, self_signed, wait_issuer_ready, wait_ready
-from mtls_operator.api.constants import LABEL_SECRET_ROLE
+from mtls_operator.api.constants import ANN_ISSUER_UID, LABEL_SECRET_ROLE
 from operator_process import OperatorProcess
 
 COUNT = 3
@@ -45,6 +45,10 @@ def test_secrets_of_an_older_operator_are_labelled_not_reissued(
         replaced = cluster.core.replace_namespaced_secret(f"{name}-tls", ns, secret)
         assert LABEL_SECRET_ROLE not in (replaced.metadata.labels or {})
         before[name] = replaced.data
+    ca_secret = cluster.core.read_namespaced_secret("ca-ca", ns)
+    del ca_secret.metadata.labels[LABEL_SECRET_ROLE]
+    del ca_secret.metadata.annotations[ANN_ISSUER_UID]
+    ca_data = cluster.core.replace_namespaced_secret("ca-ca", ns, ca_secret).data
 
     # Resync every hour: only the label-selected watch can notice the deletion below in time.
     second = OperatorProcess(
@@ -57,6 +61,15 @@ def test_secrets_of_an_older_operator_are_labelled_not_reissued(
             return all((s.metadata.labels or {}).get(LABEL_SECRET_ROLE) == "certificate" for s in secrets)
 
         wait_for(labelled, timeout=60, message="every legacy Secret labelled")
+
+        def ca_adopted() -> bool:
+            meta = cluster.core.read_namespaced_secret("ca-ca", ns).metadata
+            return (meta.labels or {}).get(LABEL_SECRET_ROLE) == "ca" and ANN_ISSUER_UID in (
+                meta.annotations or {}
+            )
+
+        wait_for(ca_adopted, timeout=60, message="the legacy CA Secret labelled and given the issuer's UID")
+        assert cluster.core.read_namespaced_secret("ca-ca", ns).data == ca_data, "the same CA"
         for name in names:
             assert cluster.core.read_namespaced_secret(f"{name}-tls", ns).data == before[name], (
                 "not re-issued"

@@ -93,14 +93,19 @@ async def write_secret(api: ApiClient, body: JSON, *, replace_version: str | Non
     return decode_secret(replaced)
 
 
-async def relabel_secret(api: ApiClient, secret: SecretObject, labels: Mapping[str, str]) -> SecretObject:
-    """Replace ``secret`` with ``labels`` added and everything else as read, guarded by its resourceVersion
-    (a 409 means someone wrote since: the caller decides again)."""
+async def relabel_secret(
+    api: ApiClient,
+    secret: SecretObject,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+) -> SecretObject:
+    """Replace ``secret`` with ``labels`` (and ``annotations``) added and everything else as read, guarded
+    by its resourceVersion (a 409 means someone wrote since: the caller decides again)."""
     metadata: JSON = {
         "name": secret.name,
         "namespace": secret.namespace,
         "labels": {**secret.labels, **labels},
-        "annotations": dict(secret.annotations),
+        "annotations": {**secret.annotations, **(annotations or {})},
     }
     if secret.owner_refs:
         metadata["ownerReferences"] = [dict(ref) for ref in secret.owner_refs]
