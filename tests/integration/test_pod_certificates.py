@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,13 +22,16 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from helpers import wait_for
 from mtls_objects import create_issuer, secret_data, self_signed, wait_issuer_ready
 from mtls_operator.cli.tlsio import EchoServer, client_handshake
+from nginx_peer import free_port
+from operator_process import OperatorProcess
 from pod_certificates import KubeletIdentity, key_pem, new_key, read_request, wait_answered
 
 CLUSTER_RESOURCES = "t-cluster-resources"  # the shared operator's --cluster-resource-namespace
@@ -360,3 +366,107 @@ def test_an_ml_dsa_cluster_issuer_signs_for_the_namespaces_it_admits_and_a_secon
     assert (failed["type"], failed["reason"]) == ("Failed", "SignerConflict"), failed
     assert f"{issuer}-twin" in failed["message"] and issuer in failed["message"]
     assert read_request(cluster, admitted, again_name)["status"].get("certificateChain") is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Revocation: a pod certificate carries the issuer's CRL and OCSP URLs, and is revoked by serial
+
+
+def ocsp_status(url: str, leaf: x509.Certificate, issuer: x509.Certificate) -> ocsp.OCSPCertStatus:
+    der = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+    request = urllib.request.Request(
+        url,
+        data=der.public_bytes(serialization.Encoding.DER),
+        headers={"Content-Type": "application/ocsp-request"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer = ocsp.load_der_ocsp_response(resp.read())
+    assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    return answer.certificate_status
+
+
+def test_a_pod_certificate_carries_the_revocation_urls_and_is_revoked_by_serial(
+    cluster: Any, crds: Any, own_namespace: str, tmp_path: Path
+) -> None:
+    """Its own operator (the shared one serves no CRL/OCSP), watching the namespace by a glob so that it
+    watches PodCertificateRequests; `mtlsctl revoke --serial` as an admin would run it."""
+    namespace = own_namespace
+    port = free_port()
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        "--namespace",
+        f"{namespace}*",
+        env={"MTLS_REVOCATION_PORT": str(port), "MTLS_REVOCATION_BIND": "127.0.0.1"},
+    ).start()
+    kubelet = KubeletIdentity.create(cluster)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        urls = {"crlURL": f"{base}/crl/{namespace}/mesh.crl", "ocspURL": f"{base}/ocsp/{namespace}/mesh"}
+        policy = {"allowedURIs": ["spiffe://{trustDomain}/ns/{namespace}/sa/*"]}
+        create_issuer(
+            cluster,
+            namespace,
+            "mesh",
+            {**self_signed("mesh"), "podCertificates": {}, "policy": policy, "revocation": urls},
+        )
+        wait_issuer_ready(cluster, namespace, "mesh")
+        pod = kubelet.bind_pod(namespace, "web-0")
+        name, _ = kubelet.request(pod, f"mtls.dev/{namespace}.mesh")
+        request = wait_answered(cluster, namespace, name)
+        leaf = leaf_of(request)
+        points = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        assert [n.value for p in points for n in p.full_name or []] == [urls["crlURL"]]
+        access = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        assert [a.access_location.value for a in access] == [urls["ocspURL"]]
+        ca = x509.load_pem_x509_certificate(secret_data(cluster, namespace, "mesh-ca")["tls.crt"])
+        assert ocsp_status(urls["ocspURL"], leaf, ca) is ocsp.OCSPCertStatus.GOOD
+
+        serial = format(leaf.serial_number, "x")
+        revoked = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mtls_operator.cli.main",
+                "revoke",
+                "--serial",
+                serial,
+                "--issuer",
+                "mesh",
+                "-n",
+                namespace,
+                "--reason",
+                "keyCompromise",
+                "--not-after",
+                request["status"]["notAfter"],
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        assert f"Revoked serial {serial} of MTLSIssuer {namespace}/mesh" in revoked.stdout
+
+        # The operator reads the list at once (the issuer was touched): OCSP says revoked, the CRL lists it.
+        wait_for(
+            lambda: ocsp_status(urls["ocspURL"], leaf, ca) is ocsp.OCSPCertStatus.REVOKED,
+            timeout=60,
+            message="OCSP answers revoked",
+        )
+
+        def on_crl() -> bool:
+            found = cluster.core.read_namespaced_config_map("mesh-revocations", namespace)
+            crl = x509.load_pem_x509_crl(found.data["ca.crl"].encode())
+            return crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+
+        wait_for(on_crl, timeout=60, message="the serial on the issuer's CRL")
+        with urllib.request.urlopen(urls["crlURL"], timeout=10) as resp:
+            served = x509.load_der_x509_crl(resp.read())
+        entry = served.get_revoked_certificate_by_serial_number(leaf.serial_number)
+        assert entry is not None and served.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    finally:
+        kubelet.close()
+        proc.stop()

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from mtls_operator.api.conditions import parse_rfc3339
+from mtls_operator.api.conditions import parse_rfc3339, rfc3339
 from mtls_operator.api.constants import CLUSTER_ISSUER_KIND, SIGNER_DOMAIN, Reason
 from mtls_operator.api.durations import DurationError, format_duration, parse_duration
 from mtls_operator.api.issuer_policy import DEFAULT_TRUST_DOMAIN, IssuerPolicy, spiffe_uri
@@ -474,7 +474,7 @@ def ca_expires_too_soon(inp: PodCertInput) -> Decision | None:
     return Decision(
         Outcome.FAILED,
         PodCertReason.CA_EXPIRES_TOO_SOON,
-        f"The CA of {inp.signer.label} expires at {ca_not_after.isoformat()}, less than "
+        f"The CA of {inp.signer.label} expires at {rfc3339(ca_not_after)}, less than "
         f"{format_duration(MIN_LIFETIME)} from now: it cannot sign a pod certificate (renew or rotate it).",
     )
 
