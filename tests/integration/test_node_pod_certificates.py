@@ -215,7 +215,8 @@ def test_a_pod_serves_its_pod_certificate_and_is_refreshed_without_a_restart(
     refresh_at = when(status["beginRefreshAt"])
     assert refresh_at == when(status["notBefore"]) + timedelta(minutes=10), "the earliest the API allows"
     print(
-        f"pod started {started:%H:%M:%S}, first serial {first.serial_number:x}, refresh from {refresh_at:%H:%M:%S}"
+        f"pod started {started:%H:%M:%S}, first serial {first.serial_number:x}, "
+        f"refresh from {refresh_at:%H:%M:%S}"
     )
 
     # The kubelet asks again at beginRefreshAt + up to 5 min of jitter, in a pass every 1-2 minutes.
