@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -138,7 +138,11 @@ class PodCertificateSigner:
         if wait_until is not None:
             self.queue.add_at(key, wait_until)
             return
-        decision = decide(await self._gather(request, chosen, now))
+        gathered = await self._gather(request, chosen, now)
+        # The times are planned from the clock after the reads: notBefore must be within 5 minutes of the
+        # API server's clock when the status is written.
+        now = self.clock.now()
+        decision = decide(replace(gathered, now=now))
         leaf: CertFacts | None = None
         chain: str | None = None
         if decision.issuance is not None:
