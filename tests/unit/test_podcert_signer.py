@@ -17,9 +17,10 @@ from tests.unit.pki_factory import NOW, self_signed_ca
 from mtls_operator.api.constants import Reason
 from mtls_operator.api.objects import parse_issuer
 from mtls_operator.controllers.clock import FakeClock
+from mtls_operator.controllers.config import SignerSettings
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.issuers import IssuerState
-from mtls_operator.controllers.podcerts import PodCertificateSigner, SignerSettings
+from mtls_operator.controllers.podcerts import PodCertificateSigner
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.policy.certificate import IssuerView
 from mtls_operator.policy.podcert import NodeRate

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mtls_operator.api.constants import CLUSTER_ISSUER_KIND, ISSUER_KIND
+from mtls_operator.api.constants import CLUSTER_ISSUER_KIND, ISSUER_KIND, Reason
 from mtls_operator.api.issuer_policy import IssuerPolicy, parse_issuer_policy
 from mtls_operator.api.models import KeyAlgorithm
 from mtls_operator.policy.podcert import (
@@ -26,7 +26,6 @@ from mtls_operator.policy.podcert import (
     NodeRate,
     Outcome,
     PodCertInput,
-    PodCertReason,
     PodCertRequest,
     Recorded,
     SignerIssuer,
@@ -118,25 +117,25 @@ def test_only_cluster_issuers_and_issuers_of_the_requests_namespace_are_in_scope
         pytest.param(
             (NAMESPACED, CLUSTER),
             NOW,
-            (Outcome.FAILED, PodCertReason.SIGNER_CONFLICT),
+            (Outcome.FAILED, Reason.SIGNER_CONFLICT),
             id="fails when two issuers claim the signer name in the namespace",
         ),
         pytest.param(
             (signer(judged=False, ready=False),),
             NOW - timedelta(hours=1),
-            (None, PodCertReason.ISSUER_NOT_READY),
+            (None, Reason.ISSUER_NOT_READY),
             id="waits for an issuer the operator has not judged yet, however old the request",
         ),
         pytest.param(
             (signer(ready=False, message="its CA Secret is missing."),),
             NOW - ISSUER_GRACE + timedelta(seconds=1),
-            (None, PodCertReason.ISSUER_NOT_READY),
+            (None, Reason.ISSUER_NOT_READY),
             id="waits for a not-ready issuer while the request is younger than the grace",
         ),
         pytest.param(
             (signer(ready=False, message="its CA Secret is missing."),),
             NOW - ISSUER_GRACE,
-            (Outcome.FAILED, PodCertReason.ISSUER_NOT_READY),
+            (Outcome.FAILED, Reason.ISSUER_NOT_READY),
             id="fails once the grace has passed and the issuer is still not ready",
         ),
     ],
@@ -149,9 +148,9 @@ def test_choosing_the_signer(
     assert (chosen.outcome, chosen.reason) == expected
     if chosen.waits:
         assert chosen.retry_at is not None and chosen.retry_at > NOW
-    if chosen.reason == PodCertReason.SIGNER_CONFLICT:
+    if chosen.reason == Reason.SIGNER_CONFLICT:
         assert "MTLSIssuer team-a/mesh" in chosen.message and "MTLSClusterIssuer mesh" in chosen.message
-    if chosen.outcome is Outcome.FAILED and chosen.reason == PodCertReason.ISSUER_NOT_READY:
+    if chosen.outcome is Outcome.FAILED and chosen.reason == Reason.ISSUER_NOT_READY:
         assert "its CA Secret is missing." in chosen.message
 
 
@@ -167,126 +166,126 @@ CASES: list[Any] = [
     pytest.param(
         {},
         Outcome.ISSUED,
-        PodCertReason.ISSUED,
+        Reason.ISSUED,
         "spiffe://cluster.local/ns/team-a/sa/web",
         id="issues a request that matches pod, account, node and policy",
     ),
     pytest.param(
         {"signer": signer(policy=None)},
         Outcome.ISSUED,
-        PodCertReason.ISSUED,
+        Reason.ISSUED,
         "spiffe://cluster.local/ns/team-a/sa/web",
         id="issues anything for an issuer without a policy",
     ),
     pytest.param(
         {"namespace_labels": {}},
         Outcome.DENIED,
-        PodCertReason.POLICY_DENIED,
+        Reason.POLICY_DENIED,
         "allowedNamespaces",
         id="denies a namespace the cluster issuer's policy does not admit",
     ),
     pytest.param(
         {"namespace_labels": None},
         Outcome.DENIED,
-        PodCertReason.POLICY_DENIED,
+        Reason.POLICY_DENIED,
         "cannot be read",
         id="denies when the policy limits namespaces and the labels cannot be read",
     ),
     pytest.param(
         {"recorded": Recorded()},
         Outcome.DENIED,
-        PodCertReason.POD_MISMATCH,
+        Reason.POD_MISMATCH,
         "does not exist any more",
         id="denies a request whose pod is gone",
     ),
     pytest.param(
         {"recorded": replace(MATCHING, pod_uid="uid-other")},
         Outcome.DENIED,
-        PodCertReason.POD_MISMATCH,
+        Reason.POD_MISMATCH,
         "re-created",
         id="denies a request for a pod re-created under the same name",
     ),
     pytest.param(
         {"recorded": replace(MATCHING, pod_node="node-2")},
         Outcome.DENIED,
-        PodCertReason.POD_MISMATCH,
+        Reason.POD_MISMATCH,
         "bound to node node-2",
         id="denies a request from a node the pod is not bound to",
     ),
     pytest.param(
         {"recorded": replace(MATCHING, pod_service_account="admin")},
         Outcome.DENIED,
-        PodCertReason.POD_MISMATCH,
+        Reason.POD_MISMATCH,
         "runs as ServiceAccount admin",
         id="denies a request naming another ServiceAccount than the pod's",
     ),
     pytest.param(
         {"recorded": replace(MATCHING, service_account_uid=None)},
         Outcome.DENIED,
-        PodCertReason.POD_MISMATCH,
+        Reason.POD_MISMATCH,
         "ServiceAccount team-a/web does not exist",
         id="denies a request whose ServiceAccount is gone",
     ),
     pytest.param(
         {"recorded": replace(MATCHING, service_account_uid="uid-new")},
         Outcome.DENIED,
-        PodCertReason.POD_MISMATCH,
+        Reason.POD_MISMATCH,
         "has UID uid-new",
         id="denies a request whose ServiceAccount was re-created",
     ),
     pytest.param(
         {"recorded": replace(MATCHING, node_uid=None)},
         Outcome.DENIED,
-        PodCertReason.POD_MISMATCH,
+        Reason.POD_MISMATCH,
         "Node node-1 does not exist",
         id="denies a request whose node is gone",
     ),
     pytest.param(
         {"recorded": replace(MATCHING, node_uid="uid-node-2")},
         Outcome.DENIED,
-        PodCertReason.POD_MISMATCH,
+        Reason.POD_MISMATCH,
         "Node node-1 has UID uid-node-2",
         id="denies a request whose node was re-created",
     ),
     pytest.param(
         {"request": request(user_annotations=(("example.com/x", "1"),))},
         Outcome.DENIED,
-        PodCertReason.INVALID_USER_ANNOTATIONS,
+        Reason.INVALID_USER_ANNOTATIONS,
         "example.com/x",
         id="denies a user annotation the signer does not understand",
     ),
     pytest.param(
         {"request": request(user_annotations=((ANN_REFRESH_BEFORE, "soon"),))},
         Outcome.DENIED,
-        PodCertReason.INVALID_USER_ANNOTATIONS,
+        Reason.INVALID_USER_ANNOTATIONS,
         "'soon' is not a duration",
         id="denies a refresh-before that is not a duration",
     ),
     pytest.param(
         {"key": None, "key_problem": "The request's key is an ECDSA key on curve secp256k1."},
         Outcome.DENIED,
-        PodCertReason.UNSUPPORTED_KEY_TYPE,
+        Reason.UNSUPPORTED_KEY_TYPE,
         "secp256k1",
         id="denies a key the operator cannot certify",
     ),
     pytest.param(
         {"key": (KeyAlgorithm.ED25519, 0)},
         Outcome.DENIED,
-        PodCertReason.UNSUPPORTED_KEY_TYPE,
+        Reason.UNSUPPORTED_KEY_TYPE,
         "Use keyType ECDSAP256 or ECDSAP384 or ECDSAP521",
         id="denies a key type allowedAlgorithms refuses and names the kubelet key types it allows",
     ),
     pytest.param(
         {"signer": signer(policy=policy(max_duration=timedelta(minutes=30)))},
         Outcome.DENIED,
-        PodCertReason.POLICY_DENIED,
+        Reason.POLICY_DENIED,
         "maxDuration 30m, shorter than the 1h",
         id="denies when the policy's maxDuration is below the one-hour minimum",
     ),
     pytest.param(
         {"signer": signer(ca_not_after=NOW + timedelta(minutes=50))},
         Outcome.FAILED,
-        PodCertReason.CA_EXPIRES_TOO_SOON,
+        Reason.CA_EXPIRES_TOO_SOON,
         "expires at 2026-03-01T12:50:00Z, less than 1h from now",
         id="fails when the CA expires before a one-hour certificate would",
     ),
@@ -296,28 +295,28 @@ CASES: list[Any] = [
             "recorded": replace(MATCHING, pod_service_account="intruder"),
         },
         Outcome.DENIED,
-        PodCertReason.POLICY_DENIED,
+        Reason.POLICY_DENIED,
         "spiffe://cluster.local/ns/team-a/sa/intruder is not allowed",
         id="denies a SPIFFE ID the policy's allowedURIs do not match",
     ),
     pytest.param(
         {"signer": signer(policy=policy(allowed_uris=None))},
         Outcome.DENIED,
-        PodCertReason.POLICY_DENIED,
+        Reason.POLICY_DENIED,
         "the policy sets no allowedURIs",
         id="denies by default when the policy lists no allowedURIs",
     ),
     pytest.param(
         {"signer": signer(policy=policy(allowed_usages=()))},
         Outcome.DENIED,
-        PodCertReason.POLICY_DENIED,
+        Reason.POLICY_DENIED,
         "usages entry server auth",
         id="denies when the policy allows neither server nor client auth",
     ),
     pytest.param(
         {"signer": signer(policy=policy(trust_domain="prod.example"))},
         Outcome.ISSUED,
-        PodCertReason.ISSUED,
+        Reason.ISSUED,
         "spiffe://prod.example/ns/team-a/sa/web",
         id="issues in the policy's trust domain",
     ),
@@ -325,7 +324,7 @@ CASES: list[Any] = [
 
 
 @pytest.mark.parametrize(("changes", "outcome", "reason", "named"), CASES)
-def test_deciding(changes: dict[str, Any], outcome: Outcome, reason: PodCertReason, named: str) -> None:
+def test_deciding(changes: dict[str, Any], outcome: Outcome, reason: Reason, named: str) -> None:
     decision = decide(given_input(**changes))
     assert (decision.outcome, decision.reason) == (outcome, reason), decision.message
     if outcome is Outcome.ISSUED:

@@ -36,8 +36,9 @@ from mtls_operator.api.constants import (
 )
 from mtls_operator.cli.cluster import ClusterError, Target, connect, request_token
 from mtls_operator.cli.output import Printer
-from mtls_operator.controllers.revocation import Revocations, config_map_name, parse_serial
+from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.k8s.api import MERGE_PATCH, ApiClient, ApiError, group_path
+from mtls_operator.policy.revocations import config_map_name, parse_serial
 
 # RFC 5280 reasons that make sense for a leaf the operator issued (no CA- or attribute-only ones).
 REASONS: Final = (

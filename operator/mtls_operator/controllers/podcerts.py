@@ -21,28 +21,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from mtls_operator.api.conditions import rfc3339
+from mtls_operator.api.constants import Reason
 from mtls_operator.api.errors import ReasonedError
 from mtls_operator.api.models import KeyAlgorithm
 from mtls_operator.api.objects import Key, issuer_key
 from mtls_operator.api.tls import CertFacts
+from mtls_operator.controllers.config import SignerSettings
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.issuers import IssuerController
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.workqueue import WorkQueue
 from mtls_operator.k8s.api import MERGE_PATCH, ApiError, core_path, group_path
-from mtls_operator.k8s.resources import read_namespace
+from mtls_operator.k8s.resources import post_event, read_namespace
 from mtls_operator.pki.issuance import issue_for_public_key, requested_key_algorithm
 from mtls_operator.policy.podcert import (
     Decision,
-    NodeRate,
     Outcome,
     PodCertInput,
-    PodCertReason,
     PodCertRequest,
     Recorded,
     SignerIssuer,
@@ -60,14 +60,6 @@ DELETED = "DELETED"
 MAX_NODES_REMEMBERED = 1024  # past this, node buckets already full again are dropped
 
 
-@dataclass(frozen=True)
-class SignerSettings:
-    """The signer's own workers (apart from the certificates') and each node's rate."""
-
-    workers: int = 2
-    node_rate: NodeRate = field(default_factory=NodeRate)
-
-
 class PodCertificateSigner:
     def __init__(
         self,
@@ -81,7 +73,7 @@ class PodCertificateSigner:
         self.clock = ctx.clock
         self.issuers = issuers
         self.revocations = revocations
-        self.settings = settings or SignerSettings()
+        self.settings = settings or ctx.config.pod_certificates
         self.queue: WorkQueue[Key] = WorkQueue(
             self._process, workers=self.settings.workers, name="podcerts", clock=ctx.clock
         )
@@ -149,7 +141,7 @@ class PodCertificateSigner:
             try:
                 chain, leaf = await self._sign(request, chosen, decision)
             except ReasonedError as exc:
-                decision = Decision(Outcome.FAILED, PodCertReason.ISSUANCE_FAILED, exc.message)
+                decision = Decision(Outcome.FAILED, Reason.ISSUANCE_FAILED, exc.message)
         await self._answer(request, decision, chain, leaf, now)
 
     def _claimants(self, request: PodCertRequest) -> tuple[SignerIssuer, ...]:
@@ -341,7 +333,7 @@ class PodCertificateSigner:
                 current,
                 Decision(
                     Outcome.FAILED,
-                    PodCertReason.ISSUANCE_FAILED,
+                    Reason.ISSUANCE_FAILED,
                     f"kube-apiserver refused the signer's answer: {exc.message}",
                 ),
                 None,
@@ -355,32 +347,18 @@ class PodCertificateSigner:
     async def _event(self, request: PodCertRequest, decision: Decision, message: str, now: datetime) -> None:
         """One Event per decision on the PodCertificateRequest (Normal when issued, else Warning): the
         audit trail of who got which serial; failures to post are logged, not retried."""
-        stamp = rfc3339(now)
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{request.name}.", "namespace": request.namespace},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
-                "name": request.name,
-                "namespace": request.namespace,
-                "uid": request.uid,
-            },
-            "reason": str(decision.reason),
-            "message": message[:1024],
-            "type": "Normal" if decision.outcome is Outcome.ISSUED else "Warning",
-            "source": {"component": "mtls-operator"},
-            "reportingComponent": "mtls-operator",
-            "reportingInstance": "mtls-operator",
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await self.api.request("POST", core_path(request.namespace, "events"), body=body)
-        except (ApiError, OSError, TimeoutError) as exc:
-            logger.warning("Cannot post the Event of PodCertificateRequest %s/%s: %s", *request.key, exc)
+        await post_event(
+            self.api,
+            kind=KIND,
+            namespace=request.namespace,
+            name=request.name,
+            uid=request.uid,
+            event_type="Normal" if decision.outcome is Outcome.ISSUED else "Warning",
+            reason=decision.reason,
+            message=message,
+            now=now,
+            api_version=f"{GROUP}/{VERSION}",
+        )
 
 
 def _uid(body: Mapping[str, Any] | None) -> str | None:

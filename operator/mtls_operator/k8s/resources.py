@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from mtls_operator.api.constants import (
     Reason,
 )
 from mtls_operator.k8s.api import JSON, MERGE_PATCH, ApiClient, ApiError, core_path, group_path
+
+logger = logging.getLogger("mtls_operator.k8s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +146,17 @@ async def post_event(
     reason: Reason | str,
     message: str,
     now: datetime | None = None,
+    api_version: str = API_VERSION,
 ) -> None:
-    """Post a core/v1 Event about an object. Failures to post are swallowed: events are hints."""
+    """Post a core/v1 Event about an object (of this project's API unless ``api_version`` says otherwise).
+    Failures to post are logged and swallowed: events are hints."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{name}.", "namespace": namespace},
         "involvedObject": {
-            "apiVersion": API_VERSION,
+            "apiVersion": api_version,
             "kind": kind,
             "name": name,
             "namespace": namespace,
@@ -169,8 +174,8 @@ async def post_event(
     }
     try:
         await api.request("POST", core_path(namespace, "events"), body=body)
-    except ApiError:
-        pass
+    except (ApiError, OSError, TimeoutError) as exc:
+        logger.warning("Cannot post the %s event about %s %s/%s: %s", reason, kind, namespace, name, exc)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -84,22 +84,6 @@ class Outcome(StrEnum):
     FAILED = "Failed"
 
 
-class PodCertReason(StrEnum):
-    """Why a request was answered as it was: the condition's reason, the event's and the metric's."""
-
-    ISSUED = "Issued"
-    # Denied: the request itself is refused; a new request for the same pod gets the same answer.
-    POLICY_DENIED = str(Reason.POLICY_DENIED)
-    UNSUPPORTED_KEY_TYPE = "UnsupportedKeyType"  # the API's own reason for a key type the signer refuses
-    INVALID_USER_ANNOTATIONS = "InvalidUnverifiedUserAnnotations"  # the API's own reason, too
-    POD_MISMATCH = "PodMismatch"  # pod, ServiceAccount or node are not what the request names
-    # Failed: the signer cannot sign now (the kubelet reports it on the pod; a new pod asks again).
-    ISSUER_NOT_READY = str(Reason.ISSUER_NOT_READY)
-    SIGNER_CONFLICT = "SignerConflict"  # two issuers claim the signer name for the request's namespace
-    CA_EXPIRES_TOO_SOON = "CAExpiresTooSoon"  # the CA cannot cover the 1-hour minimum lifetime
-    ISSUANCE_FAILED = str(Reason.ISSUANCE_FAILED)  # signing or the status write failed unexpectedly
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The request, parsed once at intake
 
@@ -233,7 +217,7 @@ class Decision:
     ``issuance``), or look again at ``retry_at`` (``outcome`` None)."""
 
     outcome: Outcome | None
-    reason: PodCertReason | str
+    reason: Reason | str
     message: str
     retry_at: datetime | None = None
     issuance: Issuance | None = None
@@ -270,7 +254,7 @@ def choose_signer(
         names = ", ".join(c.label for c in claimants)
         return Decision(
             Outcome.FAILED,
-            PodCertReason.SIGNER_CONFLICT,
+            Reason.SIGNER_CONFLICT,
             f"Signer name {request.signer_name} is declared by {names} for namespace "
             f"{request.namespace}: the operator signs only when exactly one issuer claims it. Change "
             "spec.podCertificates.signerName of all but one.",
@@ -282,14 +266,14 @@ def choose_signer(
     if not signer.judged or now < created + ISSUER_GRACE:
         return Decision(
             None,
-            PodCertReason.ISSUER_NOT_READY,
+            Reason.ISSUER_NOT_READY,
             f"Waiting for {signer.label} to be ready.",
             retry_at=now + WAIT_RETRY,
         )
     why = signer.message or "it has no usable CA."
     return Decision(
         Outcome.FAILED,
-        PodCertReason.ISSUER_NOT_READY,
+        Reason.ISSUER_NOT_READY,
         f"{signer.label}, the signer of {request.signer_name}, is not ready: {why}",
     )
 
@@ -332,7 +316,7 @@ class Issuance:
     begin_refresh_at: datetime
 
 
-def _denied(reason: PodCertReason, message: str) -> Decision:
+def _denied(reason: Reason, message: str) -> Decision:
     return Decision(Outcome.DENIED, reason, message)
 
 
@@ -363,12 +347,12 @@ def namespace_not_admitted(inp: PodCertInput) -> Decision | None:
         return None
     if inp.namespace_labels is None:
         return _denied(
-            PodCertReason.POLICY_DENIED,
+            Reason.POLICY_DENIED,
             f"The policy of {inp.signer.label} limits namespaces, but the labels of namespace "
             f"{inp.request.namespace} cannot be read; nothing is signed.",
         )
     found = namespace_not_allowed(_policy_request(inp, policy, MIN_LIFETIME))
-    return _denied(PodCertReason.POLICY_DENIED, found.message) if found is not None else None
+    return _denied(Reason.POLICY_DENIED, found.message) if found is not None else None
 
 
 def pod_mismatch(inp: PodCertInput) -> Decision | None:
@@ -399,22 +383,20 @@ def pod_mismatch(inp: PodCertInput) -> Decision | None:
         problem = f"Node {r.node_name} has UID {seen.node_uid}, not {r.node_uid} (it was re-created)."
     if problem is None:
         return None
-    return _denied(
-        PodCertReason.POD_MISMATCH, f"{problem} Nothing is signed for a request that does not match."
-    )
+    return _denied(Reason.POD_MISMATCH, f"{problem} Nothing is signed for a request that does not match.")
 
 
 def user_annotations_invalid(inp: PodCertInput) -> Decision | None:
     for key, value in inp.request.user_annotations:
         if key not in KNOWN_USER_ANNOTATIONS:
             return _denied(
-                PodCertReason.INVALID_USER_ANNOTATIONS,
+                Reason.INVALID_USER_ANNOTATIONS,
                 f"unverifiedUserAnnotations key {key} is not one the mtls.dev signers understand (they "
                 f"understand {', '.join(sorted(KNOWN_USER_ANNOTATIONS))}).",
             )
         if key == ANN_REFRESH_BEFORE and _refresh_before(value) is None:
             return _denied(
-                PodCertReason.INVALID_USER_ANNOTATIONS,
+                Reason.INVALID_USER_ANNOTATIONS,
                 f"unverifiedUserAnnotations {key}={value!r} is not a duration such as 30m or 8h.",
             )
     return None
@@ -438,12 +420,12 @@ def key_type_unsupported(inp: PodCertInput) -> Decision | None:
     )
     if inp.key is None:
         return _denied(
-            PodCertReason.UNSUPPORTED_KEY_TYPE, f"{inp.key_problem or 'The key is unusable.'} {suggestion}"
+            Reason.UNSUPPORTED_KEY_TYPE, f"{inp.key_problem or 'The key is unusable.'} {suggestion}"
         )
     if policy is None:
         return None
     found = key_algorithm_not_allowed(_policy_request(inp, policy, MIN_LIFETIME))
-    return _denied(PodCertReason.UNSUPPORTED_KEY_TYPE, f"{found.message} {suggestion}") if found else None
+    return _denied(Reason.UNSUPPORTED_KEY_TYPE, f"{found.message} {suggestion}") if found else None
 
 
 def lifetime_of(inp: PodCertInput) -> timedelta:
@@ -460,7 +442,7 @@ def lifetime_too_short(inp: PodCertInput) -> Decision | None:
     if policy is None or policy.max_duration is None or policy.max_duration >= MIN_LIFETIME:
         return None
     return _denied(
-        PodCertReason.POLICY_DENIED,
+        Reason.POLICY_DENIED,
         f"The policy of {inp.signer.label} has maxDuration {format_duration(policy.max_duration)}, shorter "
         f"than the {format_duration(MIN_LIFETIME)} Kubernetes requires of a pod certificate.",
     )
@@ -473,7 +455,7 @@ def ca_expires_too_soon(inp: PodCertInput) -> Decision | None:
         return None
     return Decision(
         Outcome.FAILED,
-        PodCertReason.CA_EXPIRES_TOO_SOON,
+        Reason.CA_EXPIRES_TOO_SOON,
         f"The CA of {inp.signer.label} expires at {rfc3339(ca_not_after)}, less than "
         f"{format_duration(MIN_LIFETIME)} from now: it cannot sign a pod certificate (renew or rotate it).",
     )
@@ -486,7 +468,7 @@ def policy_denies(inp: PodCertInput) -> Decision | None:
     found = evaluate(
         policy, leaf_spec(inp, lifetime_of(inp)), inp.request.namespace, inp.namespace_labels or {}
     )
-    return _denied(PodCertReason.POLICY_DENIED, found.message) if found is not None else None
+    return _denied(Reason.POLICY_DENIED, found.message) if found is not None else None
 
 
 CHECKS = (
@@ -509,7 +491,7 @@ def decide(inp: PodCertInput) -> Decision:
     issuance = plan_issuance(inp)
     return Decision(
         Outcome.ISSUED,
-        PodCertReason.ISSUED,
+        Reason.ISSUED,
         f"Issued to Pod {inp.request.namespace}/{inp.request.pod_name} as {issuance.spiffe_id} by "
         f"{inp.signer.label}.",
         issuance=issuance,
