@@ -113,10 +113,12 @@ def apply_crds(cluster: Any) -> None:
     from kubernetes.client.rest import ApiException
 
     names = []
+    plurals: list[str] = []
     for path in sorted(CRD_DIR.glob("*.yaml")):
         body = yaml.safe_load(path.read_text())
         name = body["metadata"]["name"]
         names.append(name)
+        plurals.append(body["spec"]["names"]["plural"])
         try:
             current = cluster.apiextensions.read_custom_resource_definition(name)
             body["metadata"]["resourceVersion"] = current.metadata.resource_version
@@ -135,3 +137,17 @@ def apply_crds(cluster: Any) -> None:
         return True
 
     wait_for(established, timeout=30, message="CRDs established")
+
+    def served() -> bool:
+        """Established is not enough: for a few seconds after a CRD appears the API server answers lists
+        with 429 "storage is (re)initializing", and a watch started then backs off for a long while."""
+        for plural in plurals:
+            try:
+                cluster.custom.list_cluster_custom_object(GROUP, VERSION, plural, limit=1)
+            except ApiException as error:
+                if error.status == 429:
+                    return False
+                raise
+        return True
+
+    wait_for(served, timeout=60, message="CRDs served")

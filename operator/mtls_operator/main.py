@@ -168,7 +168,7 @@ async def run(config: OperatorConfig) -> int:
         # Exact namespaces need no cluster-wide listing of Namespaces and CRDs (least RBAC).
         kopf_settings.scanning.disabled = not needs_cluster_scan(namespaces)
         await kopf.operator(
-            registry=build_registry(config, watch_namespaces=needs_cluster_scan(namespaces)),
+            registry=build_registry(config, cluster_scope=needs_cluster_scan(namespaces)),
             # kopf would otherwise name itself after the OS user, which a container's uid may not have.
             identity=Identity(default_identity()),
             standalone=True,

@@ -44,11 +44,24 @@ FAST_ROLLOUTS = {
 }
 
 
+CLUSTER_RESOURCES = "t-cluster-resources"  # where the shared operator keeps MTLSClusterIssuers' Secrets
+
+
 @pytest.fixture(scope="session")
 def operator(crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """The operator, watching every namespace, with a short retry base so backoff is testable."""
+    """The operator, watching the test namespaces (t-*) and MTLSClusterIssuers, with a short retry base so
+    backoff is testable."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    try:
+        crds.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=CLUSTER_RESOURCES)))
+    except ApiException as error:
+        if error.status != 409:
+            raise
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(crds.kubeconfig, log, "--namespace", "t-*", env=FAST_ROLLOUTS)
+    env = {**FAST_ROLLOUTS, "MTLS_CLUSTER_RESOURCE_NAMESPACE": CLUSTER_RESOURCES}
+    proc = OperatorProcess(crds.kubeconfig, log, "--namespace", "t-*", env=env)
     proc.start()
     yield proc
     proc.stop()

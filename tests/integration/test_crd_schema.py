@@ -28,6 +28,8 @@ from mtls_operator.api.constants import (
     API_VERSION,
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
+    CLUSTER_ISSUER_KIND,
+    CLUSTER_ISSUER_PLURAL,
     GROUP,
     ISSUER_KIND,
     ISSUER_PLURAL,
@@ -119,8 +121,8 @@ def _wait_established(cluster: Any, name: str, timeout: float = 60.0) -> Any:
 
 @pytest.fixture(scope="session")
 def installed_crds(cluster: Any) -> dict[str, Any]:
-    """Both CRDs from crds/, created or replaced, Established and served; returns them by kind."""
-    assert len(CRD_FILES) == 2, f"expected two CRDs in crds/, found {CRD_FILES}"
+    """Every CRD from crds/, created or replaced, Established and served; returns them by kind."""
+    assert len(CRD_FILES) == 3, f"expected three CRDs in crds/, found {CRD_FILES}"
     installed = {}
     for path in CRD_FILES:
         body = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -968,14 +970,31 @@ def test_good_spec_is_accepted_with_defaults(
 
 def test_examples_are_accepted(cluster: Any, installed_crds: Any, namespace: str) -> None:
     assert EXAMPLE_FILES, "examples/ is empty"
-    for path in EXAMPLE_FILES:
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if not doc or doc.get("apiVersion") != API_VERSION:
-                continue
-            try:
-                _create(cluster, namespace, doc["kind"], doc["spec"], name=doc["metadata"]["name"])
-            except ApiException as exc:
-                raise AssertionError(f"{path.name}: {_message(exc)}") from None
+    cluster_issuers: list[str] = []  # cluster-scoped: outlive the namespace, so deleted here
+    try:
+        for path in EXAMPLE_FILES:
+            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                if not doc or doc.get("apiVersion") != API_VERSION:
+                    continue
+                try:
+                    if doc["kind"] == CLUSTER_ISSUER_KIND:
+                        name = f"{namespace}-{doc['metadata']['name']}"
+                        body = {
+                            "apiVersion": API_VERSION,
+                            "kind": CLUSTER_ISSUER_KIND,
+                            "metadata": {"name": name},
+                        }
+                        cluster.custom.create_cluster_custom_object(
+                            GROUP, VERSION, CLUSTER_ISSUER_PLURAL, {**body, "spec": doc["spec"]}
+                        )
+                        cluster_issuers.append(name)
+                    else:
+                        _create(cluster, namespace, doc["kind"], doc["spec"], name=doc["metadata"]["name"])
+                except ApiException as exc:
+                    raise AssertionError(f"{path.name}: {_message(exc)}") from None
+    finally:
+        for name in cluster_issuers:
+            cluster.custom.delete_cluster_custom_object(GROUP, VERSION, CLUSTER_ISSUER_PLURAL, name)
 
 
 def test_secret_name_may_change(cluster: Any, installed_crds: Any, namespace: str) -> None:
@@ -1004,8 +1023,10 @@ def test_names_short_names_and_categories(installed_crds: dict[str, Any]) -> Non
         ["missuer"],
         ["mtls"],
     )
-    for crd in installed_crds.values():
-        assert crd.spec.scope == "Namespaced"
+    cluster_names = installed_crds[CLUSTER_ISSUER_KIND].spec.names
+    assert (cluster_names.plural, cluster_names.short_names) == ("mtlsclusterissuers", ["mclusterissuer"])
+    for kind, crd in installed_crds.items():
+        assert crd.spec.scope == ("Cluster" if kind == CLUSTER_ISSUER_KIND else "Namespaced")
         assert [(v.name, v.served, v.storage) for v in crd.spec.versions] == [(VERSION, True, True)]
 
 

@@ -63,7 +63,7 @@ def test_a_certificate_is_found_by_its_secret_and_its_issuer() -> None:
     store = CertificateStore()
     assert store.put(cert("web", "web-tls")) == set()
     assert store.naming_secret("demo", "web-tls") == {"web"}
-    assert store.of_issuer("demo", "mesh") == {"web"}
+    assert store.of_issuer(("demo", "mesh")) == {("demo", "web")}
     assert store.naming_secret("other", "web-tls") == frozenset()
     assert len(store) == 1 and [c.key for c in store] == [("demo", "web")]
 
@@ -129,7 +129,7 @@ def test_remove_returns_the_certificate_and_those_left_naming_its_secret() -> No
     assert old is not None and old.key == ("demo", "a")
     assert others == {"b"}
     assert store.naming_secret("demo", "shared") == {"b"}
-    assert store.of_issuer("demo", "mesh") == {"b", "c"}
+    assert store.of_issuer(("demo", "mesh")) == {("demo", "b"), ("demo", "c")}
     assert store.remove(("demo", "a")) == (None, set())
 
 
@@ -192,7 +192,9 @@ def test_certificate_indexes_always_match_the_stored_objects(
         for namespace_ in ("demo", "prod"):
             for ref in ("s1", "s2", "s3"):
                 assert store.naming_secret(namespace_, ref) == by_secret.get((namespace_, ref), set())
-                assert store.of_issuer(namespace_, ref) == by_issuer.get((namespace_, ref), set())
+                assert store.of_issuer((namespace_, ref)) == {
+                    (namespace_, n) for n in by_issuer.get((namespace_, ref), set())
+                }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ def test_an_issuer_is_found_by_every_secret_it_reads(parsed: ParsedIssuer, secre
     store = IssuerStore()
     store.put(parsed)
     candidates = {"root-ca", "root-ca-next", "team-ca", "team-ca-next", "byo-ca", "byo-ca-next"}
-    assert {s for s in candidates if store.using_secret("demo", s) == {parsed.meta.name}} == secrets
+    assert {s for s in candidates if store.using_secret("demo", s) == {parsed.key}} == secrets
     assert {s for s in candidates if store.using_secret("demo", s)} == secrets
 
 
@@ -232,14 +234,15 @@ def test_an_intermediate_is_a_child_of_its_parent_until_it_changes_parent_or_goe
     store = IssuerStore()
     store.put(issuer("root", "selfSigned", "root-ca"))
     store.put(issuer("team", "intermediate", "team-ca", parent="root"))
-    assert store.children("demo", "root") == {"team"}
+    assert store.children(("demo", "root")) == {("demo", "team")}
     old = store.put(issuer("team", "intermediate", "team-ca-2", parent="other-root"))
     assert old is not None and old.parent == "root"
-    assert store.children("demo", "root") == frozenset() and store.children("demo", "other-root") == {"team"}
+    assert store.children(("demo", "root")) == frozenset()
+    assert store.children(("demo", "other-root")) == {("demo", "team")}
     assert store.using_secret("demo", "team-ca") == frozenset()
-    assert store.using_secret("demo", "team-ca-2") == {"team"}
+    assert store.using_secret("demo", "team-ca-2") == {("demo", "team")}
     store.remove(("demo", "team"))
-    assert store.children("demo", "other-root") == frozenset()
+    assert store.children(("demo", "other-root")) == frozenset()
     assert store.using_secret("demo", "team-ca-2") == frozenset()
     assert store.remove(("demo", "team")) is None
 
@@ -248,9 +251,9 @@ def test_two_issuers_sharing_a_ca_secret_are_both_found() -> None:
     store = IssuerStore()
     store.put(issuer("a", "ca", "shared-ca"))
     store.put(issuer("b", "ca", "shared-ca"))
-    assert store.using_secret("demo", "shared-ca") == {"a", "b"}
+    assert store.using_secret("demo", "shared-ca") == {("demo", "a"), ("demo", "b")}
     store.remove(("demo", "a"))
-    assert store.using_secret("demo", "shared-ca") == {"b"}
+    assert store.using_secret("demo", "shared-ca") == {("demo", "b")}
 
 
 def test_issuer_status_update_keeps_the_indexes() -> None:
@@ -260,7 +263,7 @@ def test_issuer_status_update_keeps_the_indexes() -> None:
     store.update_status(("demo", "gone"), IssuerStatus(fingerprint="fp"))
     found = store.get(("demo", "root"))
     assert found is not None and found.status.fingerprint == "fp"
-    assert store.using_secret("demo", "root-ca-next") == {"root"} and len(store) == 1
+    assert store.using_secret("demo", "root-ca-next") == {("demo", "root")} and len(store) == 1
 
 
 ISSUER_OPS = st.lists(
@@ -291,9 +294,9 @@ def test_issuer_indexes_always_match_the_stored_objects(ops: list[tuple[str, str
             if i.parent:
                 children[i.parent].add(i.meta.name)
         for s in ("s1", "s2", "s1-next", "s2-next"):
-            assert store.using_secret("demo", s) == by_secret.get(s, set())
+            assert store.using_secret("demo", s) == {("demo", n) for n in by_secret.get(s, set())}
         for p in ("a", "b", "c", "d"):
-            assert store.children("demo", p) == children.get(p, set())
+            assert store.children(("demo", p)) == {("demo", n) for n in children.get(p, set())}
 
 
 def test_a_namespace_store_returns_what_it_replaced() -> None:

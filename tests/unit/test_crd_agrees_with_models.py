@@ -24,6 +24,8 @@ import yaml
 from mtls_operator.api.constants import (
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
+    CLUSTER_ISSUER_KIND,
+    CLUSTER_ISSUER_PLURAL,
     GROUP,
     ISSUER_KIND,
     ISSUER_PLURAL,
@@ -68,6 +70,7 @@ def _load_crd(plural: str) -> dict[str, Any]:
 
 CERT_CRD = _load_crd(CERTIFICATE_PLURAL)
 ISSUER_CRD = _load_crd(ISSUER_PLURAL)
+CLUSTER_ISSUER_CRD = _load_crd(CLUSTER_ISSUER_PLURAL)
 
 
 def _schema(crd: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,7 +80,8 @@ def _schema(crd: Mapping[str, Any]) -> dict[str, Any]:
 
 
 CERT_SPEC = _schema(CERT_CRD)["properties"]["spec"]
-ISSUER_SPEC = _schema(ISSUER_CRD)["properties"]["spec"]
+ISSUER_SCHEMA = _schema(ISSUER_CRD)
+ISSUER_SPEC = ISSUER_SCHEMA["properties"]["spec"]
 SELF_SIGNED = ISSUER_SPEC["properties"]["selfSigned"]
 
 
@@ -161,10 +165,35 @@ def test_enum_matches_the_model(schema: dict[str, Any], path: str, enum: type[St
     assert at(schema, path)["enum"] == [member.value for member in enum]
 
 
-def test_issuer_ref_kind_is_only_mtls_issuer() -> None:
+def test_issuer_ref_kinds_are_the_two_issuer_kinds() -> None:
     kind = at(CERT_SPEC, "issuerRef.kind")
-    assert kind["enum"] == [ISSUER_KIND]
+    assert kind["enum"] == [ISSUER_KIND, CLUSTER_ISSUER_KIND]
+    assert _parses(parse_certificate_spec, _cert(issuerRef={"name": "root", "kind": CLUSTER_ISSUER_KIND}))
     assert not _parses(parse_certificate_spec, _cert(issuerRef={"name": "root", "kind": "ClusterIssuer"}))
+
+
+def test_the_cluster_issuer_crd_is_the_issuer_crd_cluster_scoped_plus_cluster_trust_bundle() -> None:
+    """MTLSClusterIssuer takes the same spec as MTLSIssuer (the one parser serves both), plus
+    clusterTrustBundle; same status and printer columns."""
+    version = CLUSTER_ISSUER_CRD["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    spec = dict(schema["properties"]["spec"])
+    properties = dict(spec.pop("properties"))
+    assert properties.pop("clusterTrustBundle")["type"] == "boolean"
+    issuer_spec = dict(ISSUER_SCHEMA["properties"]["spec"])
+    assert properties == issuer_spec.pop("properties")
+    assert spec == issuer_spec
+    assert schema["properties"]["status"] == ISSUER_SCHEMA["properties"]["status"]
+    assert (
+        version["additionalPrinterColumns"] == ISSUER_CRD["spec"]["versions"][0]["additionalPrinterColumns"]
+    )
+    names = CLUSTER_ISSUER_CRD["spec"]["names"]
+    assert CLUSTER_ISSUER_CRD["spec"]["scope"] == "Cluster"
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        CLUSTER_ISSUER_KIND,
+        CLUSTER_ISSUER_PLURAL,
+        ["mclusterissuer"],
+    )
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "DaemonSet", "Pod", "ReplicaSet", "Job", ""])
@@ -545,7 +574,11 @@ def _walk(schema: Mapping[str, Any], path: str) -> Iterator[tuple[str, Mapping[s
         yield from _walk(schema["additionalProperties"], f"{path}{{}}")
 
 
-@pytest.mark.parametrize("crd", [CERT_CRD, ISSUER_CRD], ids=[CERTIFICATE_KIND, ISSUER_KIND])
+@pytest.mark.parametrize(
+    "crd",
+    [CERT_CRD, ISSUER_CRD, CLUSTER_ISSUER_CRD],
+    ids=[CERTIFICATE_KIND, ISSUER_KIND, CLUSTER_ISSUER_KIND],
+)
 def test_every_field_is_documented_and_bounded(crd: dict[str, Any]) -> None:
     problems = []
     for path, node in _walk(_schema(crd), ""):

@@ -127,7 +127,7 @@ def test_a_deleted_certificate_is_forgotten_and_the_certificates_sharing_its_sec
 def test_an_issuer_event_stores_the_parsed_issuer_and_queues_it() -> None:
     t = Intook()
     t.intake.issuer_event("ADDED", TEAM)
-    assert t.ctx.issuers.using_secret(NS, "team-ca") == {"team"}
+    assert t.ctx.issuers.using_secret(NS, "team-ca") == {(NS, "team")}
     assert t.work.issuers == [(NS, "team")] and t.work.certificates == []
 
 

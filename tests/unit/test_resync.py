@@ -13,6 +13,7 @@ from tests.unit.core_fakes import FakeApi, RecordingWork, make_context, run
 from mtls_operator.api.constants import (
     ANN_CERTIFICATE_NAME,
     CERTIFICATE_PLURAL,
+    CLUSTER_ISSUER_PLURAL,
     ISSUER_PLURAL,
     LABEL_SECRET_ROLE,
 )
@@ -34,7 +35,12 @@ class Cluster:
     (one item per page, to exercise continue tokens), label selectors of the form "key exists"."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, dict[Key, JSON]] = {CERTIFICATE_PLURAL: {}, ISSUER_PLURAL: {}, "secrets": {}}
+        self.objects: dict[str, dict[Key, JSON]] = {
+            CERTIFICATE_PLURAL: {},
+            ISSUER_PLURAL: {},
+            CLUSTER_ISSUER_PLURAL: {},
+            "secrets": {},
+        }
         self.rv = 100
         self.on_list: Callable[[str], None] | None = None  # runs while a list is "in flight"
 
@@ -42,7 +48,7 @@ class Cluster:
         self.rv += 1
         meta = body["metadata"]
         meta["resourceVersion"] = str(self.rv)
-        self.objects[plural][(meta["namespace"], meta["name"])] = body
+        self.objects[plural][(meta.get("namespace", ""), meta["name"])] = body
         return body
 
     def answer(self, method: str, path: str, kwargs: dict[str, Any]) -> JSON | None:
@@ -174,7 +180,12 @@ def test_a_resync_that_finds_nothing_changes_nothing() -> None:
     assert counts(report) == (0, 0, 0)
     assert op.work.nothing and op.forgotten == []
     assert op.individual_reads() == []  # lists only, no object read again
-    assert {parse(c.path)[0] for c in op.api.calls} == {CERTIFICATE_PLURAL, ISSUER_PLURAL, "secrets"}
+    assert {parse(c.path)[0] for c in op.api.calls} == {
+        CERTIFICATE_PLURAL,
+        ISSUER_PLURAL,
+        CLUSTER_ISSUER_PLURAL,
+        "secrets",
+    }
     assert op.api.writes == 0
     assert len(op.ctx.certificates) == 3 and len(op.ctx.issuers) == 1
 

@@ -12,8 +12,9 @@ import pytest
 from mtls_operator.api.models import KeyAlgorithm, Usage
 from mtls_operator.api.objects import ParsedCertificate, parse_certificate
 from mtls_operator.api.tls import CertFacts, SecretFacts
+from mtls_operator.controllers.compact import Interner, compact_certificate
 from mtls_operator.controllers.secret_cache import SecretCache, Verdict
-from mtls_operator.controllers.stores import CertificateStore, Interner, compact_certificate
+from mtls_operator.controllers.stores import CertificateStore
 from mtls_operator.policy.certificate import SecretView
 
 

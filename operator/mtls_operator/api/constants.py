@@ -10,8 +10,13 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 CERTIFICATE_KIND: Final = "MTLSCertificate"
 ISSUER_KIND: Final = "MTLSIssuer"
+CLUSTER_ISSUER_KIND: Final = "MTLSClusterIssuer"
+ISSUER_KINDS: Final = (ISSUER_KIND, CLUSTER_ISSUER_KIND)
 CERTIFICATE_PLURAL: Final = "mtlscertificates"
 ISSUER_PLURAL: Final = "mtlsissuers"
+CLUSTER_ISSUER_PLURAL: Final = "mtlsclusterissuers"
+# Signer names this project's pod-certificate signers and ClusterTrustBundles use: mtls.dev/<issuer>.
+SIGNER_DOMAIN: Final = "mtls.dev"
 FIELD_MANAGER: Final = "mtls-operator"
 COMPONENT: Final = "mtls-operator"
 
@@ -158,6 +163,14 @@ class Reason(StrEnum):
     REVOCATIONS_CONFLICT = "RevocationsConflict"
     REVOCATIONS_FULL = "RevocationsFull"
     REVOCATIONS_PUBLISHED = "RevocationsPublished"
+    # PodCertificateRequest answers (besides Issued, PolicyDenied, IssuerNotReady, IssuanceFailed).
+    # Denied: the request itself is refused; a new request for the same pod gets the same answer.
+    UNSUPPORTED_KEY_TYPE = "UnsupportedKeyType"  # the API's own reason for a key type the signer refuses
+    INVALID_USER_ANNOTATIONS = "InvalidUnverifiedUserAnnotations"  # the API's own reason, too
+    POD_MISMATCH = "PodMismatch"  # pod, ServiceAccount or node are not what the request names
+    # Failed: the signer cannot sign now (the kubelet reports it on the pod; a new pod asks again).
+    SIGNER_CONFLICT = "SignerConflict"  # two issuers claim the signer name for the request's namespace
+    CA_EXPIRES_TOO_SOON = "CAExpiresTooSoon"  # the CA cannot cover the 1-hour minimum lifetime
 
 
 class RestartWait(StrEnum):

@@ -17,7 +17,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from mtls_operator.api.constants import ISSUER_KIND, LABEL_MANAGED_BY
+from mtls_operator.api.constants import ISSUER_KIND, ISSUER_KINDS, LABEL_MANAGED_BY
 from mtls_operator.api.durations import DurationError, parse_duration
 from mtls_operator.api.errors import SpecError as SpecError
 
@@ -230,6 +230,7 @@ class IntermediateSpec:
 
     parent: str
     ca: SelfSignedCASpec  # secret name, common name, subject, duration, key of the intermediate
+    parent_kind: str = ISSUER_KIND
     path_length: int | None = None
     permitted_dns: tuple[str, ...] = ()
     excluded_dns: tuple[str, ...] = ()
@@ -389,8 +390,8 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
     if not isinstance(issuer_name, str) or not issuer_name:
         raise SpecError("spec.issuerRef.name is required.")
     kind = ref.get("kind") or ISSUER_KIND
-    if kind != ISSUER_KIND:
-        raise SpecError(f"spec.issuerRef.kind {kind!r} is not supported: use {ISSUER_KIND}.")
+    if kind not in ISSUER_KINDS:
+        raise SpecError(f"spec.issuerRef.kind {kind!r} is not supported: use {' or '.join(ISSUER_KINDS)}.")
 
     common_name = spec.get("commonName") or None
     if common_name is not None and (not isinstance(common_name, str) or len(common_name) > 64):
@@ -578,8 +579,8 @@ def _intermediate(doc: Mapping[str, Any]) -> IntermediateSpec:
     if not isinstance(parent, str) or not parent:
         raise SpecError(f"{where}.issuerRef.name is required.")
     kind = ref.get("kind") or ISSUER_KIND
-    if kind != ISSUER_KIND:
-        raise SpecError(f"{where}.issuerRef.kind {kind!r} is not supported: use {ISSUER_KIND}.")
+    if kind not in ISSUER_KINDS:
+        raise SpecError(f"{where}.issuerRef.kind {kind!r} is not supported: use {' or '.join(ISSUER_KINDS)}.")
     _object_name(doc.get("secretName"), f"{where}.secretName")
     cn = doc.get("commonName")
     if isinstance(cn, str) and len(cn) > 64:
@@ -602,6 +603,7 @@ def _intermediate(doc: Mapping[str, Any]) -> IntermediateSpec:
     ca = _managed_ca(doc, where, DEFAULT_INTERMEDIATE_DURATION)
     return IntermediateSpec(
         parent=parent,
+        parent_kind=kind,
         ca=_ca_renew_before(doc, where, ca),
         path_length=path_length,
         permitted_dns=domains["permittedDNSDomains"],

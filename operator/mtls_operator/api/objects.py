@@ -8,6 +8,7 @@ document is compared against, so an unchanged status is never written again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -19,6 +20,9 @@ from mtls_operator.api.constants import (
     ANN_REVOKE_REASON,
     ANN_REVOKE_REQUESTED,
     ANN_ROTATE_REQUESTED,
+    CLUSTER_ISSUER_KIND,
+    ISSUER_KIND,
+    SIGNER_DOMAIN,
 )
 from mtls_operator.api.errors import SpecError, Violation
 from mtls_operator.api.issuer_policy import (
@@ -37,6 +41,7 @@ from mtls_operator.api.models import CertificateSpec, IssuerSpec, parse_certific
 from mtls_operator.api.rotation import RotationState, from_status, to_status
 
 Key = tuple[str, str]  # (namespace, name)
+_SIGNER = re.compile(r"^mtls\.dev/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 MAX_REQUEST_TOKEN = 128
 
 
@@ -215,10 +220,19 @@ class ParsedCertificate:
     # What the indexes key on, readable even when the spec as a whole is invalid.
     secret_name: str | None = None
     issuer_name: str | None = None
+    issuer_kind: str = ISSUER_KIND
 
     @property
     def key(self) -> Key:
         return self.meta.key
+
+    @property
+    def issuer_key(self) -> Key | None:
+        """The issuer it names: (its namespace, name) for an MTLSIssuer, ("", name) for an
+        MTLSClusterIssuer (cluster-scoped objects have no namespace)."""
+        if not self.issuer_name:
+            return None
+        return issuer_key(self.meta.namespace, self.issuer_kind, self.issuer_name)
 
     def with_status(self, status: CertificateStatus) -> ParsedCertificate:
         return replace(self, status=status)
@@ -254,7 +268,13 @@ def parse_certificate(body: Mapping[str, Any]) -> ParsedCertificate:
         status=parse_certificate_status(_section(body, "status")),
         secret_name=_str(raw_spec.get("secretName")),
         issuer_name=_str(ref.get("name")) if isinstance(ref, Mapping) else None,
+        issuer_kind=_str(ref.get("kind")) or ISSUER_KIND if isinstance(ref, Mapping) else ISSUER_KIND,
     )
+
+
+def issuer_key(namespace: str, kind: str, name: str) -> Key:
+    """Where an issuer reference points: a cluster issuer's key has no namespace."""
+    return ("", name) if kind == CLUSTER_ISSUER_KIND else (namespace, name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -318,15 +338,32 @@ class ParsedIssuer:
     revocation: RevocationSpec | None = None
     rotate_request: str | None = None  # mtls.dev/rotate-requested-at
     status: IssuerStatus = field(default_factory=IssuerStatus)
+    cluster_trust_bundle: bool = False  # publish the trust anchors as a ClusterTrustBundle (cluster only)
+    pod_signer: str | None = None  # the signer name of PodCertificateRequests this issuer signs
 
     @property
     def key(self) -> Key:
         return self.meta.key
 
     @property
+    def cluster(self) -> bool:
+        """An MTLSClusterIssuer (cluster-scoped: no namespace)."""
+        return not self.meta.namespace
+
+    @property
+    def kind(self) -> str:
+        return CLUSTER_ISSUER_KIND if self.cluster else ISSUER_KIND
+
+    @property
     def parent(self) -> str | None:
         """The parent issuer of an intermediate."""
         return self.spec.intermediate.parent if self.spec and self.spec.intermediate else None
+
+    @property
+    def parent_key(self) -> Key | None:
+        """The parent issuer of an intermediate, as a key."""
+        inter = self.spec.intermediate if self.spec else None
+        return issuer_key(self.meta.namespace, inter.parent_kind, inter.parent) if inter else None
 
     @property
     def ca_secret_names(self) -> tuple[str, ...]:
@@ -347,7 +384,7 @@ def next_ca_secret_name(ca_secret_name: str) -> str:
 
 
 def parse_issuer(body: Mapping[str, Any]) -> ParsedIssuer:
-    """An MTLSIssuer watch event's object, parsed; never raises."""
+    """An MTLSIssuer or MTLSClusterIssuer watch event's object, parsed; never raises."""
     meta = parse_meta(body)
     raw_spec = _section(body, "spec")
     annotations = _annotations(body)
@@ -361,6 +398,56 @@ def parse_issuer(body: Mapping[str, Any]) -> ParsedIssuer:
         policy = parse_issuer_policy(raw_spec["policy"]) if raw_spec.get("policy") is not None else None
         bundle = parse_trust_bundle(raw_spec.get("trustBundle"))
         revocation = parse_revocation(raw_spec.get("revocation"))
+        cluster_bundle, signer = _cluster_identity(meta, spec, raw_spec)
     except SpecError as exc:
         return ParsedIssuer(meta, spec, Violation.of(exc), rotate_request=rotate, status=status)
-    return ParsedIssuer(meta, spec, None, policy, bundle, revocation, rotate, status)
+    return ParsedIssuer(meta, spec, None, policy, bundle, revocation, rotate, status, cluster_bundle, signer)
+
+
+def signer_name(meta: ObjectMeta) -> str:
+    """The default signer name of an issuer: mtls.dev/<name> for a cluster issuer, and
+    mtls.dev/<namespace>.<name> for a namespaced one."""
+    return (
+        f"{SIGNER_DOMAIN}/{meta.name}"
+        if not meta.namespace
+        else f"{SIGNER_DOMAIN}/{meta.namespace}.{meta.name}"
+    )
+
+
+def _cluster_identity(meta: ObjectMeta, spec: IssuerSpec, raw: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """``spec.clusterTrustBundle`` and ``spec.podCertificates``, and the kind rules they and an
+    intermediate's parent follow: cluster-wide trust is published only by an MTLSClusterIssuer; a namespaced
+    issuer signs pod certificates only under a signer name of its own namespace; an intermediate's parent is
+    of its kind."""
+    cluster = not meta.namespace
+    inter = spec.intermediate
+    if inter is not None and (inter.parent_kind == CLUSTER_ISSUER_KIND) != cluster:
+        raise SpecError(
+            "spec.intermediate.issuerRef.kind must be MTLSClusterIssuer for an MTLSClusterIssuer and "
+            "MTLSIssuer for an MTLSIssuer: an issuer is signed by one of its own kind."
+        )
+    bundle = raw.get("clusterTrustBundle")
+    if bundle is not None and not isinstance(bundle, bool):
+        raise SpecError("spec.clusterTrustBundle must be true or false.")
+    if bundle and not cluster:
+        raise SpecError(
+            "spec.clusterTrustBundle is for MTLSClusterIssuers: cluster-wide trust is an admin's."
+        )
+    pods = raw.get("podCertificates")
+    if pods is None:
+        return bool(bundle), None
+    if not isinstance(pods, Mapping):
+        raise SpecError("spec.podCertificates must be an object.")
+    default = signer_name(meta)
+    name = pods.get("signerName") or default
+    if not isinstance(name, str) or not _SIGNER.match(name) or len(name) > 253:
+        raise SpecError(
+            f"spec.podCertificates.signerName {name!r} must be {SIGNER_DOMAIN}/<path>, e.g. {default}."
+        )
+    own = f"{SIGNER_DOMAIN}/{meta.namespace}."
+    if not cluster and not name.startswith(own):
+        raise SpecError(
+            f"spec.podCertificates.signerName of an MTLSIssuer must start with {own} (its namespace): "
+            f"for example {default}."
+        )
+    return bool(bundle), name

@@ -5,8 +5,9 @@ finalizers, progress or diff-base annotations: every API write is the operator's
 
 Secrets are watched with a server-side label selector (``mtls.dev/secret-role``): the API server sends only
 the Secrets the operator keeps and the CA Secrets users opted in, never the rest of the cluster's.
-Namespaces are watched (labels and the operator's annotations) when the operator lists namespaces (it serves
-every namespace, or namespace globs), which is also when its RBAC may list them.
+Namespaces (labels and the operator's annotations), MTLSClusterIssuers and PodCertificateRequests are
+watched when the operator lists cluster-scoped objects (it serves every namespace, or namespace globs),
+which is also when its RBAC may list them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kopf._core.reactor.inventory import (  # kopf exports no public name for th
 
 from mtls_operator.api.constants import (
     CERTIFICATE_PLURAL,
+    CLUSTER_ISSUER_PLURAL,
     GROUP,
     ISSUER_PLURAL,
     KOPF_PREFIX,
@@ -104,8 +106,9 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
     settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
 
 
-def build_registry(config: OperatorConfig, *, watch_namespaces: bool) -> kopf.OperatorRegistry:
-    """The handlers for one run of the operator."""
+def build_registry(config: OperatorConfig, *, cluster_scope: bool) -> kopf.OperatorRegistry:
+    """The handlers for one run of the operator. ``cluster_scope``: it may list and watch cluster-scoped
+    objects (every namespace, or namespace globs): Namespaces and MTLSClusterIssuers."""
     registry = kopf.OperatorRegistry()
 
     kopf.on.login(registry=registry)(login)
@@ -154,10 +157,19 @@ def build_registry(config: OperatorConfig, *, watch_namespaces: bool) -> kopf.Op
         ) -> None:
             _runtime(memo).intake.workload_event(workload_kind, event.get("type"), event["object"])
 
-    if watch_namespaces:
+    if cluster_scope:
 
         @kopf.on.event("v1", "namespaces", registry=registry)
         async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
             _runtime(memo).intake.namespace_event(event.get("type"), event["object"])
+
+        @kopf.on.event(GROUP, VERSION, CLUSTER_ISSUER_PLURAL, registry=registry)
+        async def cluster_issuer_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+            _runtime(memo).intake.issuer_event(event.get("type"), event["object"])
+
+        # The Pod Certificate signer (KEP-4317): requests of the signer names issuers declare.
+        @kopf.on.event("certificates.k8s.io", "v1beta1", "podcertificaterequests", registry=registry)
+        async def pod_certificate_request_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+            _runtime(memo).podcerts.event(event.get("type"), event["object"])
 
     return registry

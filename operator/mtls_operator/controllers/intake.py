@@ -84,10 +84,10 @@ class Intake:
         self.seen.pop(("issuer", key), None)
         self.issuers.remove(key)
         self.forget_issuer(key)
-        for name in self.certificates.of_issuer(*key):
-            self.work.add_certificate((key[0], name))
-        for child in self.issuers.children(*key):
-            self.work.add_issuer((key[0], child))
+        for cert in self.certificates.of_issuer(key):
+            self.work.add_certificate(cert)
+        for child in self.issuers.children(key):
+            self.work.add_issuer(child)
 
     # ------------------------------------------------------------------ Secrets (the filtered watch)
 
@@ -113,7 +113,7 @@ class Intake:
         for cert in names:
             self.work.add_certificate((namespace, cert))
         for issuer in self.issuers.using_secret(namespace, name):
-            self.work.add_issuer((namespace, issuer))
+            self.work.add_issuer(issuer)
 
     # ------------------------------------------------------------------ workloads and namespaces
 

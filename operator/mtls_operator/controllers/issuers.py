@@ -19,7 +19,7 @@ from mtls_operator.api import conditions as cond
 from mtls_operator.api.constants import (
     ANN_CA_FOR_ISSUER,
     ANN_ISSUER_UID,
-    ISSUER_KIND,
+    CLUSTER_ISSUER_PLURAL,
     ISSUER_PLURAL,
     LABEL_MANAGED_BY,
     LABEL_SECRET_ROLE,
@@ -42,6 +42,7 @@ from mtls_operator.k8s.resources import (
     patch_status,
     post_event,
     read_secret,
+    relabel_secret,
     write_secret,
 )
 from mtls_operator.pki.bundle import Anchors, anchors_of
@@ -94,7 +95,7 @@ class IssuerController:
     def forget(self, key: Key) -> None:
         self.states.pop(key, None)
         self.trust.forget_issuer(key)
-        self.revocations.forget_issuer(*key)
+        self.revocations.forget_issuer(*self.issuers.revocation_ref(key))
         self.ctx.metrics.forget_issuer(*key)
 
     # ------------------------------------------------------------------ reconcile
@@ -125,7 +126,11 @@ class IssuerController:
             issuer, plan, ca, secret, facts, parent, now
         )
         self.states[key] = state
-        await self.revocations.sync_issuer(key[0], key[1], issuer.revocation, state.ca, uid=issuer.meta.uid)
+        if facts.keeps_ca and facts.access is CASecretAccess.OWNED and secret is not None:
+            await self._label_for_watch(issuer, secret)
+        await self.revocations.sync_issuer(
+            *self.issuers.revocation_ref(key), issuer.revocation, state.ca, uid=issuer.meta.uid
+        )
         await self._write_status(issuer, plan, state, rotation, problem, now)
         self.ctx.metrics.observe_issuer(
             key[0],
@@ -135,18 +140,34 @@ class IssuerController:
             reason=str(state.view.reason),
         )
         if _changed_for_leaves(previous, state):
-            for name in self.certificates.of_issuer(*key):
-                self.ctx.work.add_certificate((key[0], name))
-            for child in self.issuers.children(*key):
-                self.ctx.work.add_issuer((key[0], child))
+            for cert in self.certificates.of_issuer(key):
+                self.ctx.work.add_certificate(cert)
+            for child in self.issuers.children(key):
+                self.ctx.work.add_issuer(child)
         when = now + self.ctx.config.issuer_recheck
         for candidate in (plan.recheck_at, recheck):
             if candidate is not None and candidate < when:
                 when = candidate
         self.ctx.work.schedule_issuer(key, when)
 
+    async def _label_for_watch(self, issuer: ParsedIssuer, secret: SecretObject) -> None:
+        """A CA Secret an older operator wrote lacks ``mtls.dev/secret-role`` (outside the label-selected
+        watch) and perhaps the issuer's UID (adopted because the issuer's status proves it used this CA):
+        add both once, data unchanged."""
+        annotations = {} if ANN_ISSUER_UID in secret.annotations else {ANN_ISSUER_UID: issuer.meta.uid}
+        if secret.labels.get(LABEL_SECRET_ROLE) == SECRET_ROLE_CA and not annotations:
+            return
+        try:
+            await relabel_secret(self.api, secret, {LABEL_SECRET_ROLE: SECRET_ROLE_CA}, annotations)
+        except ApiError as exc:
+            logger.info(
+                "CA Secret %s/%s not labelled for the watch yet: %s", secret.namespace, secret.name, exc
+            )
+            return
+        logger.info("Labelled CA Secret %s/%s for the watch.", secret.namespace, secret.name)
+
     def _parent(self, issuer: ParsedIssuer) -> IssuerState | None:
-        return self.states.get((issuer.meta.namespace, issuer.parent)) if issuer.parent else None
+        return self.states.get(issuer.parent_key) if issuer.parent_key else None
 
     # ------------------------------------------------------------------ gather (reads only)
 
@@ -159,9 +180,10 @@ class IssuerController:
         *,
         secret: SecretObject | None = None,
     ) -> tuple[IssuerFacts, SecretObject | None, CAKeyPair | None]:
-        namespace, name = issuer.key
+        name = issuer.meta.name
+        namespace = self.issuers.home(issuer.key)
         spec = issuer.spec
-        base = IssuerFacts(namespace, name, now, spec_error=issuer.error)
+        base = IssuerFacts(namespace, name, now, spec_error=issuer.error, kind=issuer.kind)
         if spec is None or issuer.error is not None:
             return base, None, None
         facts = replace(
@@ -268,7 +290,7 @@ class IssuerController:
             "type": SECRET_TYPE_TLS,
             "metadata": {
                 "name": spec.ca_secret_name,
-                "namespace": issuer.meta.namespace,
+                "namespace": self.issuers.home(issuer.key),
                 "labels": labels,
                 "annotations": annotations,
             },
@@ -282,8 +304,8 @@ class IssuerController:
             if exc.conflict:
                 return None, None
             raise
-        self.secrets.observe((issuer.meta.namespace, spec.ca_secret_name), written.resource_version)
-        logger.info("Wrote the %s CA for MTLSIssuer %s/%s.", spec.kind, *issuer.key)
+        self.secrets.observe((self.issuers.home(issuer.key), spec.ca_secret_name), written.resource_version)
+        logger.info("Wrote the %s CA for %s %s.", spec.kind, issuer.kind, _named(issuer.key))
         return written, None
 
     async def _act_trust(
@@ -305,7 +327,9 @@ class IssuerController:
         spec = issuer.spec
         owned = facts.access is CASecretAccess.OWNED
         staged_seen = (
-            self.secrets.resource_version((issuer.meta.namespace, next_ca_secret_name(spec.ca_secret_name)))
+            self.secrets.resource_version(
+                (self.issuers.home(issuer.key), next_ca_secret_name(spec.ca_secret_name))
+            )
             is not None
         )
         outcome = await self.trust.reconcile(
@@ -379,7 +403,7 @@ class IssuerController:
                     generation,
                     now,
                 )
-        revocation_problem = self.revocations.problem(*issuer.key)
+        revocation_problem = self.revocations.problem(*self.issuers.revocation_ref(issuer.key))
         if revocation_problem is not None:
             conditions = cond.put(
                 conditions, ConditionType.REVOCATION, False, revocation_problem[0], revocation_problem[1],
@@ -425,7 +449,8 @@ class IssuerController:
         patch = status_patch(old, new)
         if patch:
             try:
-                await patch_status(self.api, ISSUER_PLURAL, *issuer.key, patch)
+                plural = CLUSTER_ISSUER_PLURAL if issuer.cluster else ISSUER_PLURAL
+                await patch_status(self.api, plural, *issuer.key, patch)
             except ApiError as exc:
                 if not exc.not_found:
                     raise
@@ -434,32 +459,28 @@ class IssuerController:
                 return
             self.issuers.update_status(issuer.key, new)
         if ready_of(old) != ready_of(new):
-            await post_event(
-                self.api,
-                kind=ISSUER_KIND,
-                namespace=issuer.meta.namespace,
-                name=issuer.meta.name,
-                uid=issuer.meta.uid,
-                event_type="Normal" if view.ready else "Warning",
-                reason=view.reason,
-                message=view.message,
-                now=now,
-            )
+            await self._event(issuer, "Normal" if view.ready else "Warning", view.reason, view.message, now)
         if problem is not None:
             kind = ConditionType.TRUST_BUNDLE if bundle_problem else ConditionType.CA_ROTATION
             before = cond.get(old.conditions, kind)
             if before is None or before.reason != problem.reason:
-                await post_event(
-                    self.api,
-                    kind=ISSUER_KIND,
-                    namespace=issuer.meta.namespace,
-                    name=issuer.meta.name,
-                    uid=issuer.meta.uid,
-                    event_type="Warning",
-                    reason=problem.reason,
-                    message=problem.message,
-                    now=now,
-                )
+                await self._event(issuer, "Warning", problem.reason, problem.message, now)
+
+    async def _event(
+        self, issuer: ParsedIssuer, kind: str, reason: Reason, message: str, now: datetime
+    ) -> None:
+        """An Event about the issuer (a cluster issuer's go to the default namespace, as a node's do)."""
+        await post_event(
+            self.api,
+            kind=issuer.kind,
+            namespace=issuer.meta.namespace or "default",
+            name=issuer.meta.name,
+            uid=issuer.meta.uid,
+            event_type=kind,
+            reason=reason,
+            message=message,
+            now=now,
+        )
 
     # ------------------------------------------------------------------ leaves, for the rotation
 
@@ -475,16 +496,15 @@ class IssuerController:
             if current in seen:
                 continue
             seen.add(current)
-            pending.extend((current[0], child) for child in self.issuers.children(*current))
+            pending.extend(self.issuers.children(current))
             state = self.states.get(current)
-            for name in self.certificates.of_issuer(*current):
-                cert_key = (current[0], name)
+            for cert_key in self.certificates.of_issuer(current):
                 verdict = self.secrets.verdict(cert_key)
                 facts = verdict.view.facts if verdict is not None else None
                 if verdict is None or facts is None:
                     continue
                 total += 1
-                secrets.append((current[0], verdict.secret_name))
+                secrets.append((cert_key[0], verdict.secret_name))
                 longest = max(longest, facts.leaf.not_after - facts.leaf.not_before)
                 if anchors <= facts.ca_bundle_fingerprints:
                     trusting += 1
@@ -498,6 +518,10 @@ class IssuerController:
                 ):
                     on_root += 1
         return LeafCounts(total, on_root, trusting, longest, tuple(secrets))
+
+
+def _named(key: Key) -> str:
+    return f"{key[0]}/{key[1]}" if key[0] else key[1]
 
 
 def _legacy_own(secret: SecretObject, issuer: str) -> bool:

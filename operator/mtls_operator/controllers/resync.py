@@ -21,8 +21,14 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from mtls_operator.api.constants import CERTIFICATE_PLURAL, ISSUER_PLURAL, LABEL_SECRET_ROLE
+from mtls_operator.api.constants import (
+    CERTIFICATE_PLURAL,
+    CLUSTER_ISSUER_PLURAL,
+    ISSUER_PLURAL,
+    LABEL_SECRET_ROLE,
+)
 from mtls_operator.api.objects import Key
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.intake import Intake
@@ -91,13 +97,21 @@ class Resync:
     async def run(self) -> ResyncReport:
         started = self.clock.monotonic()
         forgotten = refreshed = 0
-        for plural, kind, store in (
+        kinds: list[tuple[str, str, Any]] = [
             (CERTIFICATE_PLURAL, "cert", self.certificates),
             (ISSUER_PLURAL, "issuer", self.issuers),
-        ):
+        ]
+        if self._cluster_scope():
+            kinds.append((CLUSTER_ISSUER_PLURAL, "issuer", self.issuers))
+        for plural, kind, store in kinds:
             listed_at = self.clock.monotonic()
-            listed = await self._list(functools.partial(custom_collection, plural))
-            held = {obj.key: obj.meta for obj in store}
+            if plural == CLUSTER_ISSUER_PLURAL:
+                items, _ = await list_metadata(self.api, custom_collection(plural))
+                listed = {("", item.name): item for item in items}
+            else:
+                listed = await self._list(functools.partial(custom_collection, plural))
+            cluster = plural == CLUSTER_ISSUER_PLURAL
+            held = {obj.key: obj.meta for obj in store if (obj.key[0] == "") == cluster}
             for key, meta in held.items():
                 item = listed.get(key)
                 if self.intake.heard_since(kind, key, listed_at):
@@ -136,6 +150,11 @@ class Resync:
                 if self._in_scope(item.namespace):
                     found[(item.namespace, item.name)] = item
         return found
+
+    def _cluster_scope(self) -> bool:
+        """Whether MTLSClusterIssuers are watched: every namespace, or namespace globs."""
+        names = self.config.namespaces
+        return not names or any(ch in n for n in names for ch in "*?[")
 
     def _list_scopes(self) -> Sequence[str | None]:
         """Exact namespaces are listed one by one; globs and "every namespace" list cluster-wide."""

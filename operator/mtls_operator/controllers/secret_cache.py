@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mtls_operator.api.objects import Key
-from mtls_operator.controllers.stores import SHARED, Interner, share_fields
+from mtls_operator.controllers.compact import SHARED, Interner, share_fields
 from mtls_operator.policy.certificate import SecretView
 
 

@@ -6,186 +6,21 @@ Each store owns its indexes and keeps them true on every put and remove, so ther
 for "which certificates name this Secret" or "which issuers read this Secret".
 
 What a store keeps lives as long as its object, 10k times over, so it is kept compact: equal values are
-one object (:class:`Interner`), and an index entry with one referrer is a name, not a set.
+one object (see :mod:`mtls_operator.controllers.compact`), and an index entry with one referrer is a name,
+not a set.
 """
 
 from __future__ import annotations
 
-import sys
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import TypeVar
 
-from mtls_operator.api.conditions import Condition
-from mtls_operator.api.models import (
-    CertificateSpec,
-    IssuerRef,
-    KeySpec,
-    PKCS12Spec,
-    RolloutSpec,
-    SecretTemplate,
-    Subject,
-)
-from mtls_operator.api.objects import (
-    CertificateRequests,
-    CertificateStatus,
-    IssuerStatus,
-    Key,
-    ParsedCertificate,
-    ParsedIssuer,
-)
+from mtls_operator.api.objects import CertificateStatus, IssuerStatus, Key, ParsedCertificate, ParsedIssuer
+from mtls_operator.controllers.compact import SHARED, compact_certificate, compact_status
 
-T = TypeVar("T")
-# Values shared by equality only when equal means interchangeable: these frozen records (built by the
-# parsers, with enums where enums belong), time spans, and tuples or frozensets of one element type.
-_RECORDS = (
-    IssuerRef,
-    Subject,
-    KeySpec,
-    SecretTemplate,
-    PKCS12Spec,
-    RolloutSpec,
-    CertificateRequests,
-    timedelta,
-)
-
-
-class Interner:
-    """One object for many equal values: JSON decoding and certificate parsing make a new string, tuple or
-    record for every object, although most are the same for thousands of them (a namespace, an issuer's
-    fingerprint, the default subject, the usages). Strings go through ``sys.intern`` (freed with their last
-    user); the other values through a table of at most ``limit`` entries, emptied when full, so it can
-    never grow with the cluster. Anything else is returned as it is."""
-
-    def __init__(self, limit: int = 4096, recent: int = 1024) -> None:
-        self.limit = limit
-        self._table: dict[Any, Any] = {}
-        # Times: most are one certificate's own, held twice (its status and its Secret's verdict), so they
-        # are shared through a small table of the latest ones, apart from the long-lived records.
-        self._recent_limit = recent
-        self._recent: dict[Any, Any] = {}
-
-    def __call__(self, value: T) -> T:
-        kind = type(value)
-        if kind is str:
-            return cast(T, sys.intern(cast(str, value)))
-        if kind is datetime:
-            moment = cast(datetime, value)
-            when = (moment, moment.tzinfo, moment.fold)  # equal instants in other zones are not swapped
-            found = self._recent.get(when)
-            if found is not None:
-                return cast(T, found)
-            if len(self._recent) >= self._recent_limit:
-                self._recent.clear()
-            self._recent[when] = value
-            return value
-        if kind is tuple or kind is frozenset:
-            inner = {type(x) for x in cast(tuple[Any, ...], value)}
-            if len(inner) > 1:
-                return value  # (1, True) == (1, 1): mixed element types are never swapped for each other
-            key: Any = (kind, next(iter(inner), None), value)
-        elif isinstance(value, _RECORDS):
-            key = (kind, value, None)
-        else:
-            return value
-        found = self._table.get(key)
-        if found is not None:
-            return cast(T, found)
-        if len(self._table) >= self.limit:
-            self._table.clear()
-        self._table[key] = value
-        return value
-
-    def strings(self, values: tuple[str, ...]) -> tuple[str, ...]:
-        """A tuple of strings with each string interned (the tuple itself is most often one object's own:
-        sharing it through the table would only churn the table)."""
-        return tuple(sys.intern(v) for v in values) if values else values
-
-
-# One for the stores and the Secret cache: a certificate and its verdict share their names and records.
-SHARED = Interner()
-
-
-def share_fields(obj: object, **fields: Any) -> None:
-    """Give a frozen record's fields other objects that are *equal* to theirs (shared ones): its value,
-    equality and hash do not change, so no reader can tell; only its memory does. Cheaper than building a
-    copy (``dataclasses.replace`` costs ~4 us a record, this ~0.3 us a field)."""
-    for name, value in fields.items():
-        if value is not getattr(obj, name):
-            object.__setattr__(obj, name, value)
-
-
-def compact_conditions(share: Interner, conditions: tuple[Condition, ...]) -> None:
-    """Conditions with their vocabulary (type, reason, transition time) shared; messages are kept as they
-    are (they name the object)."""
-    for c in conditions:
-        share_fields(
-            c,
-            type=share(c.type),
-            reason=share(c.reason),
-            last_transition_time=share(c.last_transition_time),
-        )
-
-
-def compact_status(share: Interner, status: CertificateStatus) -> CertificateStatus:
-    compact_conditions(share, status.conditions)
-    share_fields(
-        status,
-        not_before=share(status.not_before),
-        not_after=share(status.not_after),
-        serial_number=share(status.serial_number),
-        fingerprint=share(status.fingerprint),
-        algorithm=share(status.algorithm),
-        secret_name=share(status.secret_name),
-        issuer_fingerprint=share(status.issuer_fingerprint),
-    )
-    return status
-
-
-def compact_spec(share: Interner, spec: CertificateSpec) -> CertificateSpec:
-    ref = spec.issuer_ref
-    share_fields(ref, name=share(ref.name), kind=share(ref.kind))
-    share_fields(
-        spec,
-        secret_name=share(spec.secret_name),
-        issuer_ref=share(ref),
-        common_name=share(spec.common_name),
-        dns_names=share.strings(spec.dns_names),
-        ip_addresses=share.strings(spec.ip_addresses),
-        uris=share.strings(spec.uris),
-        email_addresses=share.strings(spec.email_addresses),
-        subject=share(spec.subject),
-        usages=share(spec.usages),
-        duration=share(spec.duration),
-        renew_before=share(spec.renew_before),
-        private_key=share(spec.private_key),
-        secret_template=share(spec.secret_template),
-        pkcs12=share(spec.pkcs12),
-        rollout=share(spec.rollout),
-    )
-    return spec
-
-
-def compact_certificate(
-    share: Interner, cert: ParsedCertificate, previous: ParsedCertificate | None = None
-) -> ParsedCertificate:
-    """``cert`` as the store keeps it: the same value, with what it has in common with other certificates
-    shared (about 1.4 KB less per certificate; see docs/benchmarks.md). An unchanged spec is the
-    ``previous`` version's, already compact (most events change only the status)."""
-    share_fields(cert.meta, namespace=share(cert.meta.namespace), name=share(cert.meta.name))
-    if previous is not None and previous.spec is not None and previous.spec == cert.spec:
-        share_fields(cert, spec=previous.spec)
-    elif cert.spec is not None:
-        compact_spec(share, cert.spec)
-    compact_status(share, cert.status)
-    share_fields(
-        cert,
-        requests=share(cert.requests),
-        secret_name=share(cert.secret_name),
-        issuer_name=share(cert.issuer_name),
-    )
-    return cert
+_K = TypeVar("_K")
 
 
 class _Index:
@@ -235,7 +70,7 @@ class CertificateStore:
     def __init__(self) -> None:
         self._objects: dict[Key, ParsedCertificate] = {}
         self._by_secret = _Index()
-        self._by_issuer = _Index()
+        self._by_issuer: dict[Key, set[Key]] = defaultdict(set)  # issuer key -> certificate keys
         self._share = SHARED
 
     def __len__(self) -> int:
@@ -249,15 +84,17 @@ class CertificateStore:
 
     def put(self, cert: ParsedCertificate) -> set[str]:
         """Store ``cert``; return the other certificates whose duplicate-secretName verdict may change."""
-        cert = compact_certificate(self._share, cert, self._objects.get(cert.key))
-        old = self.remove_quietly(cert.key)
-        namespace, name = cert.key
+        key = cert.key  # one tuple for the store and the issuer index
+        cert = compact_certificate(self._share, cert, self._objects.get(key))
+        old = self.remove_quietly(key)
+        namespace, name = key
         touched = set(self._by_secret.get(namespace, cert.secret_name)) if cert.secret_name else set()
         if old is not None and old.secret_name and old.secret_name != cert.secret_name:
             touched |= self._by_secret.get(namespace, old.secret_name)
-        self._objects[cert.key] = cert
+        self._objects[key] = cert
         self._by_secret.add(namespace, cert.secret_name, name)
-        self._by_issuer.add(namespace, cert.issuer_name, name)
+        if cert.issuer_key is not None:
+            self._by_issuer[cert.issuer_key].add(key)
         touched.discard(name)
         return touched
 
@@ -272,7 +109,11 @@ class CertificateStore:
         old = self._objects.pop(key, None)
         if old is not None:
             self._by_secret.discard(key[0], old.secret_name, key[1])
-            self._by_issuer.discard(key[0], old.issuer_name, key[1])
+            issuer = old.issuer_key
+            if issuer is not None and issuer in self._by_issuer:
+                self._by_issuer[issuer].discard(key)
+                if not self._by_issuer[issuer]:
+                    del self._by_issuer[issuer]
         return old
 
     def update_status(self, key: Key, status: CertificateStatus) -> None:
@@ -283,15 +124,21 @@ class CertificateStore:
     def naming_secret(self, namespace: str, secret: str) -> frozenset[str]:
         return self._by_secret.get(namespace, secret)
 
-    def of_issuer(self, namespace: str, issuer: str) -> frozenset[str]:
-        return self._by_issuer.get(namespace, issuer)
+    def of_issuer(self, issuer: Key) -> frozenset[Key]:
+        """The certificates naming ``issuer`` (a cluster issuer's are in every namespace)."""
+        return frozenset(self._by_issuer.get(issuer, ()))
 
 
 class IssuerStore:
-    def __init__(self) -> None:
+    """MTLSIssuers and MTLSClusterIssuers by key ((namespace, name); ("", name) for a cluster issuer).
+    A cluster issuer keeps its CA Secret in the operator's cluster resource namespace, its home."""
+
+    def __init__(self, cluster_namespace: str = "") -> None:
+        self.cluster_namespace = cluster_namespace
         self._objects: dict[Key, ParsedIssuer] = {}
-        self._by_secret = _Index()  # CA Secret (and staged next CA) -> issuers
-        self._children = _Index()  # parent issuer -> intermediates it signs
+        self._by_secret: dict[Key, set[Key]] = defaultdict(set)  # (home, CA Secret) -> issuers
+        self._children: dict[Key, set[Key]] = defaultdict(set)  # parent -> intermediates it signs
+        self._by_signer: dict[str, set[Key]] = defaultdict(set)  # pod-certificate signer name -> issuers
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -299,24 +146,40 @@ class IssuerStore:
     def __iter__(self) -> Iterator[ParsedIssuer]:
         return iter(list(self._objects.values()))
 
+    def home(self, issuer: Key) -> str:
+        """The namespace of an issuer's Secrets and ConfigMaps."""
+        return issuer[0] or self.cluster_namespace
+
+    def revocation_ref(self, issuer: Key) -> Key:
+        """Where the revocation store keeps an issuer's list: (home, name); a cluster issuer's name gets a
+        "cluster." prefix, so that it never meets a namespaced issuer of its home namespace."""
+        return (issuer[0], issuer[1]) if issuer[0] else (self.cluster_namespace, f"cluster.{issuer[1]}")
+
     def get(self, key: Key) -> ParsedIssuer | None:
         return self._objects.get(key)
 
     def put(self, issuer: ParsedIssuer) -> ParsedIssuer | None:
         old = self.remove(issuer.key)
-        namespace, name = issuer.key
         self._objects[issuer.key] = issuer
+        home = self.home(issuer.key)
         for secret in issuer.ca_secret_names:
-            self._by_secret.add(namespace, secret, name)
-        self._children.add(namespace, issuer.parent, name)
+            self._by_secret[(home, secret)].add(issuer.key)
+        if issuer.parent_key is not None:
+            self._children[issuer.parent_key].add(issuer.key)
+        if issuer.pod_signer:
+            self._by_signer[issuer.pod_signer].add(issuer.key)
         return old
 
     def remove(self, key: Key) -> ParsedIssuer | None:
         old = self._objects.pop(key, None)
         if old is not None:
+            home = self.home(key)
             for secret in old.ca_secret_names:
-                self._by_secret.discard(key[0], secret, key[1])
-            self._children.discard(key[0], old.parent, key[1])
+                _discard(self._by_secret, (home, secret), key)
+            if old.parent_key is not None:
+                _discard(self._children, old.parent_key, key)
+            if old.pod_signer:
+                _discard(self._by_signer, old.pod_signer, key)
         return old
 
     def update_status(self, key: Key, status: IssuerStatus) -> None:
@@ -324,11 +187,24 @@ class IssuerStore:
         if issuer is not None:
             self._objects[key] = issuer.with_status(status)
 
-    def using_secret(self, namespace: str, secret: str) -> frozenset[str]:
-        return self._by_secret.get(namespace, secret)
+    def using_secret(self, namespace: str, secret: str) -> frozenset[Key]:
+        """The issuers whose CA (or staged next CA) is Secret ``namespace/secret``."""
+        return frozenset(self._by_secret.get((namespace, secret), ()))
 
-    def children(self, namespace: str, parent: str) -> frozenset[str]:
-        return self._children.get(namespace, parent)
+    def children(self, parent: Key) -> frozenset[Key]:
+        return frozenset(self._children.get(parent, ()))
+
+    def signing_for(self, signer_name: str) -> frozenset[Key]:
+        """The issuers whose ``spec.podCertificates`` declares ``signer_name`` (in any namespace)."""
+        return frozenset(self._by_signer.get(signer_name, ()))
+
+
+def _discard(index: dict[_K, set[Key]], key: _K, value: Key) -> None:
+    values = index.get(key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del index[key]
 
 
 @dataclass(frozen=True, slots=True)

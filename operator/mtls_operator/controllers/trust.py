@@ -39,8 +39,8 @@ from mtls_operator.api.constants import (
     Reason,
 )
 from mtls_operator.api.errors import ReasonedError, Violation
-from mtls_operator.api.issuer_policy import TrustBundleSpec
-from mtls_operator.api.objects import Key, ParsedIssuer, next_ca_secret_name
+from mtls_operator.api.issuer_policy import LabelSelector, TrustBundleSpec
+from mtls_operator.api.objects import Key, ParsedIssuer, next_ca_secret_name, signer_name
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.rollouts import RolloutManager
 from mtls_operator.k8s.api import ApiError
@@ -49,8 +49,10 @@ from mtls_operator.k8s.resources import (
     delete_secret,
     encode_data,
     list_namespaces,
+    read_cluster_trust_bundle,
     read_config_map,
     read_secret,
+    write_cluster_trust_bundle,
     write_config_map,
     write_secret,
 )
@@ -78,6 +80,7 @@ from mtls_operator.policy.rollout import CONFIGMAP_PREFIX, SecretVersion
 logger = logging.getLogger("mtls_operator.trust")
 
 ANN_BUNDLE_REVISION = "mtls.dev/bundle-revision"
+LABEL_ISSUER = "mtls.dev/issuer"  # on a ClusterTrustBundle: the MTLSClusterIssuer it is of
 ANN_BUNDLE_DIGEST = "mtls.dev/bundle-digest"
 ANN_BUNDLE_UPDATED = "mtls.dev/bundle-updated-at"
 ANN_ROTATE_REQUEST = "mtls.dev/rotate-request"  # on the staged CA: the request that started the rotation
@@ -140,6 +143,7 @@ class BundleIndex:
 
 class TrustManager:
     def __init__(self, ctx: Context, rollouts: RolloutManager, bundles: BundleIndex) -> None:
+        self.ctx = ctx
         self.api = ctx.api
         self.namespaces = ctx.namespaces
         self.in_thread = ctx.in_thread
@@ -150,6 +154,10 @@ class TrustManager:
     def forget_issuer(self, issuer: Key) -> None:
         self.bundles.targets.pop(issuer, None)
         self._staged.pop(issuer, None)
+
+    def home(self, issuer: ParsedIssuer) -> str:
+        """Where the issuer's Secrets live (a cluster issuer's: the cluster resource namespace)."""
+        return self.ctx.issuers.home(issuer.key)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -222,7 +230,7 @@ class TrustManager:
                 retired = True
         if new_state.phase != state.phase:
             logger.info(
-                "CA rotation of MTLSIssuer %s/%s: %s -> %s.", *issuer.key, state.phase, new_state.phase
+                "CA rotation of %s %s: %s -> %s.", issuer.kind, issuer.meta.name, state.phase, new_state.phase
             )
         signing = staged if (staged is not None and (retired or new_state.phase in SIGN_WITH_NEW)) else base
         if staged is not None and retired:
@@ -273,7 +281,7 @@ class TrustManager:
     ) -> tuple[CAKeyPair | None, Violation | None]:
         assert issuer.spec is not None
         name = next_ca_secret_name(issuer.spec.ca_secret_name)
-        secret = await read_secret(self.api, issuer.meta.namespace, name)
+        secret = await read_secret(self.api, self.home(issuer), name)
         if secret is None:
             self._staged.pop(issuer.key, None)
             return None, None
@@ -330,7 +338,7 @@ class TrustManager:
             "type": SECRET_TYPE_TLS,
             "metadata": {
                 "name": next_ca_secret_name(spec.ca_secret_name),
-                "namespace": issuer.meta.namespace,
+                "namespace": self.home(issuer),
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_SECRET_ROLE: SECRET_ROLE_CA},
                 "annotations": annotations,
             },
@@ -338,7 +346,7 @@ class TrustManager:
         }
         try:
             await write_secret(self.api, body, replace_version=None)
-            logger.info("Staged the next CA of MTLSIssuer %s/%s for rotation.", *issuer.key)
+            logger.info("Staged the next CA of %s %s for rotation.", issuer.kind, issuer.meta.name)
         except ApiError as exc:
             if not exc.conflict:
                 raise
@@ -349,7 +357,7 @@ class TrustManager:
         """The staged CA becomes the issuer's CA Secret; the staged Secret goes. Both writes are guarded by
         the resourceVersions read, and the caller checked that the issuer owns its CA Secret."""
         assert issuer.spec is not None
-        namespace = issuer.meta.namespace
+        namespace = self.home(issuer)
         main = await read_secret(self.api, namespace, issuer.spec.ca_secret_name)
         nxt = await read_secret(self.api, namespace, next_ca_secret_name(issuer.spec.ca_secret_name))
         if nxt is None:
@@ -360,30 +368,45 @@ class TrustManager:
             )
         await delete_secret(self.api, namespace, nxt.name, resource_version=nxt.resource_version)
         self._staged.pop(issuer.key, None)
-        logger.info("Retired the old CA of MTLSIssuer %s/%s.", *issuer.key)
+        logger.info("Retired the old CA of %s %s.", issuer.kind, issuer.meta.name)
 
     # ------------------------------------------------------------------ bundles
 
     async def _publish_all(
         self, issuer: ParsedIssuer, anchors: Anchors, now: datetime
     ) -> tuple[bool, Violation | None]:
-        """Make every accepted target ConfigMap hold exactly ``anchors``: (all of them do, the problem)."""
+        """Make every accepted target ConfigMap (and the ClusterTrustBundle, if asked) hold exactly
+        ``anchors``: (all of them do, the problem)."""
         spec = issuer.trust_bundle
+        accepted: tuple[str, ...] = ()
+        refused: tuple[str, ...] = ()
         if spec is None:
             self.bundles.targets.pop(issuer.key, None)
-            return True, None
-        accepted, refused = await self._target_namespaces(issuer, spec)
-        self.bundles.targets[issuer.key] = (spec.config_map_name, accepted)
+        else:
+            accepted, refused = await self._target_namespaces(issuer, spec)
+            self.bundles.targets[issuer.key] = (spec.config_map_name, accepted)
         conflicts: list[str] = []
         done = True
         for namespace in accepted:
+            assert spec is not None
             try:
                 if not await self._publish_one(issuer, namespace, spec.config_map_name, anchors, now):
                     conflicts.append(namespace)
             except ApiError as exc:
                 logger.warning("Cannot publish trust bundle %s/%s: %s", namespace, spec.config_map_name, exc)
                 done = False
-        if conflicts:
+        if issuer.cluster_trust_bundle:
+            try:
+                if not await self._publish_cluster_bundle(issuer, anchors):
+                    return False, Violation(
+                        Reason.BUNDLE_CONFLICT,
+                        f"ClusterTrustBundle {cluster_bundle_name(self._signer(issuer))} was not written by "
+                        "mtls-operator for this issuer; it is left unchanged.",
+                    )
+            except ApiError as exc:
+                logger.warning("Cannot publish the ClusterTrustBundle of %s: %s", issuer.meta.name, exc)
+                done = False
+        if conflicts and spec is not None:
             return False, Violation(
                 Reason.BUNDLE_CONFLICT,
                 f"ConfigMap {spec.config_map_name} in {', '.join(conflicts)} was not written by "
@@ -405,7 +428,7 @@ class TrustManager:
         """(namespaces to publish into, selected namespaces that did not accept it)."""
         own = issuer.meta.namespace
         selector = spec.namespace_selector
-        if not (selector.match_labels or selector.match_expressions):
+        if not (selector.match_labels or selector.match_expressions) and not issuer.cluster:
             return (own,), ()
         candidates: dict[str, Mapping[str, str]] = {}
         if self.namespaces.watched:
@@ -414,12 +437,15 @@ class TrustManager:
                     candidates[name] = info.annotations
         else:
             try:
-                for ns in await list_namespaces(self.api, str(selector)):
+                for ns in await list_namespaces(self.api, _selector_text(selector)):
                     if not ns.terminating:
                         candidates[ns.name] = ns.annotations
             except ApiError as exc:
                 if exc.status != 403:
                     raise
+        if issuer.cluster:
+            # An MTLSClusterIssuer is the cluster admin's: its selector is the admin's word.
+            return tuple(sorted(candidates)), ()
         accepted = sorted(
             {own} | {n for n, a in candidates.items() if namespace_accepts_bundle(n, a, issuer.key)}
         )
@@ -449,7 +475,7 @@ class TrustManager:
             revision = 1
         annotations = {
             **previous,
-            ANN_BUNDLE_FOR: f"{issuer.meta.namespace}/{issuer.meta.name}",
+            ANN_BUNDLE_FOR: f"{issuer.key[0]}/{issuer.key[1]}",
             ANN_BUNDLE_FOR_UID: issuer.meta.uid,
             ANN_BUNDLE_REVISION: str(revision),
             ANN_BUNDLE_DIGEST: want,
@@ -477,6 +503,47 @@ class TrustManager:
         logger.info("Published trust bundle %s/%s revision %d (%s).", namespace, name, revision, want)
         self._remember(namespace, name, annotations, want)
         return True
+
+    async def _publish_cluster_bundle(self, issuer: ParsedIssuer, anchors: Anchors) -> bool:
+        """The issuer's anchors as a ClusterTrustBundle of its signer name, which pods mount with a
+        clusterTrustBundle projected volume (by signer name and the label mtls.dev/issuer). False when a
+        ClusterTrustBundle of that name is someone else's."""
+        signer = self._signer(issuer)
+        name = cluster_bundle_name(signer)
+        current = await read_cluster_trust_bundle(self.api, name)
+        pem = anchors.pem.decode()
+        if current is not None:
+            holds = current.trust_bundle == pem
+            if not owns_bundle(
+                current.labels, current.annotations, issuer.key, issuer.meta.uid, holds_current_anchors=holds
+            ):
+                return False
+            if holds and current.annotations.get(ANN_BUNDLE_FOR_UID) == issuer.meta.uid:
+                return True
+        body: dict[str, Any] = {
+            "apiVersion": "certificates.k8s.io/v1beta1",
+            "kind": "ClusterTrustBundle",
+            "metadata": {
+                "name": name,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_ISSUER: _label_value(issuer.meta.name)},
+                "annotations": {ANN_BUNDLE_FOR: f"/{issuer.meta.name}", ANN_BUNDLE_FOR_UID: issuer.meta.uid},
+            },
+            "spec": {"signerName": signer, "trustBundle": pem},
+        }
+        try:
+            await write_cluster_trust_bundle(
+                self.api, body, replace_version=current.resource_version if current else None
+            )
+        except ApiError as exc:
+            if exc.conflict:
+                return True  # someone wrote first: the next pass reads and decides again
+            raise
+        logger.info("Published ClusterTrustBundle %s (%d anchors).", name, len(anchors.fingerprints))
+        return True
+
+    @staticmethod
+    def _signer(issuer: ParsedIssuer) -> str:
+        return issuer.pod_signer or signer_name(issuer.meta)
 
     def _remember(self, namespace: str, name: str, annotations: Mapping[str, str], want: str) -> None:
         updated = (
@@ -510,3 +577,18 @@ def _replaced_ca(main: SecretObject, staged: SecretObject, issuer_uid: str) -> d
         },
         "data": encode_data(dict(staged.data)),
     }
+
+
+def _selector_text(selector: LabelSelector) -> str:
+    """The selector as a labelSelector query parameter (empty: everything)."""
+    return "" if not (selector.match_labels or selector.match_expressions) else str(selector)
+
+
+def cluster_bundle_name(signer: str) -> str:
+    """A ClusterTrustBundle of a signer must be named <signer, '/' as ':'>:<anything>."""
+    return f"{signer.replace('/', ':')}:anchors"
+
+
+def _label_value(name: str) -> str:
+    """An issuer name as a label value (at most 63 characters: longer names keep a digest)."""
+    return name if len(name) <= 63 else f"{name[:46]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"

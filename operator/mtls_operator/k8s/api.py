@@ -207,7 +207,9 @@ def core_path(namespace: str, plural: str, name: str | None = None, sub: str | N
 def group_path(
     group: str, version: str, namespace: str, plural: str, name: str | None = None, sub: str | None = None
 ) -> str:
-    path = f"/apis/{group}/{version}/namespaces/{namespace}/{plural}"
+    """The path of a namespaced object, or of a cluster-scoped one when ``namespace`` is empty."""
+    scope = f"namespaces/{namespace}/" if namespace else ""
+    path = f"/apis/{group}/{version}/{scope}{plural}"
     if name:
         path += f"/{name}"
     if sub:

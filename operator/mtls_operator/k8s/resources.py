@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from mtls_operator.api.constants import (
     Reason,
 )
 from mtls_operator.k8s.api import JSON, MERGE_PATCH, ApiClient, ApiError, core_path, group_path
+
+logger = logging.getLogger("mtls_operator.k8s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,32 @@ async def write_secret(api: ApiClient, body: JSON, *, replace_version: str | Non
     return decode_secret(replaced)
 
 
+async def relabel_secret(
+    api: ApiClient,
+    secret: SecretObject,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+) -> SecretObject:
+    """Replace ``secret`` with ``labels`` (and ``annotations``) added and everything else as read, guarded
+    by its resourceVersion (a 409 means someone wrote since: the caller decides again)."""
+    metadata: JSON = {
+        "name": secret.name,
+        "namespace": secret.namespace,
+        "labels": {**secret.labels, **labels},
+        "annotations": {**secret.annotations, **(annotations or {})},
+    }
+    if secret.owner_refs:
+        metadata["ownerReferences"] = [dict(ref) for ref in secret.owner_refs]
+    body: JSON = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": secret.type,
+        "data": encode_data(secret.data),
+    }
+    return await write_secret(api, body, replace_version=secret.resource_version)
+
+
 async def patch_status(api: ApiClient, plural: str, namespace: str, name: str, status: JSON) -> None:
     await api.request(
         "PATCH",
@@ -117,15 +146,17 @@ async def post_event(
     reason: Reason | str,
     message: str,
     now: datetime | None = None,
+    api_version: str = API_VERSION,
 ) -> None:
-    """Post a core/v1 Event about an object. Failures to post are swallowed: events are hints."""
+    """Post a core/v1 Event about an object (of this project's API unless ``api_version`` says otherwise).
+    Failures to post are logged and swallowed: events are hints."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{name}.", "namespace": namespace},
         "involvedObject": {
-            "apiVersion": API_VERSION,
+            "apiVersion": api_version,
             "kind": kind,
             "name": name,
             "namespace": namespace,
@@ -143,8 +174,8 @@ async def post_event(
     }
     try:
         await api.request("POST", core_path(namespace, "events"), body=body)
-    except ApiError:
-        pass
+    except (ApiError, OSError, TimeoutError) as exc:
+        logger.warning("Cannot post the %s event about %s %s/%s: %s", reason, kind, namespace, name, exc)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -240,7 +271,9 @@ async def read_namespace(api: ApiClient, name: str) -> NamespaceObject | None:
 
 
 async def list_namespaces(api: ApiClient, label_selector: str) -> list[NamespaceObject]:
-    body = await api.request("GET", "/api/v1/namespaces", params={"labelSelector": label_selector})
+    """Namespaces matching ``label_selector`` (empty: every namespace)."""
+    params = {"labelSelector": label_selector} if label_selector else {}
+    body = await api.request("GET", "/api/v1/namespaces", params=params)
     return [decode_namespace(item) for item in body.get("items") or ()]
 
 
@@ -322,3 +355,49 @@ def custom_collection(plural: str, namespace: str | None = None) -> str:
 
 def secret_collection(namespace: str | None = None) -> str:
     return core_path(namespace, "secrets") if namespace else "/api/v1/secrets"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ClusterTrustBundles (certificates.k8s.io/v1beta1)
+
+CTB_PATH = "/apis/certificates.k8s.io/v1beta1/clustertrustbundles"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTrustBundleObject:
+    name: str
+    resource_version: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    signer_name: str
+    trust_bundle: str
+
+
+def decode_cluster_trust_bundle(body: Mapping[str, Any]) -> ClusterTrustBundleObject:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    return ClusterTrustBundleObject(
+        name=str(meta.get("name", "")),
+        resource_version=str(meta.get("resourceVersion", "")),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        signer_name=str(spec.get("signerName") or ""),
+        trust_bundle=str(spec.get("trustBundle") or ""),
+    )
+
+
+async def read_cluster_trust_bundle(api: ApiClient, name: str) -> ClusterTrustBundleObject | None:
+    body = await api.get_or_none(f"{CTB_PATH}/{name}")
+    return None if body is None else decode_cluster_trust_bundle(body)
+
+
+async def write_cluster_trust_bundle(
+    api: ApiClient, body: JSON, *, replace_version: str | None
+) -> ClusterTrustBundleObject:
+    """Create the ClusterTrustBundle, or replace it guarded by ``replace_version`` (409 when someone wrote
+    first)."""
+    if replace_version is None:
+        return decode_cluster_trust_bundle(await api.request("POST", CTB_PATH, body=body))
+    body["metadata"]["resourceVersion"] = replace_version
+    path = f"{CTB_PATH}/{body['metadata']['name']}"
+    return decode_cluster_trust_bundle(await api.request("PUT", path, body=body))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from mtls_operator.api.constants import Reason
+from mtls_operator.api.constants import CLUSTER_ISSUER_KIND, Reason
 from mtls_operator.api.errors import Violation as Violation
 from mtls_operator.api.models import EXTENDED_USAGES, CertificateSpec, KeyAlgorithm, RotationPolicy
 from mtls_operator.api.tls import CAFacts, SecretFacts
@@ -134,12 +134,17 @@ def secret_not_managed(s: CertificateInput) -> Violation | None:
 def issuer_unusable(s: CertificateInput) -> Violation | None:
     if s.spec is None:
         return None
-    ref = s.spec.issuer_ref.name
+    ref = s.spec.issuer_ref
+    named = (
+        f"{ref.kind} {ref.name}"
+        if ref.kind == CLUSTER_ISSUER_KIND
+        else f"{ref.kind} {s.namespace}/{ref.name}"
+    )
     if not s.issuer.found:
-        return Violation(Reason.ISSUER_NOT_FOUND, f"MTLSIssuer {s.namespace}/{ref} does not exist.")
+        return Violation(Reason.ISSUER_NOT_FOUND, f"{named} does not exist.")
     if not s.issuer.ready or s.issuer.ca is None:
         detail = f": {s.issuer.message}" if s.issuer.message else "."
-        return Violation(Reason.ISSUER_NOT_READY, f"MTLSIssuer {s.namespace}/{ref} is not ready{detail}")
+        return Violation(Reason.ISSUER_NOT_READY, f"{named} is not ready{detail}")
     return None
 
 

@@ -12,7 +12,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from mtls_operator.api import conditions as cond
-from mtls_operator.api.constants import ANN_ALLOWED_ISSUERS, LABEL_SECRET_ROLE, SECRET_ROLE_CA, Reason
+from mtls_operator.api.constants import (
+    ANN_ALLOWED_ISSUERS,
+    ISSUER_KIND,
+    LABEL_SECRET_ROLE,
+    SECRET_ROLE_CA,
+    Reason,
+)
 from mtls_operator.api.errors import Violation
 from mtls_operator.api.models import KeyAlgorithm, KeySpec
 from mtls_operator.api.tls import CAFacts
@@ -42,6 +48,7 @@ class IssuerFacts:
     ca_error: Violation | None = None  # the Secret's data is not a usable CA
     ca: CAFacts | None = None
     signed_by_parent: bool = True  # an intermediate's CA verifies under the parent's current CA
+    kind: str = ISSUER_KIND  # MTLSIssuer or MTLSClusterIssuer, for the sentences
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,11 @@ def algorithm_label(algorithm: KeyAlgorithm, size: int) -> str:
     return KeySpec(algorithm=algorithm, size=size).label
 
 
+def _parent(f: IssuerFacts) -> str:
+    """The parent, as a sentence names it (a namespaced one with its namespace)."""
+    return f"{f.kind} {f.namespace}/{f.parent}" if f.kind == ISSUER_KIND else f"{f.kind} {f.parent}"
+
+
 def plan_issuer(f: IssuerFacts) -> IssuerPlan:
     where = f"Secret {f.namespace}/{f.secret_name}"
     if f.spec_error is not None:
@@ -68,8 +80,7 @@ def plan_issuer(f: IssuerFacts) -> IssuerPlan:
         return IssuerPlan(
             IssuerAction.NOT_READY,
             Reason.ISSUER_NOT_READY,
-            f"The parent MTLSIssuer {f.namespace}/{f.parent} is not ready, so the intermediate CA cannot be "
-            "signed yet.",
+            f"The parent {_parent(f)} is not ready, so the intermediate CA cannot be signed yet.",
         )
     if not f.secret_exists:
         if f.keeps_ca:
@@ -83,7 +94,7 @@ def plan_issuer(f: IssuerFacts) -> IssuerPlan:
         return IssuerPlan(
             IssuerAction.NOT_READY,
             Reason.CA_SECRET_NOT_MANAGED,
-            f"{where} exists and was not created by mtls-operator for this MTLSIssuer: the operator neither "
+            f"{where} exists and was not created by mtls-operator for this {f.kind}: the operator neither "
             "signs with it nor overwrites it. Choose another secretName, delete the Secret, or let whoever "
             f"may write it allow this issuer with the annotation {ANN_ALLOWED_ISSUERS}={f.name}.",
         )
@@ -91,7 +102,7 @@ def plan_issuer(f: IssuerFacts) -> IssuerPlan:
         return IssuerPlan(
             IssuerAction.NOT_READY,
             Reason.CA_SECRET_NOT_ALLOWED,
-            f"{where} does not allow this MTLSIssuer to sign with it: whoever may write the Secret must "
+            f"{where} does not allow this {f.kind} to sign with it: whoever may write the Secret must "
             f"annotate it {ANN_ALLOWED_ISSUERS}={f.name} (and label it {LABEL_SECRET_ROLE}={SECRET_ROLE_CA} "
             "so that its changes are seen at once).",
         )
@@ -113,8 +124,7 @@ def plan_issuer(f: IssuerFacts) -> IssuerPlan:
             return IssuerPlan(
                 IssuerAction.RESIGN,
                 Reason.CA_CREATED,
-                f"The parent MTLSIssuer {f.namespace}/{f.parent} has a new CA: signing the intermediate "
-                "again.",
+                f"The parent {_parent(f)} has a new CA: signing the intermediate again.",
             )
         return IssuerPlan(
             IssuerAction.NOT_READY,

@@ -15,8 +15,11 @@ from datetime import datetime, timedelta
 from mtls_operator.api.constants import (
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
+    CLUSTER_ISSUER_PLURAL,
     FINALIZER_REVOKE,
     ISSUER_PLURAL,
+    LABEL_SECRET_ROLE,
+    SECRET_ROLE_CERTIFICATE,
     ConditionType,
     Reason,
 )
@@ -38,6 +41,7 @@ from mtls_operator.k8s.resources import (
     post_event,
     read_namespace,
     read_secret,
+    relabel_secret,
     set_finalizers,
 )
 from mtls_operator.policy import backoff
@@ -102,7 +106,7 @@ class CertificateController:
         if cert.meta.deleting:
             await self._finalize(cert)
             return
-        issuer_key = (key[0], cert.spec.issuer_ref.name) if cert.spec is not None else None
+        issuer_key = cert.issuer_key if cert.spec is not None else None
         if (
             issuer_key is not None
             and not self.issuers.judged(issuer_key)
@@ -117,13 +121,36 @@ class CertificateController:
         gathered = await self.gatherer.gather(cert, now)
         decision = plan(gathered.input)
         await self._act(cert, gathered, decision, now)
+        if decision.action not in (Action.ISSUE, Action.REFRESH_TRUST):
+            await self._label_for_watch(gathered)
         await self._keep_finalizer(key)
+
+    async def _label_for_watch(self, g: Gathered) -> None:
+        """A Secret of this certificate written before Secrets carried ``mtls.dev/secret-role`` (an upgrade
+        from an older operator) is outside the label-selected Secret watch: label it once, keeping its
+        data, so a change to it is seen at once instead of at the next resync. Not a re-issue."""
+        secret = g.secret
+        if secret is None or not g.input.secret.owned or LABEL_SECRET_ROLE in secret.labels:
+            return
+        try:
+            await relabel_secret(self.api, secret, {LABEL_SECRET_ROLE: SECRET_ROLE_CERTIFICATE})
+        except ApiError as exc:
+            logger.info("Secret %s/%s not labelled for the watch yet: %s", secret.namespace, secret.name, exc)
+            return
+        logger.info(
+            "Labelled Secret %s/%s %s=%s.",
+            secret.namespace,
+            secret.name,
+            LABEL_SECRET_ROLE,
+            SECRET_ROLE_CERTIFICATE,
+        )
 
     async def _issuer_exists(self, issuer: Key) -> bool:
         """Whether the issuer is in the store, or (not delivered by its watch yet) in the API server."""
         if self.ctx.issuers.get(issuer) is not None:
             return True
-        return await get_custom(self.api, ISSUER_PLURAL, *issuer) is not None
+        plural = ISSUER_PLURAL if issuer[0] else CLUSTER_ISSUER_PLURAL
+        return await get_custom(self.api, plural, *issuer) is not None
 
     async def _act(self, cert: ParsedCertificate, g: Gathered, decision: Plan, now: datetime) -> None:
         key = cert.key
@@ -457,15 +484,16 @@ class CertificateController:
                 view = await self.gatherer.judge(cert, secret, None)
                 if view.facts is not None:
                     serials[view.facts.leaf.serial_number] = view.facts.leaf.not_after
-        issuer = cert.spec.issuer_ref.name if cert.spec is not None else cert.issuer_name
+        issuer = cert.issuer_key
         done = True
-        if issuer and serials:
+        if issuer is not None and serials:
+            where = self.ctx.issuers.revocation_ref(issuer)
             for serial, not_after in sorted(serials.items()):
                 if not_after is not None and not_after <= now:
                     continue  # expired: nothing left to revoke
                 try:
                     ok = await self.revocations.revoke(
-                        key[0], issuer, serial, "cessationOfOperation", cert.meta.name, not_after=not_after
+                        *where, serial, "cessationOfOperation", cert.meta.name, not_after=not_after
                     )
                 except ApiError as exc:
                     logger.warning("Cannot revoke serial %s of %s/%s yet: %s", serial, *key, exc)

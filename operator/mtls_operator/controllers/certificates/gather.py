@@ -79,7 +79,8 @@ class Gatherer:
         issuer_view = IssuerView()
         policy_violation: Violation | None = None
         if spec is not None:
-            issuer_key = (namespace, spec.issuer_ref.name)
+            issuer_key = cert.issuer_key
+            assert issuer_key is not None
             state = self.issuers.state(issuer_key)
             if state is not None:
                 issuer_view = state.view
@@ -112,9 +113,8 @@ class Gatherer:
         )
         revoked = False
         if spec is not None and secret_view.facts is not None:
-            revoked = self.revocations.is_revoked(
-                namespace, spec.issuer_ref.name, secret_view.facts.leaf.serial_number
-            )
+            where = self.issuer_store.revocation_ref(cert.issuer_key or (namespace, spec.issuer_ref.name))
+            revoked = self.revocations.is_revoked(*where, secret_view.facts.leaf.serial_number)
         status = cert.status
         ready = next((c for c in status.conditions if c.type == "Ready"), None)
         last_reason: Reason | None = None

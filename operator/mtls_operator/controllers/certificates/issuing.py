@@ -48,6 +48,7 @@ from mtls_operator.api.objects import ParsedCertificate
 from mtls_operator.api.tls import SecretFacts
 from mtls_operator.controllers.issuers import IssuerState
 from mtls_operator.controllers.revocation import Revocations
+from mtls_operator.controllers.stores import IssuerStore
 from mtls_operator.k8s.api import ApiClient, ApiError
 from mtls_operator.k8s.resources import SecretObject, encode_data, read_secret, write_secret
 from mtls_operator.pki.issuance import issue_tls_material
@@ -74,9 +75,12 @@ class ConflictError(Exception):
 class Issuer:
     """Writes certificate Secrets."""
 
-    def __init__(self, api: ApiClient, revocations: Revocations, in_thread: InThread) -> None:
+    def __init__(
+        self, api: ApiClient, revocations: Revocations, issuers: IssuerStore, in_thread: InThread
+    ) -> None:
         self.api = api
         self.revocations = revocations
+        self.issuers = issuers
         self.in_thread = in_thread
 
     async def issue(
@@ -102,7 +106,7 @@ class Issuer:
             await self._revoke(cert, spec, plan.revoke_serial, secret, now)
         existing_key = secret.data.get(TLS_KEY) if (plan.reuse_key and secret is not None) else None
         password = await self._pkcs12_password(namespace, spec) if spec.pkcs12.create else None
-        crl_url, ocsp_url = self.revocations.leaf_urls(namespace, spec.issuer_ref.name)
+        crl_url, ocsp_url = self.revocations.leaf_urls(*self._revocation_ref(cert))
         material = await self.in_thread(
             issue_tls_material,
             spec,
@@ -170,8 +174,7 @@ class Issuer:
         del now
         not_after = cond.parse_rfc3339((secret.annotations if secret else {}).get(ANN_NOT_AFTER))
         ok = await self.revocations.revoke(
-            cert.meta.namespace,
-            spec.issuer_ref.name,
+            *self._revocation_ref(cert),
             serial,
             cert.requests.revoke_reason,
             cert.meta.name,
@@ -182,6 +185,11 @@ class Issuer:
                 f"Serial {serial} could not be put on the revocation list yet; retrying before re-issuing.",
                 Reason.REVOCATION_PENDING,
             )
+
+    def _revocation_ref(self, cert: ParsedCertificate) -> tuple[str, str]:
+        issuer = cert.issuer_key
+        assert issuer is not None
+        return self.issuers.revocation_ref(issuer)
 
     async def _pkcs12_password(self, namespace: str, spec: CertificateSpec) -> bytes:
         ref = spec.pkcs12.password_secret_ref
