@@ -62,6 +62,7 @@ from harness import (
     fmt_ms,
     fmt_num,
     issuer_body,
+    loadavg,
     peak_rss,
     percentile,
     ready_status,
@@ -245,6 +246,7 @@ class Run:
         self.logs = logs
         self.variant = variant
         self.clients = env_int("BENCH_CLIENTS", 8)
+        self.load_at_start = loadavg()  # the machine is shared: each result says how busy it was
 
     def operator(
         self, scenario: str, namespace: str | None, env: Mapping[str, str] | None = None
@@ -256,7 +258,9 @@ class Run:
         return Operator(self.c.kubeconfig, log, namespaces, env, self.variant).start()
 
     def result(self, name: str, n: int, figures: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
-        write_result(name, n, figures, {"aims": AIMS.get(name, {}), **extra}, self.variant)
+        load = {"at_start": self.load_at_start, "at_end": loadavg()}
+        write_result(name, n, figures, {"aims": AIMS.get(name, {}), "loadavg": load, **extra}, self.variant)
+        say(f"{self.variant.result_name(name)}: load average {load['at_start']} -> {load['at_end']}")
 
     def operator_writes(self, since: float, until: float = math.inf) -> dict[str, int]:
         """Writes the API server audited from the operator's own client in [since, until) (epoch)."""

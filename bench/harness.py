@@ -329,7 +329,7 @@ def machine() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "loadavg_at_start": loadavg(),
+        "loadavg_at_write": loadavg(),
     }
 
 
