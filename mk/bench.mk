@@ -13,7 +13,7 @@ bench: $(STAMP) controlplane ## benchmarks against a real API server (~45 min on
 	$(BIN)/python bench/bench_scrape.py
 	$(BIN)/python bench/compare.py
 
-bench-quick: $(STAMP) controlplane ## the same benchmarks at small N, to check that they run (~8 min)
+bench-quick: $(STAMP) controlplane ## the same benchmarks at small N, to check that they run
 	BENCH_N=100 BENCH_IDLE_N=500 BENCH_STORM_N=500 BENCH_SINGLE=5 BENCH_IDLE_WINDOW=5 \
 		BENCH_NOISE_CERTS=100 BENCH_NOISE_SECRETS=500 BENCH_NOISE_DEPLOYMENTS=100 \
 		$(BIN)/python bench/bench_operator.py $(BENCH_SCENARIOS)
