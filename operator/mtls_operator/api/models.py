@@ -113,6 +113,18 @@ class KeySpec:
             return f"RSA-{self.size}"
         return "Ed25519"
 
+    @property
+    def effective_encoding(self) -> KeyEncoding:
+        """The encoding the key is written in: PKCS1 only for RSA and ECDSA (the others have no
+        traditional form and are always PKCS#8)."""
+        if self.algorithm in (KeyAlgorithm.RSA, KeyAlgorithm.ECDSA):
+            return self.encoding
+        return KeyEncoding.PKCS8
+
+
+# spec.additionalPrivateKeys: at most one extra key pair per algorithm (three next to the main key).
+MAX_ADDITIONAL_KEYS = 3
+
 
 @dataclass(frozen=True, slots=True)
 class Subject:
@@ -181,6 +193,14 @@ class CertificateSpec:
     pkcs12: PKCS12Spec = field(default_factory=PKCS12Spec)
     cleanup_policy: CleanupPolicy = CleanupPolicy.RETAIN
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    # More key pairs of the same identity (names, usages, lifetime), each of another algorithm, issued and
+    # rotated together with the main one into tls-<algorithm>.crt/.key of the same Secret.
+    additional_private_keys: tuple[KeySpec, ...] = ()
+
+    @property
+    def key_specs(self) -> tuple[KeySpec, ...]:
+        """The main key, then the additional ones."""
+        return (self.private_key, *self.additional_private_keys)
 
     def identity_hash(self) -> str:
         """A digest of everything that the issued certificate must reflect (names, usages, duration,
@@ -216,6 +236,9 @@ class SelfSignedCASpec:
     duration: timedelta = DEFAULT_CA_DURATION
     private_key: KeySpec = field(default_factory=KeySpec)
     renew_before: timedelta | None = None  # start a CA rotation this long before the CA expires
+    # A dual CA: one more self-signed CA per key (same subject, the algorithm in the common name), kept in
+    # the same Secret as tls-<algorithm>.crt/.key; it signs certificates' additional keys of its algorithm.
+    additional_private_keys: tuple[KeySpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +403,32 @@ def parse_key_spec(raw: Any, where: str = "spec.privateKey") -> KeySpec:
     return KeySpec(algorithm=algorithm, size=size, rotation_policy=rotation, encoding=encoding)
 
 
+def parse_additional_keys(raw: Any, where: str, main: KeySpec) -> tuple[KeySpec, ...]:
+    """``additionalPrivateKeys``: a list of key specs (the shape of ``privateKey``), at most
+    :data:`MAX_ADDITIONAL_KEYS`, each of an algorithm of its own that differs from the main key's (a Secret
+    holds one tls-<algorithm>.* pair per algorithm; so next to an ML-DSA key they are classical)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str | bytes):
+        raise SpecError(f"{where} must be a list of keys such as [{{algorithm: ECDSA, size: 256}}].")
+    if len(raw) > MAX_ADDITIONAL_KEYS:
+        raise SpecError(f"{where} holds {len(raw)} keys; at most {MAX_ADDITIONAL_KEYS} (one per algorithm).")
+    keys: list[KeySpec] = []
+    seen = {main.algorithm}
+    for i, item in enumerate(raw):
+        key = parse_key_spec(item, f"{where}[{i}]")
+        if key.algorithm in seen:
+            same = "the main key's" if key.algorithm is main.algorithm else "another additional key's"
+            raise SpecError(
+                f"{where}[{i}].algorithm {key.algorithm} is {same}: each additional key needs an "
+                f"algorithm of its own (next to a {main.algorithm} key use "
+                f"{', '.join(a.value for a in KeyAlgorithm if a is not main.algorithm)})."
+            )
+        seen.add(key.algorithm)
+        keys.append(key)
+    return tuple(keys)
+
+
 def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
     """Parse and validate an MTLSCertificate ``spec``; raise :class:`SpecError` on anything unusable."""
     secret_name = spec.get("secretName")
@@ -454,6 +503,7 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
         )
 
     key = parse_key_spec(spec.get("privateKey"))
+    additional = parse_additional_keys(spec.get("additionalPrivateKeys"), "spec.additionalPrivateKeys", key)
 
     template = _mapping(spec.get("secretTemplate"), "spec.secretTemplate")
     labels = _mapping(template.get("labels"), "spec.secretTemplate.labels")
@@ -527,6 +577,7 @@ def parse_certificate_spec(spec: Mapping[str, Any]) -> CertificateSpec:
         pkcs12=pkcs12,
         cleanup_policy=cleanup,
         rollout=RolloutSpec(policy=rollout_policy, targets=tuple(targets)),
+        additional_private_keys=additional,
     )
 
 
@@ -626,5 +677,9 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         doc = _mapping(spec["selfSigned"], "spec.selfSigned")
         _object_name(doc.get("secretName"), "spec.selfSigned.secretName")
         ca = _managed_ca(doc, "spec.selfSigned", DEFAULT_CA_DURATION)
+        extra = parse_additional_keys(
+            doc.get("additionalPrivateKeys"), "spec.selfSigned.additionalPrivateKeys", ca.private_key
+        )
+        ca = replace(ca, additional_private_keys=extra)
         return IssuerSpec(self_signed=_ca_renew_before(doc, "spec.selfSigned", ca))
     return IssuerSpec(intermediate=_intermediate(_mapping(spec["intermediate"], "spec.intermediate")))

@@ -127,6 +127,44 @@ class RolloutRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AdditionalCertStatus:
+    """One additional certificate of a dual certificate (status.additionalCertificates)."""
+
+    algorithm: str  # e.g. ECDSA-P256
+    secret_key: str  # the Secret data key of the certificate, e.g. tls-ecdsa.crt
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    serial_number: str | None = None
+    fingerprint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        doc = {
+            "algorithm": self.algorithm,
+            "secretKey": self.secret_key,
+            "notBefore": rfc3339(self.not_before),
+            "notAfter": rfc3339(self.not_after),
+            "serialNumber": self.serial_number,
+            "fingerprint": self.fingerprint,
+        }
+        return {k: v for k, v in doc.items() if v is not None}
+
+
+def _additional_certs(raw: Any) -> tuple[AdditionalCertStatus, ...]:
+    return tuple(
+        AdditionalCertStatus(
+            algorithm=str(r["algorithm"]),
+            secret_key=str(r.get("secretKey") or ""),
+            not_before=parse_rfc3339(r.get("notBefore")),
+            not_after=parse_rfc3339(r.get("notAfter")),
+            serial_number=_str(r.get("serialNumber")),
+            fingerprint=_str(r.get("fingerprint")),
+        )
+        for r in _list(raw)
+        if isinstance(r, Mapping) and isinstance(r.get("algorithm"), str)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateStatus:
     """``status`` of an MTLSCertificate as the operator wrote it."""
 
@@ -146,6 +184,8 @@ class CertificateStatus:
     rollouts: tuple[RolloutRecord, ...] = ()
     handled_renew: str | None = None  # the last renew request acted on
     handled_revoke: str | None = None  # the last revoke request acted on
+    key_algorithms: tuple[str, ...] = ()  # every key the Secret holds: the main one, then the additional ones
+    additional: tuple[AdditionalCertStatus, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The status document (None for absent fields, as a merge patch removes them)."""
@@ -166,6 +206,8 @@ class CertificateStatus:
             "nextAttemptTime": rfc3339(self.next_attempt_time),
             "rollouts": [r.as_dict() for r in self.rollouts] or None,
             "requests": {k: v for k, v in requests.items() if v} or None,
+            "keyAlgorithms": list(self.key_algorithms) or None,
+            "additionalCertificates": [a.as_dict() for a in self.additional] or None,
         }
 
 
@@ -196,6 +238,8 @@ def parse_certificate_status(raw: Mapping[str, Any] | None) -> CertificateStatus
         rollouts=rollouts,
         handled_renew=parse_token(requests.get("renew")),
         handled_revoke=parse_token(requests.get("revoke")),
+        key_algorithms=tuple(str(a) for a in _list(doc.get("keyAlgorithms")) if isinstance(a, str)),
+        additional=_additional_certs(doc.get("additionalCertificates")),
     )
 
 
@@ -282,6 +326,25 @@ def issuer_key(namespace: str, kind: str, name: str) -> Key:
 
 
 @dataclass(frozen=True, slots=True)
+class AdditionalCAStatus:
+    """One additional CA of a dual issuer (status.additionalCAs)."""
+
+    algorithm: str  # e.g. ECDSA-P256
+    fingerprint: str | None = None
+    not_after: datetime | None = None
+    subject: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        doc = {
+            "algorithm": self.algorithm,
+            "fingerprint": self.fingerprint,
+            "notAfter": rfc3339(self.not_after),
+            "subject": self.subject,
+        }
+        return {k: v for k, v in doc.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerStatus:
     """``status`` of an MTLSIssuer as the operator wrote it."""
 
@@ -295,6 +358,7 @@ class IssuerStatus:
     algorithm: str | None = None
     subject: str | None = None
     rotation: RotationState | None = None  # None until a rotation ever ran
+    additional_cas: tuple[AdditionalCAStatus, ...] = ()  # a dual issuer's other CAs
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -308,6 +372,7 @@ class IssuerStatus:
             "algorithm": self.algorithm,
             "subject": self.subject,
             "rotation": to_status(self.rotation) if self.rotation is not None else None,
+            "additionalCAs": [a.as_dict() for a in self.additional_cas] or None,
         }
 
 
@@ -325,6 +390,16 @@ def parse_issuer_status(raw: Mapping[str, Any] | None) -> IssuerStatus:
         algorithm=_str(doc.get("algorithm")),
         subject=_str(doc.get("subject")),
         rotation=from_status(rotation) if isinstance(rotation, Mapping) and rotation else None,
+        additional_cas=tuple(
+            AdditionalCAStatus(
+                algorithm=str(r["algorithm"]),
+                fingerprint=_str(r.get("fingerprint")),
+                not_after=parse_rfc3339(r.get("notAfter")),
+                subject=_str(r.get("subject")),
+            )
+            for r in _list(doc.get("additionalCAs"))
+            if isinstance(r, Mapping) and isinstance(r.get("algorithm"), str)
+        ),
     )
 
 

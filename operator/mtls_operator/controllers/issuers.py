@@ -31,7 +31,8 @@ from mtls_operator.api.constants import (
 )
 from mtls_operator.api.errors import ReasonedError, Violation
 from mtls_operator.api.issuer_policy import IssuerPolicy
-from mtls_operator.api.objects import IssuerStatus, Key, ParsedIssuer, next_ca_secret_name
+from mtls_operator.api.models import KeyAlgorithm
+from mtls_operator.api.objects import AdditionalCAStatus, IssuerStatus, Key, ParsedIssuer, next_ca_secret_name
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.trust import LeafCounts, TrustManager
@@ -45,7 +46,7 @@ from mtls_operator.k8s.resources import (
     write_secret,
 )
 from mtls_operator.pki.bundle import Anchors, anchors_of
-from mtls_operator.pki.ca import CAKeyPair, create_self_signed_ca, load_ca
+from mtls_operator.pki.ca import CAKeyPair, additional_ca_data, load_ca, self_signed_ca_data
 from mtls_operator.pki.intermediate import sign_intermediate
 from mtls_operator.policy.certificate import IssuerView
 from mtls_operator.policy.issuer import IssuerAction, IssuerFacts, IssuerPlan, algorithm_label, plan_issuer
@@ -82,6 +83,9 @@ class IssuerController:
         self.trust = trust
         self.revocations = revocations
         self.states: dict[Key, IssuerState] = {}
+        # The CA each issuer's Secret held when last parsed: (Secret rv, parent fingerprint, CA with every
+        # additional CA its Secret holds), reused while neither changes.
+        self._loaded: dict[Key, tuple[str, str | None, CAKeyPair]] = {}
 
     # ------------------------------------------------------------------ read-only, for others
 
@@ -93,6 +97,7 @@ class IssuerController:
 
     def forget(self, key: Key) -> None:
         self.states.pop(key, None)
+        self._loaded.pop(key, None)
         self.trust.forget_issuer(key)
         self.revocations.forget_issuer(*self.issuers.revocation_ref(key))
         self.ctx.metrics.forget_issuer(*key)
@@ -108,9 +113,13 @@ class IssuerController:
         parent = self._parent(issuer)
         facts, secret, ca = await self._gather(issuer, previous, parent, now)
         plan = plan_issuer(facts)
-        if plan.action in (IssuerAction.CREATE_CA, IssuerAction.RESIGN):
+        if plan.action in (IssuerAction.CREATE_CA, IssuerAction.RESIGN, IssuerAction.ADD_CA_KEYS):
             written, problem = await self._write_ca(
-                issuer, parent, secret if plan.action is IssuerAction.RESIGN else None, now
+                issuer,
+                parent,
+                secret if plan.action is not IssuerAction.CREATE_CA else None,
+                now,
+                add=facts.missing_additional if plan.action is IssuerAction.ADD_CA_KEYS else None,
             )
             if written is None and problem is None:
                 self.ctx.work.add_issuer(key)  # lost a race: the next pass reads the winner's CA
@@ -192,12 +201,9 @@ class IssuerController:
         parent_ca = parent.ca if parent is not None else None
         parent_fp = parent_ca.facts.fingerprint if parent_ca is not None else None
         ca: CAKeyPair | None = None
-        if (
-            previous is not None
-            and previous.base_rv == secret.resource_version
-            and previous.parent_fp == parent_fp
-        ):
-            ca = previous.base_ca  # parsed once, cached while the Secret (and the parent) are unchanged
+        loaded = self._loaded.get(issuer.key)
+        if loaded is not None and loaded[:2] == (secret.resource_version, parent_fp):
+            ca = loaded[2]  # parsed once, cached while the Secret (and the parent) are unchanged
         if ca is None:
             try:
                 ca = await self.in_thread(load_ca, secret.data, now)
@@ -210,6 +216,13 @@ class IssuerController:
                     None,
                 )
         assert ca is not None
+        self._loaded[issuer.key] = (secret.resource_version, parent_fp, ca)
+        missing: tuple[KeyAlgorithm, ...] = ()
+        if spec.managed_ca is not None:
+            # A CA the operator keeps signs with the additional CAs its spec asks for (and adds missing ones).
+            wanted = [k.algorithm for k in spec.managed_ca.additional_private_keys]
+            missing = tuple(a for a in wanted if a not in ca.algorithms)
+            ca = ca.only(wanted)
         if access not in (CASecretAccess.OWNED, CASecretAccess.ALLOWED):
             # Written by an older operator, before owner UIDs were recorded: the issuer's own status proves
             # it used this very CA.
@@ -227,7 +240,14 @@ class IssuerController:
         if parent_ca is not None:
             signed_by_parent = await self.in_thread(ca.signed_by, parent_ca)
         return (
-            replace(facts, secret_exists=True, access=access, ca=ca.facts, signed_by_parent=signed_by_parent),
+            replace(
+                facts,
+                secret_exists=True,
+                access=access,
+                ca=ca.facts,
+                signed_by_parent=signed_by_parent,
+                missing_additional=missing,
+            ),
             secret,
             ca,
         )
@@ -235,15 +255,27 @@ class IssuerController:
     # ------------------------------------------------------------------ act
 
     async def _write_ca(
-        self, issuer: ParsedIssuer, parent: IssuerState | None, existing: SecretObject | None, now: datetime
+        self,
+        issuer: ParsedIssuer,
+        parent: IssuerState | None,
+        existing: SecretObject | None,
+        now: datetime,
+        *,
+        add: tuple[KeyAlgorithm, ...] | None = None,
     ) -> tuple[SecretObject | None, Violation | None]:
         """Create (or, for an intermediate whose parent changed, replace) the CA Secret of an issuer the
-        operator keeps. (written, None); (None, None) when another writer won; (None, why) when the CA
-        cannot be made (a parent that may not sign CAs, a bad path length)."""
+        operator keeps; with ``add``, keep the CA and add the additional CAs of those algorithms (a dual
+        CA). (written, None); (None, None) when another writer won; (None, why) when the CA cannot be made
+        (a parent that may not sign CAs, a bad path length)."""
         spec = issuer.spec
         assert spec is not None and spec.managed_ca is not None
         try:
-            if spec.intermediate is not None:
+            if add is not None and existing is not None:
+                extra = await self.in_thread(additional_ca_data, spec.managed_ca, now, add)
+                data = {**existing.data, **extra}
+                crts = [v for k, v in sorted(extra.items()) if k.endswith(".crt")]
+                data["ca.crt"] = existing.data.get("ca.crt", existing.data["tls.crt"]) + b"".join(crts)
+            elif spec.intermediate is not None:
                 assert parent is not None and parent.ca is not None
                 inter = spec.intermediate
                 key_pem, chain = await self.in_thread(
@@ -257,8 +289,7 @@ class IssuerController:
                 )
                 data = {"tls.crt": chain, "tls.key": key_pem, "ca.crt": parent.ca.root_pem}
             else:
-                key_pem, cert_pem = await self.in_thread(create_self_signed_ca, spec.managed_ca, now)
-                data = {"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": cert_pem}
+                data = await self.in_thread(self_signed_ca_data, spec.managed_ca, now)
         except ReasonedError as exc:
             return None, Violation.of(exc)
         annotations = dict(existing.annotations) if existing is not None else {}
@@ -334,6 +365,7 @@ class IssuerController:
             ca=signing.facts,
             chain_algorithms=signing.chain_algorithms,
             anchors=outcome.anchors.fingerprints,
+            additional_cas=tuple(a.facts for a in signing.additional),
         )
         state = IssuerState(
             view=view,
@@ -426,6 +458,15 @@ class IssuerController:
             algorithm=algorithm_label(ca.key_algorithm, ca.key_size) if ca else None,
             subject=ca.subject if ca else None,
             rotation=rotation,
+            additional_cas=tuple(
+                AdditionalCAStatus(
+                    algorithm=algorithm_label(a.key_algorithm, a.key_size),
+                    fingerprint=a.fingerprint,
+                    not_after=a.not_after,
+                    subject=a.subject,
+                )
+                for a in view.additional_cas
+            ),
         )
         patch = status_patch(old, new)
         if patch:
@@ -494,7 +535,7 @@ class IssuerController:
                     new_root is not None
                     and signing is not None
                     and facts.signed_by_current_ca
-                    and verdict.ca_fingerprint == signing.facts.fingerprint
+                    and verdict.ca_fingerprint == signing.signing_fingerprint
                     and signing.facts.root_fingerprint == new_root
                 ):
                     on_root += 1
@@ -523,6 +564,7 @@ def _changed_for_leaves(previous: IssuerState | None, state: IssuerState) -> boo
         (before.ca.fingerprint if before.ca else None) != (after.ca.fingerprint if after.ca else None)
         or before.ready != after.ready
         or before.anchors != after.anchors
+        or before.additional_cas != after.additional_cas
         or previous.policy != state.policy
     )
 

@@ -57,7 +57,7 @@ from mtls_operator.k8s.resources import (
     write_secret,
 )
 from mtls_operator.pki.bundle import Anchors, anchors_of
-from mtls_operator.pki.ca import CAKeyPair, create_self_signed_ca, load_ca
+from mtls_operator.pki.ca import CAKeyPair, load_ca, self_signed_ca_data
 from mtls_operator.pki.intermediate import sign_intermediate
 from mtls_operator.policy.ca_rotation import (
     Phase,
@@ -179,7 +179,7 @@ class TrustManager:
         state = issuer.status.rotation or RotationState()
         managed = spec.managed_ca
         wanted = self._rotation_wanted(issuer, base, state, now)
-        base_anchors = _merge(anchors_of([base.root]), inherited)
+        base_anchors = _merge(anchors_of(base.roots), inherited)
         if managed is None or (state.phase is Phase.STABLE and not wanted and not staged_seen):
             _, problem = await self._publish_all(issuer, base_anchors, now)
             return TrustOutcome(
@@ -199,9 +199,10 @@ class TrustManager:
             )
             return TrustOutcome(base, base_anchors, issuer.status.rotation, None, why)
 
-        old_root, new_root = base.root, staged.root if staged is not None else None
-        both = _merge(anchors_of([old_root, *([new_root] if new_root is not None else [])]), inherited)
-        new_only = _merge(anchors_of([new_root if new_root is not None else old_root]), inherited)
+        # A dual CA rotates all its CAs together: each side of the overlap is every root of one CA Secret.
+        old_roots, new_roots = base.roots, staged.roots if staged is not None else ()
+        both = _merge(anchors_of([*old_roots, *new_roots]), inherited)
+        new_only = _merge(anchors_of(new_roots or old_roots), inherited)
         target = new_only if state.phase is Phase.OLD_CA_DROPPED else both
         published, problem = await self._publish_all(issuer, target, now)
         counts = leaves(staged.facts.root_fingerprint if staged else None, both.fingerprints)
@@ -234,11 +235,11 @@ class TrustManager:
             )
         signing = staged if (staged is not None and (retired or new_state.phase in SIGN_WITH_NEW)) else base
         if staged is not None and retired:
-            anchors = _merge(anchors_of([staged.root]), inherited)
+            anchors = _merge(anchors_of(staged.roots), inherited)
         elif staged is not None and new_state.phase in OVERLAP_PHASES:
-            anchors = _merge(anchors_of([old_root, staged.root]), inherited)
+            anchors = _merge(anchors_of([*old_roots, *staged.roots]), inherited)
         elif staged is not None and new_state.phase is Phase.OLD_CA_DROPPED:
-            anchors = _merge(anchors_of([staged.root]), inherited)
+            anchors = _merge(anchors_of(staged.roots), inherited)
         else:
             anchors = base_anchors
         in_progress = new_state.phase is not Phase.STABLE or bool(actions)
@@ -323,8 +324,7 @@ class TrustManager:
             )
             data = {"tls.crt": chain, "tls.key": key_pem, "ca.crt": parent.root_pem}
         else:
-            key_pem, cert_pem = await self.in_thread(create_self_signed_ca, spec.managed_ca, now)
-            data = {"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": cert_pem}
+            data = await self.in_thread(self_signed_ca_data, spec.managed_ca, now)
         annotations = {
             ANN_CA_FOR_ISSUER: issuer.meta.name,
             ANN_ISSUER_UID: issuer.meta.uid,

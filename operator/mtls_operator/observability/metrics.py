@@ -17,7 +17,7 @@ result, algorithm, kind, reason and verb come from fixed vocabularies. No serial
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 from prometheus_client import (
@@ -41,6 +41,7 @@ ISSUANCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # name -> (help, label names): the per-object families, in the order they are exposed.
 CERT_EXPIRATION = "mtls_certificate_expiration_timestamp_seconds"
 CERT_RENEWAL = "mtls_certificate_renewal_timestamp_seconds"
+CERT_KEY_EXPIRATION = "mtls_certificate_key_expiration_timestamp_seconds"
 CERT_READY = "mtls_certificate_ready_status"
 ISSUER_EXPIRATION = "mtls_issuer_ca_expiration_timestamp_seconds"
 ISSUER_READY = "mtls_issuer_ready_status"
@@ -53,6 +54,11 @@ OBJECT_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     CERT_RENEWAL: (
         "When the operator will renew the certificate, as a Unix timestamp.",
         ("namespace", "name", "issuer"),
+    ),
+    CERT_KEY_EXPIRATION: (
+        "The notAfter of each certificate the Secret holds, one series per key algorithm (the main key and "
+        "a dual certificate's additional keys, e.g. ML-DSA-65 and ECDSA-P256), as a Unix timestamp.",
+        ("namespace", "name", "issuer", "algorithm"),
     ),
     CERT_READY: (
         "The Ready condition of the certificate: 1 for the current condition, 0 for the others.",
@@ -266,13 +272,19 @@ class Metrics:
         renewal_time: datetime | None,
         ready: bool,
         reason: str,
+        keys: Sequence[tuple[str, datetime]] = (),
     ) -> None:
-        """Called after every certificate reconcile with what the Secret holds (None: no valid cert)."""
+        """Called after every certificate reconcile with what the Secret holds (None: no valid cert);
+        ``keys`` is (algorithm label, notAfter) of each certificate in it, the main one first."""
         samples: list[tuple[str, tuple[str, ...], float]] = []
         if not_after is not None:
             samples.append((CERT_EXPIRATION, (namespace, name, issuer), not_after.timestamp()))
         if renewal_time is not None:
             samples.append((CERT_RENEWAL, (namespace, name, issuer), renewal_time.timestamp()))
+        for algorithm, key_not_after in keys:
+            samples.append(
+                (CERT_KEY_EXPIRATION, (namespace, name, issuer, algorithm), key_not_after.timestamp())
+            )
         current = condition_of(ready, reason)
         for c in CONDITIONS:
             samples.append((CERT_READY, (namespace, name, c), 1.0 if c == current else 0.0))

@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from mtls_operator.api.constants import CLUSTER_ISSUER_KIND, Reason
+from mtls_operator.api.constants import CLUSTER_ISSUER_KIND, Reason, additional_secret_keys
 from mtls_operator.api.errors import Violation as Violation
-from mtls_operator.api.models import EXTENDED_USAGES, CertificateSpec, KeyAlgorithm, RotationPolicy
-from mtls_operator.api.tls import CAFacts, SecretFacts
+from mtls_operator.api.models import EXTENDED_USAGES, CertificateSpec, KeyAlgorithm, KeySpec, RotationPolicy
+from mtls_operator.api.tls import AdditionalFacts, CAFacts, CertFacts, SecretFacts
 from mtls_operator.policy import backoff
 from mtls_operator.policy.renewal import renewal_time
 
@@ -48,6 +48,14 @@ class IssuerView:
     # sha256 of the trust anchors a leaf's ca.crt must hold (two roots during a CA rotation's overlap);
     # empty when not known, and then only "holds the issuer's root" is checked
     anchors: frozenset[str] = frozenset()
+    # a dual issuer's other CAs (one per key algorithm), which sign certificates' additional keys
+    additional_cas: tuple[CAFacts, ...] = ()
+
+    @property
+    def algorithms(self) -> frozenset[KeyAlgorithm]:
+        """The key algorithms of the issuer's CAs: the additional keys it can sign."""
+        main = {self.ca.key_algorithm} if self.ca is not None else set()
+        return frozenset({*main, *(c.key_algorithm for c in self.additional_cas)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,7 @@ class Plan:
     action: Action
     violation: Violation | None = None
     reuse_key: bool = False
+    reuse_additional: frozenset[KeyAlgorithm] = frozenset()  # additional keys kept (rotationPolicy Never)
     next_check: datetime | None = None
     renewal_time: datetime | None = None
     revoke_serial: str | None = None  # revoke this serial (durably) before issuing its replacement
@@ -249,6 +258,137 @@ def spec_hash_changed(s: CertificateInput) -> Violation | None:
     )
 
 
+def _pairs(s: CertificateInput) -> list[tuple[KeySpec, AdditionalFacts | None]]:
+    """Each additional key the spec asks for, with the pair the Secret holds for its algorithm (if any).
+    Pairs the spec no longer asks for are not judged: they stay until the next issuance drops them."""
+    f, spec = s.secret.facts, s.spec
+    if f is None or spec is None:
+        return []
+    return [(k, f.additional_for(k.algorithm)) for k in spec.additional_private_keys]
+
+
+def _files(algorithm: KeyAlgorithm) -> str:
+    return "/".join(additional_secret_keys(algorithm))
+
+
+def additional_key_missing(s: CertificateInput) -> Violation | None:
+    for key, pair in _pairs(s):
+        if pair is None:
+            return Violation(
+                Reason.ADDITIONAL_KEY_MISSING,
+                f"The Secret holds no {key.label} key pair ({_files(key.algorithm)}), which "
+                "spec.additionalPrivateKeys asks for.",
+            )
+    return None
+
+
+def additional_key_mismatch(s: CertificateInput) -> Violation | None:
+    for key, pair in _pairs(s):
+        if pair is not None and not pair.key_matches:
+            crt, tls_key = additional_secret_keys(key.algorithm)
+            return Violation(
+                Reason.ADDITIONAL_KEY_MISMATCH,
+                f"{tls_key} is not the private key of the certificate in {crt}.",
+            )
+    return None
+
+
+def additional_key_spec_changed(s: CertificateInput) -> Violation | None:
+    for key, pair in _pairs(s):
+        if pair is None:
+            continue
+        crt, tls_key = additional_secret_keys(key.algorithm)
+        have = (pair.leaf.key_algorithm, pair.leaf.key_size)
+        if have != (key.algorithm, key.size):
+            return Violation(
+                Reason.KEY_SPEC_CHANGED,
+                f"{crt} holds a {have[0]} {have[1] or ''} key but spec.additionalPrivateKeys asks for "
+                f"{key.label}.",
+            )
+        if pair.key_encoding is not key.effective_encoding:
+            return Violation(
+                Reason.KEY_SPEC_CHANGED,
+                f"{tls_key} is encoded as {pair.key_encoding} but spec.additionalPrivateKeys asks for "
+                f"{key.effective_encoding}.",
+            )
+    return None
+
+
+def _identity_difference(main: CertFacts, other: CertFacts) -> str | None:
+    """What makes ``other`` not the same identity as ``main``: names, extended usages or validity (to the
+    second), or None."""
+    for what, have, want in (
+        ("commonName", other.common_name, main.common_name),
+        ("dnsNames", other.dns_names, main.dns_names),
+        ("ipAddresses", other.ip_addresses, main.ip_addresses),
+        ("uris", other.uris, main.uris),
+        ("emailAddresses", other.email_addresses, main.email_addresses),
+        ("usages", sorted(other.usages & EXTENDED_USAGES), sorted(main.usages & EXTENDED_USAGES)),
+    ):
+        if have != want:
+            return f"its {what} {have!r} differ from {want!r}"
+    second = timedelta(seconds=1)
+    for what, have_t, want_t in (
+        ("notBefore", other.not_before, main.not_before),
+        ("notAfter", other.not_after, main.not_after),
+    ):
+        if abs(have_t - want_t) > second:
+            return f"its {what} {have_t.isoformat()} differs from {want_t.isoformat()}"
+    return None
+
+
+def additional_cert_differs(s: CertificateInput) -> Violation | None:
+    """An additional certificate is the same identity as tls.crt: same names, usages and lifetime."""
+    f = s.secret.facts
+    for key, pair in _pairs(s):
+        if f is None or pair is None:
+            continue
+        difference = _identity_difference(f.leaf, pair.leaf)
+        if difference is not None:
+            crt, _ = additional_secret_keys(key.algorithm)
+            return Violation(
+                Reason.ADDITIONAL_CERT_MISMATCH, f"{crt} is not the same identity as tls.crt: {difference}."
+            )
+    return None
+
+
+def additional_issuer_changed(s: CertificateInput) -> Violation | None:
+    for key, pair in _pairs(s):
+        if pair is None:
+            continue
+        crt, _ = additional_secret_keys(key.algorithm)
+        if not pair.signed_by_current_ca:
+            return Violation(
+                Reason.ISSUER_CHANGED, f"{crt} was not issued by the issuer's current {key.algorithm} CA."
+            )
+        if not pair.chain_complete:
+            return Violation(
+                Reason.CA_BUNDLE_MISMATCH,
+                f"{crt} lacks the intermediates of the issuer's {key.algorithm} CA.",
+            )
+    return None
+
+
+def additional_key_unsupported(s: CertificateInput) -> Violation | None:
+    """The spec asks for an additional key of an algorithm the issuer holds no CA of."""
+    if s.spec is None or s.issuer.ca is None:
+        return None
+    have = s.issuer.algorithms
+    missing = [k for k in s.spec.additional_private_keys if k.algorithm not in have]
+    if not missing:
+        return None
+    ref = s.spec.issuer_ref
+    named = ref.name if ref.kind == CLUSTER_ISSUER_KIND else f"{s.namespace}/{ref.name}"
+    wanted = ", ".join(str(k.algorithm) for k in missing)
+    return Violation(
+        Reason.ADDITIONAL_KEY_UNSUPPORTED,
+        f"spec.additionalPrivateKeys asks for {wanted}, but {ref.kind} {named} holds no {wanted} CA (it "
+        f"signs {', '.join(sorted(str(a) for a in have))}); nothing is issued until the issuer has one "
+        "(a dual issuer: spec.selfSigned.additionalPrivateKeys, or tls-<algorithm>.crt/.key in its CA "
+        "Secret) or the key is removed.",
+    )
+
+
 def issuer_changed(s: CertificateInput) -> Violation | None:
     f = s.secret.facts
     if f is None or f.signed_by_current_ca:
@@ -346,7 +486,12 @@ ISSUANCE_CHECKS: Sequence[Callable[[CertificateInput], Violation | None]] = (
     names_changed,
     usages_changed,
     spec_hash_changed,
+    additional_key_missing,
+    additional_key_mismatch,
+    additional_key_spec_changed,
+    additional_cert_differs,
     issuer_changed,
+    additional_issuer_changed,
     ca_bundle_mismatch,
     keystore_missing,
     serial_revoked,
@@ -356,7 +501,9 @@ ISSUANCE_CHECKS: Sequence[Callable[[CertificateInput], Violation | None]] = (
     trust_anchors_changed,  # last: any re-issue writes the right ca.crt too
 )
 # Without a usable CA the checks that compare against it cannot be judged.
-CA_DEPENDENT_CHECKS = frozenset({issuer_changed, ca_bundle_mismatch, trust_anchors_changed})
+CA_DEPENDENT_CHECKS = frozenset(
+    {issuer_changed, additional_issuer_changed, ca_bundle_mismatch, trust_anchors_changed}
+)
 CA_INDEPENDENT_CHECKS = tuple(c for c in ISSUANCE_CHECKS if c not in CA_DEPENDENT_CHECKS)
 
 
@@ -383,16 +530,37 @@ def first_violation(
     return None
 
 
+def _may_keep_keys(s: CertificateInput) -> bool:
+    """No revocation (done or asked for) forces new keys."""
+    if s.revoked:
+        return False
+    return s.revoke_request is None or s.revoke_request == s.secret.fulfilled_revoke
+
+
 def can_reuse_key(s: CertificateInput) -> bool:
     """rotationPolicy Never keeps a key that still matches its certificate and the spec."""
     f, spec = s.secret.facts, s.spec
-    if f is None or spec is None or spec.private_key.rotation_policy is not RotationPolicy.NEVER or s.revoked:
+    if f is None or spec is None or spec.private_key.rotation_policy is not RotationPolicy.NEVER:
         return False
-    if s.revoke_request is not None and s.revoke_request != s.secret.fulfilled_revoke:
+    if not _may_keep_keys(s):
         return False
     return f.key_matches and (f.leaf.key_algorithm, f.leaf.key_size) == (
         spec.private_key.algorithm,
         spec.private_key.size,
+    )
+
+
+def reusable_additional_keys(s: CertificateInput) -> frozenset[KeyAlgorithm]:
+    """The additional keys rotationPolicy Never keeps: those that still match their certificate and spec."""
+    if not _may_keep_keys(s):
+        return frozenset()
+    return frozenset(
+        key.algorithm
+        for key, pair in _pairs(s)
+        if key.rotation_policy is RotationPolicy.NEVER
+        and pair is not None
+        and pair.key_matches
+        and (pair.leaf.key_algorithm, pair.leaf.key_size) == (key.algorithm, key.size)
     )
 
 
@@ -420,6 +588,9 @@ def plan(s: CertificateInput) -> Plan:
         if retry_at is not None:
             return Plan(Action.WAIT, issuer_problem, next_check=retry_at, renewal_time=renew_at)
         return Plan(Action.FAIL, issuer_problem, renewal_time=renew_at)
+    unsupported = additional_key_unsupported(s)
+    if unsupported is not None:
+        return Plan(Action.BLOCKED, unsupported, next_check=renew_at, renewal_time=renew_at)
     violation = first_violation(s, ISSUANCE_CHECKS)
     if violation is None:
         assert s.secret.facts is not None
@@ -445,7 +616,13 @@ def plan(s: CertificateInput) -> Plan:
         # Only ca.crt is stale (the last check): rewrite it, keep the certificate and key.
         return Plan(Action.REFRESH_TRUST, violation, renewal_time=renew_at)
     return replace(
-        Plan(Action.ISSUE, violation, reuse_key=can_reuse_key(s), renewal_time=renew_at),
+        Plan(
+            Action.ISSUE,
+            violation,
+            reuse_key=can_reuse_key(s),
+            reuse_additional=reusable_additional_keys(s),
+            renewal_time=renew_at,
+        ),
         revoke_serial=_serial_to_revoke(s, violation),
         fulfils_renew=s.renew_request,
         fulfils_revoke=s.revoke_request,

@@ -49,6 +49,7 @@ from mtls_operator.policy.status import (
     RolloutBlock,
     blocked_status,
     failure_status,
+    key_expirations,
     ready_of,
     ready_status,
     status_patch,
@@ -246,6 +247,7 @@ class CertificateController:
             self.metrics.issuance(
                 result="success", algorithm=spec.private_key.label, seconds=self.clock.monotonic() - started
             )
+        keys = " + ".join(k.label for k in spec.key_specs)
         new = self._ready(
             cert,
             g,
@@ -269,7 +271,7 @@ class CertificateController:
             await self._event(cert, "Normal", Reason.TRUST_REFRESHED, message, now)
         else:
             message = (
-                f"Issued revision {written.revision} ({spec.private_key.label}, serial {leaf.serial_number}) "
+                f"Issued revision {written.revision} ({keys}, serial {leaf.serial_number}) "
                 "into "
                 f"Secret {spec.secret_name}, valid until {leaf.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}: "
                 f"{decision.violation.message}"
@@ -279,7 +281,7 @@ class CertificateController:
                 "Issued %s/%s revision %d (%s, serial %s): %s",
                 *key,
                 written.revision,
-                spec.private_key.label,
+                keys,
                 leaf.serial_number,
                 decision.violation.reason,
             )
@@ -307,7 +309,7 @@ class CertificateController:
             Verdict(
                 g.spec.secret_name,
                 secret.resource_version,
-                g.issuer.ca.facts.fingerprint,
+                g.issuer.ca.signing_fingerprint,
                 g.issuer.view.anchors,
                 view,
             ),
@@ -399,6 +401,7 @@ class CertificateController:
         if verdict is not None and g.spec is not None:
             self._note_content(cert, g.spec.secret_name, verdict.view)
         ready = next((c for c in current.status.conditions if c.type == ConditionType.READY), None)
+        held = verdict.view.facts if verdict is not None and leaf is not None else None
         self.metrics.observe_certificate(
             cert.meta.namespace,
             cert.meta.name,
@@ -407,6 +410,7 @@ class CertificateController:
             renewal_time=current.status.renewal_time if leaf is not None else None,
             ready=ready is not None and ready.status,
             reason=ready.reason if ready is not None else "",
+            keys=key_expirations(held) if held is not None else (),
         )
 
     # ------------------------------------------------------------------ finalizer and deletion

@@ -158,7 +158,7 @@ class Gatherer:
     ) -> tuple[SecretView, SecretObject | None]:
         key = cert.key
         ca = state.ca if state is not None else None
-        ca_fp = ca.facts.fingerprint if ca is not None else None
+        ca_fp = ca.signing_fingerprint if ca is not None else None
         anchors = state.view.anchors if state is not None else frozenset()
         cached = self.secrets.cached_view(key, spec.secret_name, ca_fp, anchors)
         if cached is not None:

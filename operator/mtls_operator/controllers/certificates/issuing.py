@@ -41,6 +41,7 @@ from mtls_operator.api.constants import (
     SECRET_TYPE_TLS,
     TLS_KEY,
     Reason,
+    additional_secret_keys,
 )
 from mtls_operator.api.errors import ReasonedError, RefError
 from mtls_operator.api.models import CertificateSpec, CleanupPolicy
@@ -105,6 +106,8 @@ class Issuer:
         if plan.revoke_serial is not None:
             await self._revoke(cert, spec, plan.revoke_serial, secret, now)
         existing_key = secret.data.get(TLS_KEY) if (plan.reuse_key and secret is not None) else None
+        held = secret.data if secret is not None else {}
+        kept = {a: pem for a in plan.reuse_additional if (pem := held.get(additional_secret_keys(a)[1]))}
         password = await self._pkcs12_password(namespace, spec) if spec.pkcs12.create else None
         crl_url, ocsp_url = self.revocations.leaf_urls(*self._revocation_ref(cert))
         material = await self.in_thread(
@@ -118,6 +121,7 @@ class Issuer:
             crl_url=crl_url,
             ocsp_url=ocsp_url,
             trust_anchors_pem=state.anchors.pem,
+            existing_additional_keys=kept,
         )
         body = secret_body(cert, spec, material.data, material.facts, revision, secret, plan, now)
         written = await self._write(body, secret, spec.secret_name)
