@@ -416,6 +416,8 @@ def parse_additional_keys(raw: Any, where: str, main: KeySpec) -> tuple[KeySpec,
     keys: list[KeySpec] = []
     seen = {main.algorithm}
     for i, item in enumerate(raw):
+        if not isinstance(item, Mapping) or not item.get("algorithm"):
+            raise SpecError(f"{where}[{i}].algorithm is required: name the additional key's algorithm.")
         key = parse_key_spec(item, f"{where}[{i}]")
         if key.algorithm in seen:
             same = "the main key's" if key.algorithm is main.algorithm else "another additional key's"
