@@ -1,9 +1,10 @@
 """`mtlsctl`: the user's command line for mtls-operator.
 
-Cluster commands (``status``, ``inspect``, ``renew``, ``check``) read and annotate the operator's objects;
-offline commands (``ca init``, ``cert issue``, ``verify``) run the operator's ``pki`` code on files;
-``handshake`` and ``serve`` make real mutual TLS 1.3 connections. Every command prints for people by
-default and ``-o json`` / ``-o yaml`` for machines; a failure exits non-zero with a sentence on stderr.
+Cluster commands (``status``, ``inspect``, ``renew``, ``check``, ``algorithms``) read and annotate the
+operator's objects; offline commands (``ca init``, ``cert issue``, ``verify``) run the operator's ``pki`` code
+on files; ``handshake``, ``serve`` and ``probe`` make real mutual TLS 1.3 connections. Every command prints
+for people by default and ``-o json`` / ``-o yaml`` for machines; a failure exits non-zero with a sentence
+on stderr.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mtls_operator.cli.cluster import (
     request_ca_rotation,
     request_renewal,
 )
+from mtls_operator.cli.migration import key_algorithms
 from mtls_operator.cli.offline import (
     PURPOSES,
     OfflineError,
@@ -40,7 +42,7 @@ from mtls_operator.cli.offline import (
 from mtls_operator.cli.output import Format, Printer
 from mtls_operator.cli.profiles import ProfileError, builtin_profiles, load_profile
 from mtls_operator.cli.revoke import add_revoke_parser, cmd_revoke
-from mtls_operator.cli.tlsio import EchoServer, HandshakeResult, client_handshake
+from mtls_operator.cli.tlsio import PROFILES, EchoServer, HandshakeResult, client_handshake, probe
 from mtls_operator.k8s.api import ApiClient
 
 T = TypeVar("T")
@@ -108,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="are the CRDs installed and an operator reconciling?")
     _common(check, cluster=True)
 
+    algorithms = sub.add_parser(
+        "algorithms", help="the post-quantum migration: which certificates' Secrets hold which key algorithms"
+    )
+    algorithms.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    _common(algorithms, cluster=True)
+
     ca = sub.add_parser("ca", help="offline CA")
     ca_sub = ca.add_subparsers(dest="action", metavar="ACTION", required=True)
     ca_init = ca_sub.add_parser("init", help="create a self-signed CA in a directory (ca.crt, ca.key)")
@@ -145,22 +153,68 @@ def build_parser() -> argparse.ArgumentParser:
 
     shake = sub.add_parser("handshake", help="a real mutual TLS 1.3 handshake with a server")
     shake.add_argument("--connect", required=True, metavar="HOST:PORT")
-    shake.add_argument("--cert", required=True, type=Path, help="client certificate chain, PEM")
-    shake.add_argument("--key", required=True, type=Path, help="client private key, PEM")
+    _pairs(shake, "client", required=True)
     shake.add_argument("--ca", required=True, type=Path, help="root(s) the server must chain to, PEM")
     shake.add_argument("--servername", help="SNI and the name the server certificate must carry")
     shake.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    _profile(shake)
     _common(shake)
 
+    probe_p = sub.add_parser(
+        "probe", help="which certificate a server presents to a post-quantum or a legacy client"
+    )
+    probe_p.add_argument("target", metavar="HOST:PORT")
+    _profile(probe_p)
+    _pairs(probe_p, "client", required=False)
+    probe_p.add_argument("--ca", type=Path, help="root(s) the server must chain to (default: verify nothing)")
+    probe_p.add_argument(
+        "--servername", help="SNI (and, with --ca, the name the server certificate must carry)"
+    )
+    probe_p.add_argument("--wait", type=float, default=1.0, help="seconds to wait for the server's verdict")
+    probe_p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    _common(probe_p)
+
     serve = sub.add_parser("serve", help="an mTLS echo server that requires client certificates")
-    serve.add_argument("--cert", required=True, type=Path, help="server certificate chain, PEM")
-    serve.add_argument("--key", required=True, type=Path, help="server private key, PEM")
+    _pairs(serve, "server", required=True)
     serve.add_argument("--ca", required=True, type=Path, help="root(s) client certificates must chain to")
     serve.add_argument("--port", type=int, default=8443, help="port (default 8443; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     serve.add_argument("--count", type=int, default=0, help="exit after this many connections (0: never)")
     _common(serve)
     return p
+
+
+def _pairs(p: argparse.ArgumentParser, who: str, *, required: bool) -> None:
+    """--cert/--key, repeatable: one pair per key type (a dual certificate's tls.crt and tls-ecdsa.crt)."""
+    p.add_argument(
+        "--cert",
+        action="append",
+        type=Path,
+        required=required,
+        help=f"{who} certificate chain, PEM (repeat with --key for each key type, e.g. ML-DSA and ECDSA)",
+    )
+    p.add_argument("--key", action="append", type=Path, required=required, help=f"{who} private key, PEM")
+
+
+def _profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="pqc",
+        help="what the client offers: pqc (ML-DSA and X25519MLKEM768 too, the default) or legacy (the "
+        "classical signature schemes and groups of a pre-PQC stack such as OpenSSL 3.0)",
+    )
+
+
+def _certificate_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    certs, keys = args.cert or [], args.key or []
+    if len(certs) != len(keys):
+        raise CommandError(f"Give one --key for each --cert ({len(certs)} --cert, {len(keys)} --key).")
+    for cert, key in zip(certs, keys, strict=True):
+        for flag, path in (("--cert", cert), ("--key", key)):
+            if not path.is_file():
+                raise CommandError(f"{flag} {path}: no such file.")
+    return list(zip(certs, keys, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -205,6 +259,34 @@ def cmd_renew(args: argparse.Namespace, out: Printer) -> int:
     doc = _run_cluster(args, lambda api, ns: request_renewal(api, ns, args.name, _now()))
     out.emit(doc, render.renewal)
     return EXIT_OK
+
+
+def cmd_algorithms(args: argparse.Namespace, out: Printer) -> int:
+    doc = _run_cluster(args, lambda api, ns: key_algorithms(api, None if args.all_namespaces else ns))
+    out.emit(doc, render.algorithms)
+    return EXIT_OK
+
+
+def cmd_probe(args: argparse.Namespace, out: Printer) -> int:
+    host, port = _host_port(args.target)
+    pairs = _certificate_pairs(args)
+    if args.ca is not None and not args.ca.is_file():
+        raise CommandError(f"--ca {args.ca}: no such file.")
+    result = probe(
+        host,
+        port,
+        profile=args.profile,
+        cert=pairs[0][0] if pairs else None,
+        key=pairs[0][1] if pairs else None,
+        extra=tuple(pairs[1:]),
+        ca=args.ca,
+        server_name=args.servername,
+        timeout=args.timeout,
+        wait=args.wait,
+    )
+    doc = {"server": args.target, "serverName": args.servername, "profile": args.profile, **result.as_dict()}
+    out.emit(doc, render.probe)
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def cmd_check(args: argparse.Namespace, out: Printer) -> int:
@@ -272,27 +354,29 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def cmd_handshake(args: argparse.Namespace, out: Printer) -> int:
     host, port = _host_port(args.connect)
-    for flag, path in (("--cert", args.cert), ("--key", args.key), ("--ca", args.ca)):
-        if not path.is_file():
-            raise CommandError(f"{flag} {path}: no such file.")
+    (cert, key), *extra = _certificate_pairs(args)
+    if not args.ca.is_file():
+        raise CommandError(f"--ca {args.ca}: no such file.")
     result = client_handshake(
         host,
         port,
-        cert=args.cert,
-        key=args.key,
+        cert=cert,
+        key=key,
         ca=args.ca,
         server_name=args.servername,
         timeout=args.timeout,
+        profile=args.profile,
+        extra=tuple(extra),
     )
-    doc = {"server": args.connect, "serverName": args.servername, **result.as_dict()}
+    doc = {"server": args.connect, "serverName": args.servername, "profile": args.profile, **result.as_dict()}
     out.emit(doc, render.handshake)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def cmd_serve(args: argparse.Namespace, out: Printer) -> int:
-    for flag, path in (("--cert", args.cert), ("--key", args.key), ("--ca", args.ca)):
-        if not path.is_file():
-            raise CommandError(f"{flag} {path}: no such file.")
+    (cert, key), *extra = _certificate_pairs(args)
+    if not args.ca.is_file():
+        raise CommandError(f"--ca {args.ca}: no such file.")
     lock = threading.Lock()
     done = threading.Event()
     served = 0
@@ -306,13 +390,20 @@ def cmd_serve(args: argparse.Namespace, out: Printer) -> int:
                 done.set()
 
     try:
-        server = EchoServer(args.cert, args.key, args.ca, host=args.host, port=args.port, on_result=report)
+        server = EchoServer(
+            cert, key, args.ca, host=args.host, port=args.port, on_result=report, extra=tuple(extra)
+        )
     except OSError as exc:
         raise CommandError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror}.") from None
     except Exception as exc:  # pyOpenSSL reports bad credentials as OpenSSL.SSL.Error
         raise CommandError(f"Cannot load the server credentials: {exc}.") from None
     out.emit(
-        {"event": "listening", "host": args.host, "port": server.port, "certificate": str(args.cert)},
+        {
+            "event": "listening",
+            "host": args.host,
+            "port": server.port,
+            "certificate": ", ".join(str(c) for c, _ in [(cert, key), *extra]),
+        },
         render.listening,
         compact=True,
     )
@@ -331,6 +422,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], int]] = {
     "revoke": cmd_revoke,
     "rotate-ca": cmd_rotate_ca,
     "check": cmd_check,
+    "algorithms": cmd_algorithms,
+    "probe": cmd_probe,
     "ca": cmd_ca,
     "cert": cmd_cert,
     "profiles": cmd_profiles,

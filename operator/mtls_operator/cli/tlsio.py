@@ -1,5 +1,13 @@
 """Real TLS 1.3 mutual handshakes through pyOpenSSL on cryptography's bundled OpenSSL (4.x: ML-DSA and
-X25519MLKEM768 included). Used by `mtlsctl handshake`/`mtlsctl serve`, the demo and the tests."""
+X25519MLKEM768 included). Used by `mtlsctl handshake`/`serve`/`probe`, the demo and the tests.
+
+A server (and a client) may load several certificates of different key algorithms, e.g. the ML-DSA-65
+tls.crt and the ECDSA tls-ecdsa.crt of a dual certificate: OpenSSL keeps one per key type and, in each
+handshake, presents the one the peer's signature_algorithms allow (ML-DSA to a post-quantum peer, ECDSA to
+one that offers only classical schemes). A client *profile* says what this side offers: ``pqc`` is
+OpenSSL 4's default (ML-DSA, X25519MLKEM768 and the classical ones), ``legacy`` only the classical
+signature schemes and groups of a pre-PQC stack such as OpenSSL 3.0.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,50 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from OpenSSL import SSL
+from OpenSSL._util import lib as _ssl_lib
+
+from mtls_operator.api.models import KeyAlgorithm, KeySpec
+from mtls_operator.pki.keys import UnsupportedKeyError, key_algorithm_of
 
 _PEER_REQUIRED = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+
+# What a pre-PQC TLS 1.3 stack (OpenSSL 3.0, Go < 1.24, ...) offers: classical signature schemes and groups.
+LEGACY_SIGALGS = (
+    "ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384:ecdsa_secp521r1_sha512:ed25519:ed448:"
+    "rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:"
+    "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:"
+    "rsa_pkcs1_sha256:rsa_pkcs1_sha384:rsa_pkcs1_sha512"
+)
+LEGACY_GROUPS = "X25519:P-256:X448:P-384:P-521"
+PROFILES = ("pqc", "legacy")
+
+
+def key_label(cert: object) -> str | None:
+    """The key of a certificate as the operator names it (ML-DSA-65, ECDSA-P256, RSA-2048, Ed25519)."""
+    try:
+        algorithm, size = key_algorithm_of(cert.public_key())  # type: ignore[attr-defined]
+    except (UnsupportedKeyError, AttributeError, ValueError):
+        return None
+    return KeySpec(algorithm=algorithm, size=size).label
+
+
+def tls13_scheme(cert: object) -> str | None:
+    """The TLS 1.3 signature scheme a certificate's key signs CertificateVerify with: one per ML-DSA
+    parameter set, ECDSA curve and EdDSA key (RFC 8446 4.2.3); an RSA key signs with RSA-PSS, whose hash
+    the two sides choose (rsa_pss_rsae_*)."""
+    try:
+        algorithm, size = key_algorithm_of(cert.public_key())  # type: ignore[attr-defined]
+    except (UnsupportedKeyError, AttributeError, ValueError):
+        return None
+    if algorithm is KeyAlgorithm.MLDSA:
+        return f"mldsa{size}"
+    if algorithm is KeyAlgorithm.ECDSA:
+        return {256: "ecdsa_secp256r1_sha256", 384: "ecdsa_secp384r1_sha384", 521: "ecdsa_secp521r1_sha512"}[
+            size
+        ]
+    if algorithm is KeyAlgorithm.ED25519:
+        return "ed25519"
+    return "rsa_pss_rsae_*"
 
 
 def _blocking_with_deadline(sock: socket.socket, seconds: float) -> None:
@@ -34,6 +84,9 @@ class HandshakeResult:
     peer_signature_algorithm: str | None = None
     peer_key: str | None = None
     echo: bytes | None = None
+    peer_key_algorithm: str | None = None  # the peer certificate's key, e.g. ML-DSA-65 or ECDSA-P256
+    peer_signature_scheme: str | None = None  # the TLS 1.3 scheme the peer's key signed the handshake with
+    local_key_algorithm: str | None = None  # the certificate this side presented (a server's choice)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,19 +98,52 @@ class HandshakeResult:
             "peerChain": list(self.peer_subjects),
             "peerSignatureAlgorithm": self.peer_signature_algorithm,
             "peerKey": self.peer_key,
+            "peerKeyAlgorithm": self.peer_key_algorithm,
+            "peerSignatureScheme": self.peer_signature_scheme,
+            "localKeyAlgorithm": self.local_key_algorithm,
         }
 
 
-def _context(cert: Path | None, key: Path | None, ca: Path, server: bool) -> SSL.Context:
+Pairs = tuple[tuple[Path, Path], ...]
+
+
+def _context(
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    server: bool,
+    extra: Pairs = (),
+    profile: str = "pqc",
+) -> SSL.Context:
+    """A TLS 1.3 context with the (cert, key) pair and the ``extra`` pairs (one per key type: OpenSSL
+    presents the one the peer can verify), trusting ``ca`` (None: verify nothing, for a probe)."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-    if cert is not None and key is not None:
-        ctx.use_certificate_chain_file(str(cert))
-        ctx.use_privatekey_file(str(key))
+    pairs = ((cert, key),) if cert is not None and key is not None else ()
+    for chain, private in (*pairs, *extra):
+        ctx.use_certificate_chain_file(str(chain))
+        ctx.use_privatekey_file(str(private))
         ctx.check_privatekey()
-    ctx.load_verify_locations(str(ca))
-    ctx.set_verify(_PEER_REQUIRED if server else SSL.VERIFY_PEER, _ok)
+    if profile == "legacy":
+        _restrict(ctx, LEGACY_SIGALGS, LEGACY_GROUPS)
+    elif profile != "pqc":
+        raise ValueError(f"unknown client profile {profile!r}: use {' or '.join(PROFILES)}")
+    if ca is not None:
+        ctx.load_verify_locations(str(ca))
+        ctx.set_verify(_PEER_REQUIRED if server else SSL.VERIFY_PEER, _ok)
+    else:
+        ctx.set_verify(SSL.VERIFY_NONE)
     return ctx
+
+
+def _restrict(ctx: SSL.Context, sigalgs: str, groups: str) -> None:
+    """Offer only these signature schemes (what a client accepts from the server, and signs with) and
+    key-exchange groups."""
+    raw = ctx._context  # pyOpenSSL wraps neither SSL_CTX_set1_sigalgs_list nor set1_groups_list
+    if _ssl_lib.SSL_CTX_set1_sigalgs_list(raw, sigalgs.encode()) != 1:
+        raise SSL.Error("cannot set the legacy profile's signature algorithms")
+    if _ssl_lib.SSL_CTX_set1_curves_list(raw, groups.encode()) != 1:
+        raise SSL.Error("cannot set the legacy profile's groups")
 
 
 # X509_V_ERR_* codes a peer's certificate commonly fails with (OpenSSL's x509_vfy.h), for messages.
@@ -101,6 +187,7 @@ def _describe(conn: SSL.Connection) -> dict[str, object]:
         sig = getattr(oid, "_name", None) or oid.dotted_string
         key = type(leaf.public_key()).__name__.lstrip("_")
     group = conn.get_group_name()
+    local = conn.get_certificate(as_cryptography=True)  # the server's choice among its certificates
     return {
         "protocol": conn.get_protocol_version_name(),
         "cipher": conn.get_cipher_name(),
@@ -108,6 +195,9 @@ def _describe(conn: SSL.Connection) -> dict[str, object]:
         "peer_subjects": tuple(c.subject.rfc4514_string() for c in chain),
         "peer_signature_algorithm": sig,
         "peer_key": key,
+        "peer_key_algorithm": key_label(leaf) if leaf is not None else None,
+        "peer_signature_scheme": tls13_scheme(leaf) if leaf is not None else None,
+        "local_key_algorithm": key_label(local) if local is not None else None,
     }
 
 
@@ -121,10 +211,13 @@ def client_handshake(
     server_name: str | None = None,
     message: bytes = b"ping\n",
     timeout: float = 5.0,
+    profile: str = "pqc",
+    extra: Pairs = (),
 ) -> HandshakeResult:
-    """Connect, complete a mutual TLS 1.3 handshake, send ``message`` and read the echo."""
+    """Connect, complete a mutual TLS 1.3 handshake, send ``message`` and read the echo. ``profile`` and
+    ``extra`` (more client certificates, one per key type) as for :func:`probe`."""
     try:
-        ctx = _context(cert, key, ca, server=False)
+        ctx = _context(cert, key, ca, server=False, extra=extra, profile=profile)
     except SSL.Error as exc:
         return HandshakeResult(False, f"cannot load the client credentials: {_reason(exc)}")
     try:
@@ -147,6 +240,68 @@ def client_handshake(
         if not echo:
             return HandshakeResult(False, "the server closed the connection without answering", **info)  # type: ignore[arg-type]
         return HandshakeResult(True, None, echo=echo, **info)  # type: ignore[arg-type]
+    except SSL.SysCallError as exc:
+        return HandshakeResult(False, f"connection failed: {_reason(exc)}", **info)  # type: ignore[arg-type]
+    except SSL.Error as exc:
+        return HandshakeResult(False, _with_verify_error(conn, _reason(exc)), **info)  # type: ignore[arg-type]
+    except OSError as exc:
+        return HandshakeResult(False, f"connection failed: {exc}", **info)  # type: ignore[arg-type]
+    finally:
+        try:
+            conn.shutdown()
+        except SSL.Error:
+            pass
+        sock.close()
+
+
+def probe(
+    host: str,
+    port: int,
+    *,
+    profile: str = "pqc",
+    cert: Path | None = None,
+    key: Path | None = None,
+    ca: Path | None = None,
+    server_name: str | None = None,
+    extra: Pairs = (),
+    timeout: float = 5.0,
+    wait: float = 1.0,
+) -> HandshakeResult:
+    """Which certificate a server presents to a client of ``profile`` (``pqc`` or ``legacy``), and whether
+    it accepts this client's certificate (``cert``/``key``, plus ``extra`` pairs: the client then sends the
+    one the server's CertificateRequest allows).
+
+    Completes a TLS 1.3 handshake without sending anything, then waits up to ``wait`` seconds for the
+    server's verdict on the client (a TLS 1.3 server refuses a client certificate with an alert after the
+    handshake). ``ok`` is True when the handshake completed and no alert came. Without ``ca`` the server's
+    chain is not verified: the probe only reports what the server chose."""
+    try:
+        ctx = _context(cert, key, ca, server=False, extra=extra, profile=profile)
+    except SSL.Error as exc:
+        return HandshakeResult(False, f"cannot load the client credentials: {_reason(exc)}")
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return HandshakeResult(False, f"cannot connect to {host}:{port}: {exc}")
+    _blocking_with_deadline(sock, timeout)
+    conn = SSL.Connection(ctx, sock)
+    if server_name:
+        conn.set_tlsext_host_name(server_name.encode())
+    conn.set_connect_state()
+    info: dict[str, object] = {}
+    try:
+        conn.do_handshake()
+        info = _describe(conn)
+        if ca is not None and server_name and not _matches_name(conn, server_name):
+            return HandshakeResult(False, f"the server certificate is not valid for {server_name}", **info)  # type: ignore[arg-type]
+        _blocking_with_deadline(sock, wait)
+        try:
+            conn.recv(1)  # an alert (the client refused), data (a server that speaks first), or nothing
+        except SSL.WantReadError:
+            pass  # no alert within the wait: the server accepted us
+        except SSL.ZeroReturnError:
+            pass  # closed cleanly after the handshake: nothing was refused
+        return HandshakeResult(True, None, **info)  # type: ignore[arg-type]
     except SSL.SysCallError as exc:
         return HandshakeResult(False, f"connection failed: {_reason(exc)}", **info)  # type: ignore[arg-type]
     except SSL.Error as exc:
@@ -213,9 +368,10 @@ class EchoServer:
     port: int = 0
     results: list[HandshakeResult] = field(default_factory=list)
     on_result: Callable[[HandshakeResult], None] | None = None  # called as each connection ends
+    extra: Pairs = ()  # more (certificate, key) pairs, e.g. a dual certificate's tls-ecdsa.crt/.key
 
     def __post_init__(self) -> None:
-        self._ctx = _context(self.cert, self.key, self.ca, server=True)
+        self._ctx = _context(self.cert, self.key, self.ca, server=True, extra=self.extra)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((self.host, self.port))
@@ -242,8 +398,12 @@ class EchoServer:
         try:
             conn.do_handshake()
             info = _describe(conn)
-            data = conn.recv(4096)
-            conn.sendall(data)
+            try:
+                data = conn.recv(4096)
+            except SSL.ZeroReturnError:  # a probe: the handshake was all it wanted
+                data = b""
+            if data:
+                conn.sendall(data)
             result = HandshakeResult(True, None, echo=data, **info)  # type: ignore[arg-type]
         except (SSL.Error, OSError) as exc:
             result = HandshakeResult(False, _with_verify_error(conn, _reason(exc)))
@@ -271,4 +431,12 @@ class EchoServer:
             self._thread.join(timeout=2)
 
 
-__all__ = ["EchoServer", "HandshakeResult", "client_handshake"]
+__all__ = [
+    "PROFILES",
+    "EchoServer",
+    "HandshakeResult",
+    "client_handshake",
+    "key_label",
+    "probe",
+    "tls13_scheme",
+]
