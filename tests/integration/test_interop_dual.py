@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 HYBRID = "X25519MLKEM768"
 MLDSA_65 = {"algorithm": "MLDSA", "size": 65}
 ECDSA = {"algorithm": "ECDSA", "size": 256}
-BADGES = {"ML-DSA-65": "tls", "ECDSA-P256": "tls-ecdsa"}  # client certificate -> file stem in the Secret
+SCHEMES = {"ML-DSA-65": "mldsa65", "ECDSA-P256": "ecdsa_secp256r1_sha256"}  # the key's TLS 1.3 scheme
 # What a legacy (pre-PQC) stack offers, for OpenSSL 4 configured through OPENSSL_CONF.
 CLASSICAL_SIGALGS = "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ed25519:rsa_pss_rsae_sha256:rsa_pkcs1_sha256"
 LEGACY_CONF = f"""openssl_conf = openssl_init
@@ -300,6 +300,7 @@ def test_a_dual_server_presents_ml_dsa_to_pqc_clients_and_ecdsa_to_legacy_ones(
             "ok": report["ok"],
             "clientCertificate": report.get("peerKeyAlgorithm"),
             "presented": report.get("localKeyAlgorithm"),
+            "clientSignatureScheme": report.get("peerSignatureScheme"),
             **(
                 {"offeredSignatureSchemes": report["offeredSignatureSchemes"]}
                 if "offeredSignatureSchemes" in report
@@ -311,9 +312,10 @@ def test_a_dual_server_presents_ml_dsa_to_pqc_clients_and_ecdsa_to_legacy_ones(
         assert cell["ok"] and report["ok"], (profile, badge, cell, report)
         assert (cell["group"] or "").upper() == want_group.upper(), (profile, badge, cell)
         assert cell["serverCertificate"] == want_server, (profile, badge, cell)
-        assert cell["serverSignatureScheme"] == ("mldsa65" if profile == "pqc" else "ecdsa_secp256r1_sha256")
+        assert cell["serverSignatureScheme"] == SCHEMES[want_server], (profile, badge, cell)
         assert report.get("localKeyAlgorithm") == want_server, ("the server says it presented", report)
         assert report.get("peerKeyAlgorithm") == badge, ("the server saw the client's badge", report)
+        assert report.get("peerSignatureScheme") == SCHEMES[badge], ("the client signed with", report)
         if profile == "pqc":
             assert cell["clientCertificate"] == badge, cell
     if stack == "go":  # the legacy clients offered no ML-DSA signature scheme in their ClientHello
@@ -327,12 +329,14 @@ def test_a_dual_server_presents_ml_dsa_to_pqc_clients_and_ecdsa_to_legacy_ones(
 def _print_table(server: str, cells: dict[tuple[str, str], dict[str, Any]]) -> None:
     print(f"\n{server} dual server (ML-DSA-65 + ECDSA P-256), client certificate ->")
     print(
-        f"  {'client':<8} {'client cert':<12} {'group':<16} {'server cert':<12} {'server scheme':<24} client"
+        f"  {'client':<8} {'client cert':<12} {'group':<16} {'server cert':<12} {'server scheme':<24} "
+        f"{'client scheme (server saw)':<27} client"
     )
     for (profile, badge), c in sorted(cells.items()):
         print(
             f"  {profile:<8} {badge:<12} {c['group'] or '-':<16} {c['serverCertificate'] or '-':<12} "
-            f"{c['serverSignatureScheme'] or '-':<24} {c['client']}"
+            f"{c['serverSignatureScheme'] or '-':<24} {c['serverSaw']['clientSignatureScheme'] or '-':<27} "
+            f"{c['client']}"
         )
 
 
@@ -417,3 +421,33 @@ def test_nginx_serves_the_ecdsa_certificate_to_legacy_and_dual_clients(
         "Go 1.27 holding both badges": {k: v for k, v in both.items() if k != "answer"},
         "Go 1.27 holding only the ML-DSA badge": "no certificate sent; nginx answered 400",
     }
+
+
+@pytest.mark.parametrize(
+    ("profile", "presented", "group"),
+    [("pqc", "ML-DSA-65", HYBRID), ("legacy", "ECDSA-P256", "x25519")],
+    ids=["mtlsctl probe --profile pqc", "mtlsctl probe --profile legacy"],
+)
+def test_mtlsctl_probe_tells_which_certificate_the_go_server_chose(
+    dual: dict[str, Dual], profile: str, presented: str, group: str
+) -> None:
+    """The probe, as a user runs it, against the Go dual server; the server's own report agrees."""
+    alice = dual["alice"]
+    server = DualServer("go", dual["server"], count=1)
+    cert, key = alice.pair("tls-ecdsa")  # a badge both profiles can sign with
+    argv = [sys.executable, "-m", "mtls_operator.cli.main", "probe", f"127.0.0.1:{server.port}"]
+    argv += ["--profile", profile, "--cert", str(cert), "--key", str(key), "--ca", str(alice.ca)]
+    argv += ["--servername", SERVER_NAME]
+    try:
+        text = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).stdout
+        (seen,) = server.reports(1)
+    finally:
+        server.stop()
+    assert f"presents {presented} to a {profile} client" in text, text
+    assert re.search(rf"group\s+{group}", text), text
+    assert re.search(r"verdict\s+accepted", text), text
+    assert (seen["ok"], seen["localKeyAlgorithm"], seen["peerKeyAlgorithm"]) == (
+        True,
+        presented,
+        "ECDSA-P256",
+    )

@@ -8,7 +8,7 @@
 //   node peer.mjs key --key tls.key --cert tls.crt   (loads the key, signs, verifies with the certificate)
 // --cert and --key repeat (server and client): one pair per key type, e.g. a dual certificate's ML-DSA tls.crt
 // and ECDSA tls-ecdsa.crt; OpenSSL presents the one the peer can verify. Reports name the certificate this
-// side presented (localKeyAlgorithm) and the peer's (peerKeyAlgorithm).
+// side presented (localKeyAlgorithm) and the peer's (peerKeyAlgorithm, signing with peerSignatureScheme).
 import { readFileSync } from "node:fs";
 import crypto from "node:crypto";
 import tls from "node:tls";
@@ -43,6 +43,20 @@ function keyLabel(x509) {
   return type;
 }
 
+// The TLS 1.3 signature scheme (IANA name) a certificate's key signs CertificateVerify with: one per
+// ML-DSA parameter set, ECDSA curve and EdDSA key; RSA keys sign with RSA-PSS (hash negotiated).
+function scheme(label) {
+  if (!label) return null;
+  if (label.startsWith("ML-DSA-")) return `mldsa${label.slice(7)}`;
+  const ecdsa = {
+    "ECDSA-P256": "ecdsa_secp256r1_sha256",
+    "ECDSA-P384": "ecdsa_secp384r1_sha384",
+    "ECDSA-P521": "ecdsa_secp521r1_sha512",
+  };
+  if (label in ecdsa) return ecdsa[label];
+  return label === "Ed25519" ? "ed25519" : "rsa_pss_rsae_*";
+}
+
 function describe(socket) {
   const peer = socket.getPeerX509Certificate();
   const chain = [];
@@ -60,6 +74,7 @@ function describe(socket) {
     peerSignatureAlgorithm: peer ? peer.signatureAlgorithm : null,
     peerKey: peer ? peer.publicKey.asymmetricKeyType : null,
     peerKeyAlgorithm: keyLabel(peer),
+    peerSignatureScheme: scheme(keyLabel(peer)),
     localKeyAlgorithm: keyLabel(socket.getX509Certificate ? socket.getX509Certificate() : null),
     sharedSigalgs: socket.getSharedSigalgs ? socket.getSharedSigalgs() : null,
   };
