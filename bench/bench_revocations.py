@@ -36,16 +36,16 @@ sys.path.insert(0, str(REPO))
 from tests.unit.pki_factory import ECDSA_P256, self_signed_ca  # noqa: E402
 from tests.unit.test_revocation_store import FakeApi  # noqa: E402
 
-from mtls_operator.controllers.revocation import (  # noqa: E402
+from mtls_operator.controllers.revocation import Revocations  # noqa: E402
+from mtls_operator.k8s.api import ApiClient  # noqa: E402
+from mtls_operator.pki.crl import build_crl  # noqa: E402
+from mtls_operator.policy.revocations import (  # noqa: E402
     BUDGET_BYTES,
-    Revocations,
     Revoked,
     Stored,
     der_to_pem,
     stored_from_config_map,
 )
-from mtls_operator.k8s.api import ApiClient  # noqa: E402
-from mtls_operator.pki.crl import build_crl  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "revocations.json"
 NS, ISSUER = "team-a", "mesh-ca"

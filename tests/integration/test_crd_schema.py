@@ -29,6 +29,7 @@ from mtls_operator.api.constants import (
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
     CLUSTER_ISSUER_KIND,
+    CLUSTER_ISSUER_PLURAL,
     GROUP,
     ISSUER_KIND,
     ISSUER_PLURAL,
@@ -1047,14 +1048,31 @@ def test_good_spec_is_accepted_with_defaults(
 
 def test_examples_are_accepted(cluster: Any, installed_crds: Any, namespace: str) -> None:
     assert EXAMPLE_FILES, "examples/ is empty"
-    for path in EXAMPLE_FILES:
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if not doc or doc.get("apiVersion") != API_VERSION:
-                continue
-            try:
-                _create(cluster, namespace, doc["kind"], doc["spec"], name=doc["metadata"]["name"])
-            except ApiException as exc:
-                raise AssertionError(f"{path.name}: {_message(exc)}") from None
+    cluster_issuers: list[str] = []  # cluster-scoped: outlive the namespace, so deleted here
+    try:
+        for path in EXAMPLE_FILES:
+            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                if not doc or doc.get("apiVersion") != API_VERSION:
+                    continue
+                try:
+                    if doc["kind"] == CLUSTER_ISSUER_KIND:
+                        name = f"{namespace}-{doc['metadata']['name']}"
+                        body = {
+                            "apiVersion": API_VERSION,
+                            "kind": CLUSTER_ISSUER_KIND,
+                            "metadata": {"name": name},
+                        }
+                        cluster.custom.create_cluster_custom_object(
+                            GROUP, VERSION, CLUSTER_ISSUER_PLURAL, {**body, "spec": doc["spec"]}
+                        )
+                        cluster_issuers.append(name)
+                    else:
+                        _create(cluster, namespace, doc["kind"], doc["spec"], name=doc["metadata"]["name"])
+                except ApiException as exc:
+                    raise AssertionError(f"{path.name}: {_message(exc)}") from None
+    finally:
+        for name in cluster_issuers:
+            cluster.custom.delete_cluster_custom_object(GROUP, VERSION, CLUSTER_ISSUER_PLURAL, name)
 
 
 def test_secret_name_may_change(cluster: Any, installed_crds: Any, namespace: str) -> None:

@@ -182,12 +182,24 @@ CLUSTER_WIDE_NEEDS = [
     ("patch", "mtls.dev", "mtlscertificates"),  # the revoke-on-delete finalizer
     ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
+    # the Pod Certificate signer
+    ("list", "certificates.k8s.io", "podcertificaterequests"),
+    ("watch", "certificates.k8s.io", "podcertificaterequests"),
+    ("patch", "certificates.k8s.io", "podcertificaterequests/status"),
+    ("get", "", "pods"),
+    ("get", "", "serviceaccounts"),
+    ("get", "", "nodes"),
 ]
 NEVER = [
     ("patch", "", "secrets"),
     ("deletecollection", "", "secrets"),
     ("delete", "", "configmaps"),
-    ("get", "", "pods"),
+    ("list", "", "pods"),
+    ("watch", "", "pods"),
+    ("patch", "", "pods"),
+    ("list", "", "nodes"),
+    ("update", "certificates.k8s.io", "podcertificaterequests/status"),
+    ("delete", "certificates.k8s.io", "podcertificaterequests"),
     ("update", "", "namespaces"),
     ("patch", "mtls.dev", "mtlsissuers"),
     ("delete", "mtls.dev", "mtlsissuers"),
@@ -299,3 +311,54 @@ def test_a_policy_with_allowed_namespaces_works_under_the_cluster_wide_chart_rba
     text = log.read_text(errors="replace")
     denied_lines = re.compile(r"[\s(:'\"=]403\b|[Ff]orbidden|[Nn]ot enough permissions")
     assert [line for line in text.splitlines() if denied_lines.search(line)] == []
+
+
+def test_the_cluster_wide_chart_rbac_is_enough_to_answer_pod_certificate_requests(
+    helm: str, cluster: Cluster, crds: Any, own_namespace: str, tmp_path: Path
+) -> None:
+    """The Pod Certificate signer as the chart's ServiceAccount (cluster-wide rules, scoped by a namespace
+    glob): kube-apiserver lets it write a request's status only with the RBAC verb on
+    podcertificaterequests/status and "sign" on the signer name; it reads the pod, ServiceAccount and
+    node. A request is issued and another denied, and the log shows no 403."""
+    from pod_certificates import KubeletIdentity, wait_answered
+
+    ns = own_namespace
+    release = f"pcr-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": str(tmp_path / "helm")}
+    installed = subprocess.run(
+        [helm, "install", release, str(CHART), "--namespace", ns, "--set", "replicaCount=0",
+         "--set", "crds.enabled=false", "--wait", "--timeout", "60s"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    kubeconfig = token_kubeconfig(cluster, ns, f"{release}-mtls-operator", tmp_path / "sa.kubeconfig")
+    log = tmp_path / "operator.log"
+    operator = OperatorProcess(kubeconfig, log, "--namespace", f"{ns}*", "--metrics-port", "0").start()
+    kubelet = KubeletIdentity.create(cluster)
+    try:
+        policy = {"allowedURIs": ["spiffe://{trustDomain}/ns/{namespace}/sa/default"]}
+        create_issuer(cluster, ns, "mesh", {**self_signed("mesh"), "podCertificates": {}, "policy": policy})
+        wait_issuer_ready(cluster, ns, "mesh")
+        from kubernetes import client
+
+        cluster.core.create_namespaced_service_account(
+            ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="other"))
+        )
+        allowed, _ = kubelet.request(kubelet.bind_pod(ns, "web-0"), f"mtls.dev/{ns}.mesh")
+        refused, _ = kubelet.request(kubelet.bind_pod(ns, "web-1", "other"), f"mtls.dev/{ns}.mesh")
+        issued = wait_answered(cluster, ns, allowed)["status"]
+        assert issued["conditions"][0]["type"] == "Issued" and issued["certificateChain"]
+        denied = wait_answered(cluster, ns, refused)["status"]["conditions"][0]
+        assert (denied["type"], denied["reason"]) == ("Denied", "PolicyDenied")
+        events = cluster.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={allowed}").items
+        assert [e.reason for e in events] == ["Issued"], "the Event was posted"
+    finally:
+        kubelet.close()
+        operator.stop()
+        subprocess.run(
+            [helm, "uninstall", release, "--namespace", ns], capture_output=True, env=env, timeout=120
+        )
+    text = log.read_text(errors="replace")
+    denied_lines = re.compile(r"[\s(:'\"=]403\b|[Ff]orbidden|[Nn]ot enough permissions")
+    forbidden = [line for line in text.splitlines() if denied_lines.search(line)]
+    assert forbidden == [], "\n".join(forbidden)

@@ -30,9 +30,9 @@ from mtls_objects import (
     wait_issuer_ready,
     wait_ready,
 )
-from mtls_operator.controllers.revocation import BUDGET_BYTES, Revoked, Stored, der_to_pem, dump_revoked_json
 from mtls_operator.pki.ca import CAKeyPair, load_ca
 from mtls_operator.pki.crl import build_crl
+from mtls_operator.policy.revocations import BUDGET_BYTES, Revoked, Stored, der_to_pem, dump_revoked_json
 from operator_process import OperatorProcess
 
 TIMEOUT = 60.0

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mtls_operator.api.constants import CERTIFICATE_KIND, ISSUER_KIND
+from mtls_operator.api.constants import CERTIFICATE_KIND, CLUSTER_ISSUER_KIND, ISSUER_KIND
 from mtls_operator.api.issuer_policy import IssuerPolicy, parse_issuer_policy, parse_spiffe, with_spiffe_uri
 from mtls_operator.api.models import SpecError, parse_certificate_spec
 from mtls_operator.policy.certificate import Violation
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _documents() -> Iterator[tuple[str, dict[str, Any]]]:
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if doc and doc.get("kind") in (CERTIFICATE_KIND, ISSUER_KIND):
+            if doc and doc.get("kind") in (CERTIFICATE_KIND, ISSUER_KIND, CLUSTER_ISSUER_KIND):
                 yield path.name, doc
 
 
@@ -35,18 +35,20 @@ DOCUMENTS = list(_documents())
 POLICY_ISSUERS = [
     pytest.param(doc, id=f"examples/{file}: {doc['metadata']['name']}")
     for file, doc in DOCUMENTS
-    if doc["kind"] == ISSUER_KIND and doc["spec"].get("policy") is not None
+    if doc["kind"] in (ISSUER_KIND, CLUSTER_ISSUER_KIND) and doc["spec"].get("policy") is not None
 ]
 
 
 def _certificates_of(issuer: Mapping[str, Any]) -> list[dict[str, Any]]:
-    namespace, name = issuer["metadata"]["namespace"], issuer["metadata"]["name"]
+    kind, name = issuer["kind"], issuer["metadata"]["name"]
+    namespace = issuer["metadata"].get("namespace")  # None: a cluster issuer, for any namespace
     return [
         doc
         for _, doc in DOCUMENTS
         if doc["kind"] == CERTIFICATE_KIND
-        and doc["metadata"]["namespace"] == namespace
+        and namespace in (None, doc["metadata"]["namespace"])
         and doc["spec"]["issuerRef"]["name"] == name
+        and doc["spec"]["issuerRef"].get("kind", ISSUER_KIND) == kind
     ]
 
 

@@ -17,9 +17,10 @@ from tests.unit.pki_factory import ECDSA_P256, self_signed_ca
 from tests.unit.test_revocation_store import CM_PATH, DAY, ISSUER, NS, T0, WITH_CRL, Clock, FakeApi, _store
 
 from mtls_operator.api.constants import Reason
-from mtls_operator.controllers import revocation as rev
-from mtls_operator.controllers.revocation import Revocations, Revoked, Stored
+from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.k8s.api import ApiClient, ApiError
+from mtls_operator.policy import revocations as rev
+from mtls_operator.policy.revocations import Revoked, Stored
 
 CA = self_signed_ca(ECDSA_P256)  # valid from NOW for 365 days
 ISSUER_PATH = f"/apis/mtls.dev/v1alpha1/namespaces/{NS}/mtlsissuers/{ISSUER}"

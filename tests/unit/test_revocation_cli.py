@@ -66,3 +66,64 @@ def test_a_missing_certificate_is_a_sentence() -> None:
     api = FakeApi(ApiError(404, "NotFound", "nope"))
     with pytest.raises(ClusterError, match="MTLSCertificate demo/web does not exist"):
         asyncio.run(revoke.request_revocation(cast(ApiClient, api), "demo", "web", "unspecified", NOW))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# revoke --serial: a serial no MTLSCertificate stands for (pod certificates)
+
+
+def test_revoke_by_serial_is_parsed_and_goes_with_an_issuer_only() -> None:
+    args = build_parser().parse_args(
+        ["revoke", "--serial", "0A:1B", "--issuer", "mesh", "--cluster-issuer", "--reason", "keyCompromise"]
+    )
+    assert (args.name, args.serial, args.issuer, args.cluster_issuer) == (None, "0A:1B", "mesh", True)
+    assert args.cluster_resource_namespace == "mtls-system"
+    for wrong in (["revoke", "web", "--serial", "0a", "--issuer", "mesh"], ["revoke", "--serial", "0a"]):
+        with pytest.raises(ClusterError, match="--serial and --issuer go together"):
+            revoke.cmd_revoke(build_parser().parse_args(wrong), cast(Any, None))
+    with pytest.raises(ClusterError, match="Name the MTLSCertificate"):
+        revoke.cmd_revoke(build_parser().parse_args(["revoke"]), cast(Any, None))
+
+
+class IssuerApi:
+    """An issuer that exists or not; the revocation ConfigMap is never reached in these cases."""
+
+    def __init__(self, exists: bool) -> None:
+        self.exists = exists
+        self.calls: list[tuple[str, str]] = []
+
+    async def get(self, path: str) -> dict[str, Any]:
+        self.calls.append(("GET", path))
+        if not self.exists:
+            raise ApiError(404, "NotFound", "nope")
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("serial", "exists", "message"),
+    [
+        pytest.param(
+            "zz", True, "is not a hexadecimal certificate serial", id="refuses a serial that is not hex"
+        ),
+        pytest.param(
+            "0a1b", False, "MTLSClusterIssuer mesh does not exist", id="refuses an issuer that is not there"
+        ),
+    ],
+)
+def test_revoke_by_serial_refuses_with_a_sentence(serial: str, exists: bool, message: str) -> None:
+    api = IssuerApi(exists)
+    with pytest.raises(ClusterError, match=message):
+        asyncio.run(
+            revoke.revoke_serial(
+                cast(ApiClient, api),
+                issuer="mesh",
+                namespace="demo",
+                cluster=True,
+                cluster_resources="mtls-system",
+                serial=serial,
+                reason="keyCompromise",
+                not_after=None,
+                now=NOW,
+            )
+        )
+    assert all(path == "/apis/mtls.dev/v1alpha1/mtlsclusterissuers/mesh" for _, path in api.calls)

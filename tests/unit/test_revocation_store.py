@@ -22,10 +22,11 @@ from hypothesis import strategies as hst
 from tests.unit.pki_factory import ECDSA_P256, MLDSA_44, NOW, build_cert, key, self_signed_ca
 
 from mtls_operator.api.issuer_policy import parse_revocation
-from mtls_operator.controllers import revocation as rev
-from mtls_operator.controllers.revocation import Revocations, Revoked, Stored
+from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.revocation_http import decode_ocsp_get
 from mtls_operator.k8s.api import ApiClient, ApiError
+from mtls_operator.policy import revocations as rev
+from mtls_operator.policy.revocations import Revoked, Stored
 
 T0 = NOW.replace(microsecond=0)
 DAY = timedelta(hours=24)

@@ -180,6 +180,14 @@ class Reason(StrEnum):
     REVOCATIONS_CONFLICT = "RevocationsConflict"
     REVOCATIONS_FULL = "RevocationsFull"
     REVOCATIONS_PUBLISHED = "RevocationsPublished"
+    # PodCertificateRequest answers (besides Issued, PolicyDenied, IssuerNotReady, IssuanceFailed).
+    # Denied: the request itself is refused; a new request for the same pod gets the same answer.
+    UNSUPPORTED_KEY_TYPE = "UnsupportedKeyType"  # the API's own reason for a key type the signer refuses
+    INVALID_USER_ANNOTATIONS = "InvalidUnverifiedUserAnnotations"  # the API's own reason, too
+    POD_MISMATCH = "PodMismatch"  # pod, ServiceAccount or node are not what the request names
+    # Failed: the signer cannot sign now (the kubelet reports it on the pod; a new pod asks again).
+    SIGNER_CONFLICT = "SignerConflict"  # two issuers claim the signer name for the request's namespace
+    CA_EXPIRES_TOO_SOON = "CAExpiresTooSoon"  # the CA cannot cover the 1-hour minimum lifetime
 
 
 class RestartWait(StrEnum):

@@ -14,6 +14,7 @@ from typing import Any
 
 from mtls_operator.policy import backoff
 from mtls_operator.policy.budget import IssuanceBudget
+from mtls_operator.policy.podcert import NodeRate
 from mtls_operator.policy.rollout import Pacing
 
 DEFAULT_METRICS_PORT = 9402
@@ -48,6 +49,14 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class SignerSettings:
+    """The Pod Certificate signer's own workers (apart from the certificates') and each node's rate."""
+
+    workers: int = 2
+    node_rate: NodeRate = field(default_factory=NodeRate)
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     cluster_namespace: str = "mtls-system"  # where MTLSClusterIssuers keep their CA Secrets
@@ -62,6 +71,7 @@ class OperatorConfig:
     metrics: ServerConfig = field(default_factory=lambda: ServerConfig(DEFAULT_METRICS_PORT))
     revocation: ServerConfig = field(default_factory=lambda: ServerConfig(DEFAULT_REVOCATION_PORT))
     revocation_mirror_interval: timedelta = timedelta(seconds=10)  # a standby's copy of the stored lists
+    pod_certificates: SignerSettings = field(default_factory=SignerSettings)
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     log_level: str = "INFO"
@@ -226,6 +236,27 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         _seconds,
         "seconds between a standby's reads of the stored revocation lists it answers from",
     )
+    add(
+        "--pod-certificate-workers",
+        "MTLS_POD_CERTIFICATE_WORKERS",
+        d.pod_certificates.workers,
+        int,
+        "PodCertificateRequests answered at once (a queue apart from the certificates')",
+    )
+    add(
+        "--pod-certificate-node-burst",
+        "MTLS_POD_CERTIFICATE_NODE_BURST",
+        d.pod_certificates.node_rate.burst,
+        int,
+        "PodCertificateRequests of one node answered at once before its rate applies",
+    )
+    add(
+        "--pod-certificate-node-rate",
+        "MTLS_POD_CERTIFICATE_NODE_RATE",
+        d.pod_certificates.node_rate.per_second,
+        _seconds,
+        "PodCertificateRequests of one node answered per second after the burst",
+    )
     p.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
@@ -311,6 +342,13 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Operat
         metrics=ServerConfig(args.metrics_port, args.metrics_bind_address),
         revocation=ServerConfig(args.revocation_port, args.revocation_bind_address),
         revocation_mirror_interval=timedelta(seconds=max(1.0, args.revocation_mirror_interval)),
+        pod_certificates=SignerSettings(
+            workers=max(1, args.pod_certificate_workers),
+            node_rate=NodeRate(
+                burst=max(1, args.pod_certificate_node_burst),
+                per_second=max(0.1, args.pod_certificate_node_rate),
+            ),
+        ),
         leader_election=LeaderElectionConfig(
             enabled=args.leader_elect,
             namespace=args.leader_elect_namespace,

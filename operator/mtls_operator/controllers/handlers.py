@@ -5,9 +5,9 @@ finalizers, progress or diff-base annotations: every API write is the operator's
 
 Secrets are watched with a server-side label selector (``mtls.dev/secret-role``): the API server sends only
 the Secrets the operator keeps and the CA Secrets users opted in, never the rest of the cluster's.
-Namespaces (labels and the operator's annotations) and MTLSClusterIssuers are watched when the operator
-lists cluster-scoped objects (it serves every namespace, or namespace globs), which is also when its RBAC
-may list them.
+Namespaces (labels and the operator's annotations), MTLSClusterIssuers and PodCertificateRequests are
+watched when the operator lists cluster-scoped objects (it serves every namespace, or namespace globs),
+which is also when its RBAC may list them.
 """
 
 from __future__ import annotations
@@ -110,5 +110,10 @@ def build_registry(config: OperatorConfig, *, cluster_scope: bool) -> kopf.Opera
         @kopf.on.event(GROUP, VERSION, CLUSTER_ISSUER_PLURAL, registry=registry)
         async def cluster_issuer_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
             _runtime(memo).intake.issuer_event(event.get("type"), event["object"])
+
+        # The Pod Certificate signer (KEP-4317): requests of the signer names issuers declare.
+        @kopf.on.event("certificates.k8s.io", "v1beta1", "podcertificaterequests", registry=registry)
+        async def pod_certificate_request_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+            _runtime(memo).podcerts.event(event.get("type"), event["object"])
 
     return registry

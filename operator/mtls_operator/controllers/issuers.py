@@ -43,6 +43,7 @@ from mtls_operator.k8s.resources import (
     patch_status,
     post_event,
     read_secret,
+    relabel_secret,
     write_secret,
 )
 from mtls_operator.pki.bundle import Anchors, anchors_of
@@ -134,6 +135,8 @@ class IssuerController:
             issuer, plan, ca, secret, facts, parent, now
         )
         self.states[key] = state
+        if facts.keeps_ca and facts.access is CASecretAccess.OWNED and secret is not None:
+            await self._label_for_watch(issuer, secret)
         await self.revocations.sync_issuer(
             *self.issuers.revocation_ref(key), issuer.revocation, state.ca, uid=issuer.meta.uid
         )
@@ -155,6 +158,22 @@ class IssuerController:
             if candidate is not None and candidate < when:
                 when = candidate
         self.ctx.work.schedule_issuer(key, when)
+
+    async def _label_for_watch(self, issuer: ParsedIssuer, secret: SecretObject) -> None:
+        """A CA Secret an older operator wrote lacks ``mtls.dev/secret-role`` (outside the label-selected
+        watch) and perhaps the issuer's UID (adopted because the issuer's status proves it used this CA):
+        add both once, data unchanged."""
+        annotations = {} if ANN_ISSUER_UID in secret.annotations else {ANN_ISSUER_UID: issuer.meta.uid}
+        if secret.labels.get(LABEL_SECRET_ROLE) == SECRET_ROLE_CA and not annotations:
+            return
+        try:
+            await relabel_secret(self.api, secret, {LABEL_SECRET_ROLE: SECRET_ROLE_CA}, annotations)
+        except ApiError as exc:
+            logger.info(
+                "CA Secret %s/%s not labelled for the watch yet: %s", secret.namespace, secret.name, exc
+            )
+            return
+        logger.info("Labelled CA Secret %s/%s for the watch.", secret.namespace, secret.name)
 
     def _parent(self, issuer: ParsedIssuer) -> IssuerState | None:
         return self.states.get(issuer.parent_key) if issuer.parent_key else None

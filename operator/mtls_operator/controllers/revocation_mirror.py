@@ -36,20 +36,20 @@ from mtls_operator.api.constants import ANN_ALLOWED_ISSUERS, ANN_CA_FOR_ISSUER, 
 from mtls_operator.api.issuer_policy import parse_revocation
 from mtls_operator.api.models import SpecError, parse_issuer_spec
 from mtls_operator.api.tls import CAError
-from mtls_operator.controllers.revocation import (
-    config_map_name,
-    config_map_path,
-    list_digest,
-    ownership_problem,
-    served_snapshot,
-    stored_from_config_map,
-)
+from mtls_operator.controllers.revocation import served_snapshot
 from mtls_operator.controllers.revocation_http import LIMITS, Responder, Served
 from mtls_operator.k8s.api import JSON, ApiClient, ApiError, group_path
 from mtls_operator.k8s.resources import SecretObject, read_secret
 from mtls_operator.observability.server import HttpLimits
 from mtls_operator.pki.ca import CAKeyPair, load_ca
 from mtls_operator.policy.ownership import names_in
+from mtls_operator.policy.revocations import (
+    config_map_name,
+    config_map_path,
+    list_digest,
+    ownership_problem,
+    stored_from_config_map,
+)
 
 logger = logging.getLogger("mtls_operator.revocation")
 Key = tuple[str, str]

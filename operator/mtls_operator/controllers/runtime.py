@@ -25,6 +25,7 @@ from mtls_operator.controllers.config import OperatorConfig
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.intake import Intake
 from mtls_operator.controllers.issuers import IssuerController
+from mtls_operator.controllers.podcerts import PodCertificateSigner
 from mtls_operator.controllers.resync import Resync
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.rollouts import RolloutManager
@@ -92,6 +93,8 @@ class Runtime:
             ctx, self.issuers, gatherer, writer, self.revocations, self.rollouts, budgets
         )
         self.intake = Intake(ctx, self.rollouts, self._forget_certificate, self._forget_issuer)
+        # PodCertificateRequests: their own queue and workers (a flood never delays certificates).
+        self.podcerts = PodCertificateSigner(ctx, self.issuers, self.revocations)
         self.resync = Resync(ctx, self.intake)
         self._background: set[asyncio.Task[None]] = set()
         self._idle_logged = (0, 0.0)
@@ -101,6 +104,7 @@ class Runtime:
 
     def start(self) -> None:
         self.queue.start()
+        self.podcerts.start()
         self.rollouts.start()
         self.resync.start()
         served = self.config.revocation
@@ -114,6 +118,7 @@ class Runtime:
         await self.resync.stop()
         await self.revocations.stop()
         await self.rollouts.stop()
+        await self.podcerts.stop()
         await self.queue.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         await self.api.close()

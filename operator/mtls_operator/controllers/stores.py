@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mtls_operator.api.objects import CertificateStatus, IssuerStatus, Key, ParsedCertificate, ParsedIssuer
+
+_K = TypeVar("_K")
 
 
 class _Index:
@@ -107,6 +110,7 @@ class IssuerStore:
         self._objects: dict[Key, ParsedIssuer] = {}
         self._by_secret: dict[Key, set[Key]] = defaultdict(set)  # (home, CA Secret) -> issuers
         self._children: dict[Key, set[Key]] = defaultdict(set)  # parent -> intermediates it signs
+        self._by_signer: dict[str, set[Key]] = defaultdict(set)  # pod-certificate signer name -> issuers
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -134,6 +138,8 @@ class IssuerStore:
             self._by_secret[(home, secret)].add(issuer.key)
         if issuer.parent_key is not None:
             self._children[issuer.parent_key].add(issuer.key)
+        if issuer.pod_signer:
+            self._by_signer[issuer.pod_signer].add(issuer.key)
         return old
 
     def remove(self, key: Key) -> ParsedIssuer | None:
@@ -144,6 +150,8 @@ class IssuerStore:
                 _discard(self._by_secret, (home, secret), key)
             if old.parent_key is not None:
                 _discard(self._children, old.parent_key, key)
+            if old.pod_signer:
+                _discard(self._by_signer, old.pod_signer, key)
         return old
 
     def update_status(self, key: Key, status: IssuerStatus) -> None:
@@ -158,8 +166,12 @@ class IssuerStore:
     def children(self, parent: Key) -> frozenset[Key]:
         return frozenset(self._children.get(parent, ()))
 
+    def signing_for(self, signer_name: str) -> frozenset[Key]:
+        """The issuers whose ``spec.podCertificates`` declares ``signer_name`` (in any namespace)."""
+        return frozenset(self._by_signer.get(signer_name, ()))
 
-def _discard(index: dict[Key, set[Key]], key: Key, value: Key) -> None:
+
+def _discard(index: dict[_K, set[Key]], key: _K, value: Key) -> None:
     values = index.get(key)
     if values is not None:
         values.discard(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from mtls_operator.api.constants import (
     Reason,
 )
 from mtls_operator.k8s.api import JSON, MERGE_PATCH, ApiClient, ApiError, core_path, group_path
+
+logger = logging.getLogger("mtls_operator.k8s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,32 @@ async def write_secret(api: ApiClient, body: JSON, *, replace_version: str | Non
     return decode_secret(replaced)
 
 
+async def relabel_secret(
+    api: ApiClient,
+    secret: SecretObject,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+) -> SecretObject:
+    """Replace ``secret`` with ``labels`` (and ``annotations``) added and everything else as read, guarded
+    by its resourceVersion (a 409 means someone wrote since: the caller decides again)."""
+    metadata: JSON = {
+        "name": secret.name,
+        "namespace": secret.namespace,
+        "labels": {**secret.labels, **labels},
+        "annotations": {**secret.annotations, **(annotations or {})},
+    }
+    if secret.owner_refs:
+        metadata["ownerReferences"] = [dict(ref) for ref in secret.owner_refs]
+    body: JSON = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": secret.type,
+        "data": encode_data(secret.data),
+    }
+    return await write_secret(api, body, replace_version=secret.resource_version)
+
+
 async def patch_status(api: ApiClient, plural: str, namespace: str, name: str, status: JSON) -> None:
     await api.request(
         "PATCH",
@@ -117,15 +146,17 @@ async def post_event(
     reason: Reason | str,
     message: str,
     now: datetime | None = None,
+    api_version: str = API_VERSION,
 ) -> None:
-    """Post a core/v1 Event about an object. Failures to post are swallowed: events are hints."""
+    """Post a core/v1 Event about an object (of this project's API unless ``api_version`` says otherwise).
+    Failures to post are logged and swallowed: events are hints."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{name}.", "namespace": namespace},
         "involvedObject": {
-            "apiVersion": API_VERSION,
+            "apiVersion": api_version,
             "kind": kind,
             "name": name,
             "namespace": namespace,
@@ -143,8 +174,8 @@ async def post_event(
     }
     try:
         await api.request("POST", core_path(namespace, "events"), body=body)
-    except ApiError:
-        pass
+    except (ApiError, OSError, TimeoutError) as exc:
+        logger.warning("Cannot post the %s event about %s %s/%s: %s", reason, kind, namespace, name, exc)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -228,6 +228,13 @@ class Metrics:
             ["verb"],
             registry=None,
         )
+        self.pod_certificate_requests_total = Counter(
+            "mtls_pod_certificate_requests",
+            "PodCertificateRequests the operator answered, by signer name, result (Issued, Denied, "
+            "Failed) and reason.",
+            ["signer", "result", "reason"],
+            registry=None,
+        )
         self.leader = Gauge(
             "mtls_leader_election_is_leader",
             "1 when this replica is the active writer (always 1 without --leader-elect), 0 on a standby.",
@@ -242,6 +249,7 @@ class Metrics:
             self.rollout_restarts_total,
             self.rollout_blocked_total,
             self.api_writes_total,
+            self.pod_certificate_requests_total,
             self.leader,
             self.build_info,
         ):
@@ -324,6 +332,11 @@ class Metrics:
     def rollout_blocked(self, *, reason: str) -> None:
         """A restart was not made (loop guard, pacing...): reason is a Reason value."""
         self.rollout_blocked_total.labels(reason=reason).inc()
+
+    def pod_certificate_request(self, *, signer: str, result: str, reason: str) -> None:
+        """A PodCertificateRequest was answered: signer is its signer name (one per issuer that declares
+        spec.podCertificates), result its condition type, reason the condition's reason."""
+        self.pod_certificate_requests_total.labels(signer=signer, result=result, reason=reason).inc()
 
     def api_write(self, *, verb: str) -> None:
         """The operator made one API write (POST, PUT, PATCH, DELETE)."""

@@ -18,6 +18,8 @@ from mtls_operator.api.constants import (
     CLUSTER_ISSUER_PLURAL,
     FINALIZER_REVOKE,
     ISSUER_PLURAL,
+    LABEL_SECRET_ROLE,
+    SECRET_ROLE_CERTIFICATE,
     ConditionType,
     Reason,
 )
@@ -39,6 +41,7 @@ from mtls_operator.k8s.resources import (
     post_event,
     read_namespace,
     read_secret,
+    relabel_secret,
     set_finalizers,
 )
 from mtls_operator.policy import backoff
@@ -119,7 +122,29 @@ class CertificateController:
         gathered = await self.gatherer.gather(cert, now)
         decision = plan(gathered.input)
         await self._act(cert, gathered, decision, now)
+        if decision.action not in (Action.ISSUE, Action.REFRESH_TRUST):
+            await self._label_for_watch(gathered)
         await self._keep_finalizer(key)
+
+    async def _label_for_watch(self, g: Gathered) -> None:
+        """A Secret of this certificate written before Secrets carried ``mtls.dev/secret-role`` (an upgrade
+        from an older operator) is outside the label-selected Secret watch: label it once, keeping its
+        data, so a change to it is seen at once instead of at the next resync. Not a re-issue."""
+        secret = g.secret
+        if secret is None or not g.input.secret.owned or LABEL_SECRET_ROLE in secret.labels:
+            return
+        try:
+            await relabel_secret(self.api, secret, {LABEL_SECRET_ROLE: SECRET_ROLE_CERTIFICATE})
+        except ApiError as exc:
+            logger.info("Secret %s/%s not labelled for the watch yet: %s", secret.namespace, secret.name, exc)
+            return
+        logger.info(
+            "Labelled Secret %s/%s %s=%s.",
+            secret.namespace,
+            secret.name,
+            LABEL_SECRET_ROLE,
+            SECRET_ROLE_CERTIFICATE,
+        )
 
     async def _issuer_exists(self, issuer: Key) -> bool:
         """Whether the issuer is in the store, or (not delivered by its watch yet) in the API server."""
