@@ -29,16 +29,13 @@ from test_cluster_issuer import (
     wait_cluster_issuer_ready,
 )
 from test_interop import SERVER_NAME, require, which
-from test_interop_dual import Dual, s_client
+from test_interop_dual import ECDSA, MLDSA_65, Dual, s_client
 
 from helpers import wait_for
 from mtls_objects import create_certificate, create_issuer, secret_data, wait_issuer_ready, wait_ready
 from mtls_operator.cli.tlsio import EchoServer, client_handshake
 
 pytestmark = pytest.mark.slow
-
-MLDSA_65 = {"algorithm": "MLDSA", "size": 65}
-ECDSA = {"algorithm": "ECDSA", "size": 256}
 
 
 def roots_of(pem: bytes | str) -> dict[str, str]:

@@ -268,7 +268,7 @@ def cmd_algorithms(args: argparse.Namespace, out: Printer) -> int:
 
 
 def cmd_probe(args: argparse.Namespace, out: Printer) -> int:
-    host, port = _host_port(args.target)
+    host, port = _host_port(args.target, "The probe's target")
     pairs = _certificate_pairs(args)
     if args.ca is not None and not args.ca.is_file():
         raise CommandError(f"--ca {args.ca}: no such file.")
@@ -345,10 +345,10 @@ def cmd_verify(args: argparse.Namespace, out: Printer) -> int:
     return EXIT_OK if doc["ok"] else EXIT_FAILED
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def _host_port(text: str, what: str = "--connect") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise CommandError(f"--connect {text!r} must be HOST:PORT, e.g. 127.0.0.1:8443.")
+        raise CommandError(f"{what} {text!r} must be HOST:PORT, e.g. 127.0.0.1:8443.")
     return host.strip("[]"), int(port)
 
 
