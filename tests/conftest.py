@@ -91,7 +91,10 @@ def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, controlplane_binaries: Binaries
 ) -> Iterator[Cluster]:
     run_dir = tmp_path_factory.mktemp("controlplane")
-    plane = ControlPlane.start(run_dir, bin_dir=controlplane_binaries.bin_dir, die_with_parent=True)
+    # The audit log records what each operator a test runs asked of the API server (tests/audit.py).
+    plane = ControlPlane.start(
+        run_dir, bin_dir=controlplane_binaries.bin_dir, die_with_parent=True, audit=True
+    )
     request.config.stash[CONTROL_PLANE] = plane
     api_client = None
     try:

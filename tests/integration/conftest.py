@@ -46,9 +46,10 @@ FAST_ROLLOUTS = {
 
 @pytest.fixture(scope="session")
 def operator(crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """The operator, watching every namespace, with a short retry base so backoff is testable."""
+    """The operator, watching the namespaces `t-*`, with a short retry base so backoff is testable; it logs
+    in as a user of its own, so the audit log tells its requests apart (`operator.writes()`)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(crds.kubeconfig, log, "--namespace", "t-*", env=FAST_ROLLOUTS)
+    proc = OperatorProcess.audited(crds, log, "--namespace", "t-*", env=FAST_ROLLOUTS)
     proc.start()
     yield proc
     proc.stop()
