@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,17 @@ class OperatorProcess:
             raise AssertionError("this operator serves no metrics: give it a --metrics-port")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return str(response.read().decode())
+
+    def ready_certificates(self, namespace: str) -> int:
+        """How many certificates of `namespace` this operator has judged Ready (its ready-status series):
+        a point from which on it has looked at them, for tests that then watch what it does next."""
+        prefix = f'mtls_certificate_ready_status{{namespace="{namespace}",name="'
+        ready = re.compile(r'[^"]+",condition="True"\} 1(\.0)?')
+        return sum(
+            1
+            for line in self.metrics().splitlines()
+            if line.startswith(prefix) and ready.fullmatch(line[len(prefix) :])
+        )
 
     def start(self) -> OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1", **self.env}

@@ -7,7 +7,6 @@ in as a user of its own: its writes are read from the API server's audit log, no
 from __future__ import annotations
 
 import base64
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,17 +32,6 @@ def _ready_count(cluster: Any, namespace: str) -> int:
         "mtls.dev", "v1alpha1", namespace, "mtlscertificates"
     )
     return sum(1 for obj in items["items"] if (condition(obj) or {}).get("status") == "True")
-
-
-def ready_in_metrics(operator: OperatorProcess, namespace: str) -> int:
-    """How many certificates of `namespace` the operator has judged Ready (its ready-status series)."""
-    prefix = f'mtls_certificate_ready_status{{namespace="{namespace}",name="'
-    ready = re.compile(r'[^"]+",condition="True"\} 1(\.0)?')
-    return sum(
-        1
-        for line in operator.metrics().splitlines()
-        if line.startswith(prefix) and ready.fullmatch(line[len(prefix) :])
-    )
 
 
 def _secret_creations(operator: OperatorProcess, namespace: str, since: int) -> int:
@@ -186,7 +174,7 @@ def test_restart_writes_nothing_when_all_is_valid(
     try:
         # The restarted operator has judged every certificate (its Ready series), then stays quiet.
         wait_for(
-            lambda: ready_in_metrics(second, ns) == count,
+            lambda: second.ready_certificates(ns) == count,
             timeout=60,
             message="the restarted operator judged every certificate Ready",
         )
