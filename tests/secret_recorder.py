@@ -10,11 +10,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from tls_checks import key_matches_certificate
 
 REVISION = "mtls.dev/revision"
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 @dataclass(frozen=True)
@@ -24,15 +22,6 @@ class SecretVersion:
     resource_version: str
     key_digest: str
     matches: bool  # tls.key is the key of tls.crt's public key
-
-
-def key_matches_certificate(cert_pem: bytes, key_pem: bytes) -> bool:
-    try:
-        leaf = x509.load_pem_x509_certificates(cert_pem)[0]
-        key = serialization.load_pem_private_key(key_pem, None)
-    except ValueError:
-        return False
-    return bool(key.public_key().public_bytes(*_SPKI) == leaf.public_key().public_bytes(*_SPKI))
 
 
 class SecretRecorder:

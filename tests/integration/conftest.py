@@ -68,6 +68,26 @@ def own_namespace(cluster: Any) -> Iterator[str]:
     cluster.core.delete_namespace(name)
 
 
+@pytest.fixture
+def tls_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The TLS secrets of this test's handshakes (tests/tls_wire.py reads what they negotiated off the
+    wire with them): pyOpenSSL's (tlsio's contexts get a key-log callback) and, in the file ``.path``,
+    those of any peer told to write there (Node's --tls-keylog, SSLKEYLOGFILE, Python's keylog_filename)."""
+    from mtls_operator.cli import tlsio
+    from tls_wire import KeyLog
+
+    keys = KeyLog(tmp_path / "tls-keys.log")
+    original = tlsio._context
+
+    def with_keylog(*args: Any, **kwargs: Any) -> Any:
+        ctx = original(*args, **kwargs)
+        ctx.set_keylog_callback(lambda _conn, line: keys.add(line))
+        return ctx
+
+    monkeypatch.setattr(tlsio, "_context", with_keylog)
+    return keys
+
+
 @pytest.fixture(scope="module")
 def helm(controlplane_binaries: Any) -> str:
     """The helm binary built with the control plane; missing fails under CI=true, else skips."""
