@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import uuid
 from collections.abc import Generator, Iterator
@@ -140,6 +141,21 @@ def node(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[Node]:
     finally:
         del request.config.stash[NODE]
         started.stop()
+
+
+@pytest.fixture(scope="session")
+def openssl() -> str:
+    """The `openssl` command line (Debian's package; `make interop-deps` installs it). Without it a test
+    skips, naming the target; with CI=true it fails instead, so CI never passes by skipping."""
+    found = shutil.which("openssl") or next(
+        (str(p) for p in (Path("/usr/bin/openssl"),) if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        message = "the openssl command line is not installed: `make interop-deps` installs it"
+        if _in_ci():
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
+    return found
 
 
 def _namespace_name(test_name: str) -> str:
