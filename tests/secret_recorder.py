@@ -21,6 +21,7 @@ class SecretVersion:
     revision: str
     resource_version: str
     key_digest: str
+    cert_digest: str  # of tls.crt: one issuance
     matches: bool  # tls.key is the key of tls.crt's public key
 
 
@@ -34,7 +35,8 @@ class SecretRecorder:
 
         self.namespace = namespace
         self.versions: list[SecretVersion] = []
-        self.published: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.published: dict[tuple[str, str], set[str]] = defaultdict(set)  # key digests
+        self.issued: dict[tuple[str, str], set[str]] = defaultdict(set)  # certificate digests
         self.failure: str | None = None
         self._stopped = threading.Event()
         self._watch = watch.Watch()
@@ -70,15 +72,18 @@ class SecretRecorder:
         if REVISION not in annotations or "tls.key" not in data or "tls.crt" not in data:
             return
         key_pem = base64.b64decode(data["tls.key"])
+        cert_pem = base64.b64decode(data["tls.crt"])
         version = SecretVersion(
             name=secret.metadata.name,
             revision=annotations[REVISION],
             resource_version=secret.metadata.resource_version,
             key_digest=hashlib.sha256(key_pem).hexdigest(),
-            matches=key_matches_certificate(base64.b64decode(data["tls.crt"]), key_pem),
+            cert_digest=hashlib.sha256(cert_pem).hexdigest(),
+            matches=key_matches_certificate(cert_pem, key_pem),
         )
         self.versions.append(version)
         self.published[(version.name, version.revision)].add(version.key_digest)
+        self.issued[(version.name, version.revision)].add(version.cert_digest)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -95,6 +100,10 @@ class SecretRecorder:
     def doubles(self) -> dict[tuple[str, str], set[str]]:
         """(Secret, revision) published with more than one key."""
         return {k: v for k, v in self.published.items() if len(v) > 1}
+
+    def reissued_in_place(self) -> dict[tuple[str, str], set[str]]:
+        """(Secret, revision) that held more than one certificate: two issuances won one revision."""
+        return {k: v for k, v in self.issued.items() if len(v) > 1}
 
     def mismatched(self) -> list[SecretVersion]:
         """Versions whose tls.key is not the key of their tls.crt."""

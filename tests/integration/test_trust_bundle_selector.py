@@ -40,9 +40,7 @@ def neighbours(cluster: Any, namespace: str) -> Iterator[dict[str, str]]:
     for role, (labels, notes) in roles.items():
         name = f"t-bundle-{role}-{suffix}"
         cluster.core.create_namespace(
-            client.V1Namespace(
-                metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=notes)
-            )
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=notes))
         )
         names[role] = name
     names["selector"] = label["mesh"]
