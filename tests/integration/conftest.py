@@ -105,8 +105,8 @@ PROMPT_ROLLOUTS = {"MTLS_ROLLOUT_COALESCE": "1", "MTLS_ROLLOUT_MIN_INTERVAL": "1
 @pytest.fixture
 def prompt_operator(own_namespace: str, crds: Any, tmp_path: Path) -> Iterator[OperatorProcess]:
     """An operator watching only `own_namespace`, restarting workloads promptly after a renewal."""
-    proc = OperatorProcess(
-        crds.kubeconfig, tmp_path / "operator.log", "--namespace", own_namespace, env=PROMPT_ROLLOUTS
+    proc = OperatorProcess.audited(
+        crds, tmp_path / "operator.log", "--namespace", own_namespace, env=PROMPT_ROLLOUTS
     )
     proc.start()
     yield proc

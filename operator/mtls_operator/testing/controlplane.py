@@ -56,18 +56,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
-    "Binaries",
     "AUDITED_GROUP",
+    "Binaries",
     "BinariesMissingError",
     "ControlPlane",
     "ControlPlaneError",
     "RunState",
+    "audit_policy",
     "find_binaries",
     "k8s_version_from_go_mod",
     "main",
     "pick_free_ports",
     "port_in_use",
-    "audit_policy",
     "read_run_state",
     "render_kubeconfig",
 ]
