@@ -25,6 +25,10 @@ from typing import Any
 from mtls_operator.testing.controlplane import AUDITED_GROUP, WRITE_VERBS, ControlPlane, render_kubeconfig
 
 WRITES = frozenset(WRITE_VERBS)
+# What one issuance costs, as `kinds` counts it: the Secret created (a first issuance) or replaced (a
+# re-issue), one status patch, one Event. The README's "at most 3 writes".
+ISSUANCE_WRITES = Counter({"create secrets": 1, "patch mtlscertificates/status": 1, "create events": 1})
+REISSUE_WRITES = Counter({"update secrets": 1, "patch mtlscertificates/status": 1, "create events": 1})
 # `kind` of the involvedObject of an Event about a certificate
 CERTIFICATE_KIND = "MTLSCertificate"
 

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import base64
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from api_audit import kinds, per_certificate, show
+from api_audit import ISSUANCE_WRITES, kinds, per_certificate, show
 from helpers import free_port, wait_for
 from mtls_objects import condition, create_certificate, create_issuer, self_signed, wait_issuer_ready
 from operator_process import OperatorProcess
 from secret_recorder import SecretRecorder
 
 BURST = 200
-# What one issuance costs, from the API server's audit log: the Secret's creation, one status patch and
-# one Event.
-ISSUANCE_WRITES = Counter({"create secrets": 1, "patch mtlscertificates/status": 1, "create events": 1})
 
 
 def _ready_count(cluster: Any, namespace: str) -> int:

@@ -18,14 +18,13 @@ from typing import Any
 
 from tests.helpers import Cluster, free_port, wait_for
 
-from api_audit import audited_identity, kinds, per_certificate, show
+from api_audit import ISSUANCE_WRITES, audited_identity, kinds, per_certificate, show
 from mtls_objects import create_certificate, create_issuer, get, self_signed, wait_issuer_ready, wait_ready
 from operator_process import OperatorProcess
 
 LEASE_DURATION = 15.0
 RETRY_PERIOD = 2.0
 LEASE = "mtls-operator"
-ISSUANCE_WRITES = Counter({"create secrets": 1, "patch mtlscertificates/status": 1, "create events": 1})
 
 
 class Candidate(OperatorProcess):

@@ -5,12 +5,11 @@ Secrets say, at the price of one issuance each (read from the API server's audit
 from __future__ import annotations
 
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from api_audit import kinds, per_certificate, show
+from api_audit import REISSUE_WRITES, kinds, per_certificate, show
 from helpers import wait_for
 from mtls_objects import (
     condition,
@@ -25,7 +24,6 @@ from mtls_objects import (
 from operator_process import OperatorProcess
 from tls_checks import key_matches_certificate
 
-REISSUE_WRITES = Counter({"update secrets": 1, "patch mtlscertificates/status": 1, "create events": 1})
 PROMPTLY = 20.0  # seconds from the restarted operator's start to both Secrets renewed
 
 

@@ -5,7 +5,6 @@ issuance: what the API server's audit log recorded of the operator's writes abou
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from kubernetes import client
 
-from api_audit import kinds, per_certificate, show
+from api_audit import REISSUE_WRITES, kinds, per_certificate, show
 from helpers import wait_for
 from mtls_objects import (
     condition,
@@ -31,8 +30,6 @@ from mtls_objects import (
 )
 from tls_checks import key_matches_certificate
 
-# One re-issue, as the API server saw it: the Secret replaced, one status patch, one Event.
-REISSUE_WRITES = Counter({"update secrets": 1, "patch mtlscertificates/status": 1, "create events": 1})
 BASE: dict[str, Any] = {
     "secretName": "web-tls",
     "issuerRef": {"name": "ca"},
