@@ -35,6 +35,7 @@ class OperatorProcess:
         self.log_path = log_path
         self.user = user
         self.audit = audit
+        self.born = audit.mark() if audit is not None else 0  # nothing of this user comes before
         # Several operators run at once in tests: no fixed metrics port unless a test asks for one.
         self.args = list(args) if "--metrics-port" in args else [*args, "--metrics-port", "0"]
         # Likewise no fixed revocation responder port (9403) unless the test sets one.
@@ -58,15 +59,15 @@ class OperatorProcess:
             )
         return self.audit, self.user
 
-    def writes(self, *, since: int = 0, namespace: str | None = None) -> list[Request]:
-        """The writes this operator made after `since` (an `AuditLog.mark()`), as the API server saw them."""
+    def writes(self, *, since: int | None = None, namespace: str | None = None) -> list[Request]:
+        """The writes this operator made (after `since`, an `AuditLog.mark()`), as the API server saw them."""
         audit, user = self._audit()
-        return audit.writes(user, since=since, namespace=namespace)
+        return audit.writes(user, since=self.born if since is None else since, namespace=namespace)
 
-    def denied(self, *, since: int = 0) -> list[Request]:
+    def denied(self, *, since: int | None = None) -> list[Request]:
         """This operator's requests the API server refused (401, 403)."""
         audit, user = self._audit()
-        return audit.denied(user, since=since)
+        return audit.denied(user, since=self.born if since is None else since)
 
     def metrics(self) -> str:
         """The operator's /metrics text (it must have been given a `--metrics-port`)."""

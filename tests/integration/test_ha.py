@@ -136,6 +136,7 @@ def test_the_standby_takes_over_when_the_leader_dies_and_nothing_is_issued_twice
 ) -> None:
     ns = own_namespace
     audit = cluster.audit
+    start = audit.mark()
     holds = holder(cluster, ns)
     a = Candidate(cluster, tmp_path / "a.log", ns).start()
     b: Candidate | None = None
@@ -171,8 +172,10 @@ def test_the_standby_takes_over_when_the_leader_dies_and_nothing_is_issued_twice
         }
         assert holds(a) and not holds(b)
         # Exactly one writes: the standby wrote nothing at all, not even to the Lease.
-        assert b.writes() == [], show(b.writes())
-        assert {r.resource for r in a.writes(since=joined)} >= {"secrets", "leases"}, show(a.writes())
+        assert b.writes(since=start) == [], show(b.writes(since=start))
+        assert {r.resource for r in a.writes(since=joined)} >= {"secrets", "leases"}, show(
+            a.writes(since=start)
+        )
         transitions = lease_spec(cluster, ns).lease_transitions
 
         takeover_mark = audit.mark()

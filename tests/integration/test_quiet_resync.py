@@ -33,6 +33,7 @@ def test_resyncs_that_find_nothing_changed_write_nothing(
 ) -> None:
     ns = own_namespace
     audit = cluster.audit
+    start = audit.mark()
     operator = OperatorProcess.audited(
         cluster, tmp_path / "op.log", "--namespace", ns, env={"MTLS_RESYNC_INTERVAL": str(RESYNC)}
     ).start()
@@ -50,7 +51,7 @@ def test_resyncs_that_find_nothing_changed_write_nothing(
 
         # Issued, as the API server saw it: every certificate's Event is in the audit log.
         def issued() -> bool:
-            by_cert = per_certificate(operator.writes(namespace=ns), secrets)
+            by_cert = per_certificate(operator.writes(since=start, namespace=ns), secrets)
             return all(kinds(by_cert[c])["create events"] == 1 for c in secrets)
 
         wait_for(issued, timeout=60, message="every certificate issued")
