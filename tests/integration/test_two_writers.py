@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 
 from api_audit import show
@@ -33,15 +32,9 @@ from secret_recorder import SecretRecorder
 from tls_checks import key_matches_certificate
 
 COUNT = 20
-# Renewal races per test: the bug below shows in every run of four rounds (9 to 19 of 20 Secrets with two
-# keys for one revision in the runs measured), and in about half of the single rounds.
+# Renewal races per test: before the write guard was the judged resourceVersion, four rounds showed
+# 9 to 19 of 20 Secrets with two keys for one revision in every run measured.
 ROUNDS = 4
-RACE_BUG = (
-    "operator bug: a decision taken from the Secret cache is written with the resourceVersion of a fresh "
-    "read (certificates/issuing.py Issuer.issue reads the Secret for the write guard when the verdict came "
-    "from the cache), so an operator that decided on revision N-1 from its cache replaces the other "
-    "operator's revision N, written meanwhile, with its own key: two keys published for one revision"
-)
 
 
 def _revisions(cluster: Any, namespace: str) -> dict[str, int]:
@@ -62,7 +55,6 @@ def test_two_operators_issuing_at_once_never_publish_two_keys_for_one_revision(
     race(cluster, own_namespace, tmp_path, rounds=0)
 
 
-@pytest.mark.xfail(strict=True, reason=RACE_BUG)
 def test_two_operators_renewing_at_once_never_publish_two_keys_for_one_revision(
     crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
 ) -> None:
