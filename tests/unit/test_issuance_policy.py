@@ -586,7 +586,8 @@ def test_a_refusal_names_the_kind_of_issuer_whose_policy_refuses() -> None:
     spec = cert(dns_names=("api.other.svc",), issuer_ref=IssuerRef("mesh", "MTLSClusterIssuer"))
     found = evaluate(POLICY, spec, "team-a", TEAM_A)
     assert found is not None
-    assert found.message.startswith("dnsNames entry api.other.svc is not allowed by MTLSClusterIssuer policy: ")
+    expected = "dnsNames entry api.other.svc is not allowed by MTLSClusterIssuer policy: "
+    assert found.message.startswith(expected)
 
 
 @pytest.mark.parametrize(
