@@ -581,6 +581,15 @@ def test_policy_field_semantics(raw: Any, spec: CertificateSpec, expected: str |
         assert violation.reason is Reason.POLICY_DENIED
 
 
+def test_a_refusal_names_the_kind_of_issuer_whose_policy_refuses() -> None:
+    """The sentence says whose policy it is: a namespace's MTLSIssuer or an MTLSClusterIssuer."""
+    spec = cert(dns_names=("api.other.svc",), issuer_ref=IssuerRef("mesh", "MTLSClusterIssuer"))
+    found = evaluate(POLICY, spec, "team-a", TEAM_A)
+    assert found is not None
+    expected = "dnsNames entry api.other.svc is not allowed by MTLSClusterIssuer policy: "
+    assert found.message.startswith(expected)
+
+
 @pytest.mark.parametrize(
     ("expression", "labels", "matches"),
     [

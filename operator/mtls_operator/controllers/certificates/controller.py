@@ -242,11 +242,11 @@ class CertificateController:
         try:
             if refreshed:
                 written = await self.issuer.refresh_trust(
-                    cert, spec, state, decision, g.secret, revision, now
+                    cert, spec, state, decision, g.secret, g.judged_version, revision, now
                 )
             else:
                 written = await self.issuer.issue(
-                    cert, spec, state, decision, g.secret, g.input.secret.exists, revision, now
+                    cert, spec, state, decision, g.secret, g.judged_version, revision, now
                 )
         except ConflictError:
             logger.info("Secret %s/%s changed while issuing; deciding again.", key[0], spec.secret_name)
