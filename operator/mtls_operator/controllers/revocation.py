@@ -50,7 +50,7 @@ from typing import Final
 
 from mtls_operator.api import conditions as cond
 from mtls_operator.api.constants import ISSUER_KIND, ISSUER_PLURAL, Reason
-from mtls_operator.api.issuer_policy import RevocationSpec
+from mtls_operator.api.trust_lifecycle import RevocationSpec
 from mtls_operator.controllers.revocation_http import LIMITS, Responder, Served
 from mtls_operator.controllers.revocation_store import Clock, IssuerRevocations, Key, RevocationsConfigMap
 from mtls_operator.k8s.api import ApiClient, ApiError

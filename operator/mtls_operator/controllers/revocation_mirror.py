@@ -33,9 +33,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from mtls_operator.api.constants import ANN_ALLOWED_ISSUERS, ANN_CA_FOR_ISSUER, GROUP, ISSUER_PLURAL, VERSION
-from mtls_operator.api.issuer_policy import parse_revocation
 from mtls_operator.api.models import SpecError, parse_issuer_spec
 from mtls_operator.api.tls import CAError
+from mtls_operator.api.trust_lifecycle import parse_revocation
 from mtls_operator.controllers.revocation_http import LIMITS, Responder, Served
 from mtls_operator.controllers.revocation_store import served_snapshot
 from mtls_operator.k8s.api import JSON, ApiClient, ApiError, group_path

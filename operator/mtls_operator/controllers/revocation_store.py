@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from mtls_operator.api.constants import Reason
-from mtls_operator.api.issuer_policy import DEFAULT_CRL_VALIDITY, RevocationSpec
 from mtls_operator.api.tls import CAError
+from mtls_operator.api.trust_lifecycle import DEFAULT_CRL_VALIDITY, RevocationSpec
 from mtls_operator.controllers.revocation_http import Served
 from mtls_operator.k8s.api import ApiClient, ApiError
 from mtls_operator.pki.ca import CAKeyPair

@@ -13,8 +13,8 @@ import logging
 from datetime import datetime, timedelta
 
 from mtls_operator.api.constants import CERTIFICATE_PLURAL, FINALIZER_REVOKE
-from mtls_operator.api.issuer_policy import RevocationPolicy
 from mtls_operator.api.objects import Key, ParsedCertificate
+from mtls_operator.api.trust_lifecycle import RevocationPolicy
 from mtls_operator.controllers.certificates.gather import Gatherer
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.revocation import Revocations
