@@ -35,13 +35,9 @@ from mtls_operator.api.constants import (
     ISSUER_PLURAL,
     VERSION,
 )
-from mtls_operator.api.issuer_policy import (
-    parse_ca_rotation,
-    parse_issuer_policy,
-    parse_revocation,
-    parse_trust_bundle,
-)
+from mtls_operator.api.issuer_policy import parse_issuer_policy
 from mtls_operator.api.models import SpecError, parse_certificate_spec, parse_issuer_spec
+from mtls_operator.api.trust_lifecycle import parse_ca_rotation, parse_revocation, parse_trust_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ from mtls_operator.api.constants import (
     Reason,
 )
 from mtls_operator.api.errors import CAError, ReasonedError, RefError, SpecError, TLSMaterialError, Violation
-from mtls_operator.api.issuer_policy import RevocationPolicy
 from mtls_operator.api.objects import (
     MAX_REQUEST_TOKEN,
     CertificateStatus,
@@ -33,6 +32,7 @@ from mtls_operator.api.objects import (
     parse_token,
 )
 from mtls_operator.api.rotation import Phase, RotationState
+from mtls_operator.api.trust_lifecycle import RevocationPolicy
 
 # ---------------------------------------------------------------------------------------------------------
 # Bodies as the watch delivers them

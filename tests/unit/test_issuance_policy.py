@@ -12,23 +12,15 @@ from typing import Any
 import pytest
 
 from mtls_operator.api.constants import Reason
+from mtls_operator.api.fields import LabelSelector
 from mtls_operator.api.issuer_policy import (
     DEFAULT_ALLOWED_USAGES,
     SUBJECT_FIELDS,
     AllowedSubject,
-    CARotationSpec,
     IssuerPolicy,
-    LabelSelector,
-    RevocationPolicy,
-    RevocationSpec,
     SpiffeSpec,
-    TrustBundleSpec,
-    parse_ca_rotation,
     parse_issuer_policy,
-    parse_revocation,
-    parse_revocation_policy,
     parse_spiffe,
-    parse_trust_bundle,
     spiffe_uri,
     with_spiffe_uri,
 )
@@ -43,6 +35,16 @@ from mtls_operator.api.models import (
     Usage,
     parse_certificate_spec,
     parse_issuer_spec,
+)
+from mtls_operator.api.trust_lifecycle import (
+    CARotationSpec,
+    RevocationPolicy,
+    RevocationSpec,
+    TrustBundleSpec,
+    parse_ca_rotation,
+    parse_revocation,
+    parse_revocation_policy,
+    parse_trust_bundle,
 )
 from mtls_operator.policy.certificate import Violation
 from mtls_operator.policy.issuance_policy import evaluate, glob_matches, selector_matches

@@ -23,7 +23,7 @@ from mtls_operator.controllers.issuers import IssuerState
 from mtls_operator.controllers.podcerts import PodCertificateSigner
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.policy.certificate import IssuerView
-from mtls_operator.policy.podcert import NodeRate
+from mtls_operator.policy.podcert_routing import NodeRate
 
 NS = "team-a"
 SIGNER = f"mtls.dev/{NS}.mesh"

@@ -16,8 +16,8 @@ from cryptography.x509 import ocsp as x509_ocsp
 from tests.unit.pki_factory import ECDSA_P256, NOW, build_cert, key
 from tests.unit.test_revocation_store import CM_PATH, ISSUER, NS, T0, FakeApi, _store
 
-from mtls_operator.api.issuer_policy import parse_revocation
 from mtls_operator.api.models import SelfSignedCASpec
+from mtls_operator.api.trust_lifecycle import parse_revocation
 from mtls_operator.controllers.revocation_mirror import RevocationMirror
 from mtls_operator.k8s.api import ApiClient
 from mtls_operator.pki import ca as pki_ca

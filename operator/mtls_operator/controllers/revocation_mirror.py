@@ -43,11 +43,11 @@ from mtls_operator.api.constants import (
     ISSUER_PLURAL,
     VERSION,
 )
-from mtls_operator.api.issuer_policy import parse_revocation
 from mtls_operator.api.models import SpecError, parse_issuer_spec
 from mtls_operator.api.tls import CAError
-from mtls_operator.controllers.revocation import served_snapshot
+from mtls_operator.api.trust_lifecycle import parse_revocation
 from mtls_operator.controllers.revocation_http import LIMITS, Responder, Served
+from mtls_operator.controllers.revocation_store import served_snapshot
 from mtls_operator.k8s.api import JSON, ApiClient, ApiError, group_path
 from mtls_operator.k8s.resources import SecretObject, read_secret
 from mtls_operator.observability.server import HttpLimits

@@ -24,14 +24,8 @@ from dataclasses import dataclass
 
 from mtls_operator.api.constants import Reason
 from mtls_operator.api.durations import format_duration
-from mtls_operator.api.issuer_policy import (
-    DEFAULT_ALLOWED_USAGES,
-    SUBJECT_FIELDS,
-    IssuerPolicy,
-    LabelSelector,
-    LabelSelectorRequirement,
-    SelectorOperator,
-)
+from mtls_operator.api.fields import LabelSelector, LabelSelectorRequirement, SelectorOperator
+from mtls_operator.api.issuer_policy import DEFAULT_ALLOWED_USAGES, SUBJECT_FIELDS, IssuerPolicy
 from mtls_operator.api.models import CertificateSpec, KeyAlgorithm, Usage
 from mtls_operator.policy.certificate import Violation
 
