@@ -310,9 +310,9 @@ STACK_NAMES = {"pyopenssl": "pyOpenSSL (OpenSSL 4)", "node": "Node.js 26", "go":
 # Node's server API cannot tell which group was negotiated (getEphemeralKeyInfo is client-only); the
 # client in the same handshake reports it.
 REPORTS_GROUP_AS_SERVER = {"pyopenssl", "go"}
-# Go's crypto/tls writes secrets only to a tls.Config.KeyLogWriter, which e2e/interop/go/main.go does not
-# set: a handshake between two Go peers cannot be opened (the other pairs use the key log of their
-# pyOpenSSL or Node side).
+# Go's crypto/tls writes secrets only to a tls.Config.KeyLogWriter; e2e/interop/go/main.go sets one from
+# SSLKEYLOGFILE. A Go peer built before it did cannot have a handshake between two Go peers opened (the
+# other pairs use the key log of their pyOpenSSL or Node side).
 GO_WRITES_NO_KEY_LOG = (
     "the Go peer writes no key log (e2e/interop/go/main.go sets no tls.Config.KeyLogWriter from "
     "SSLKEYLOGFILE): the signature scheme of a Go-to-Go handshake cannot be read off the wire"

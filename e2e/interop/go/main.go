@@ -164,13 +164,23 @@ func config(certs, keys files, ca string) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", ca)
 	}
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: pairs,
 		RootCAs:      pool,
 		ClientCAs:    pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-	}, nil
+	}
+	// The handshake secrets, for tests that read what was negotiated off the wire (NSS key log format,
+	// as OpenSSL, curl and Node write it): Go writes them only to a KeyLogWriter.
+	if path := os.Getenv("SSLKEYLOGFILE"); path != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("SSLKEYLOGFILE: %w", err)
+		}
+		cfg.KeyLogWriter = f
+	}
+	return cfg, nil
 }
 
 func client(args []string) int {
