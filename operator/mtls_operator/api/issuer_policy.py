@@ -32,12 +32,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from mtls_operator.api.durations import DurationError, parse_duration
-from mtls_operator.api.fields import SUBDOMAIN, as_mapping, optional_strs, parse_label_selector
-
-# The names imported as themselves (``X as X``: LabelSelector here, the api.trust_lifecycle ones below) are
-# re-exported only for api/objects.py and controllers/trust.py, which import them from here and are being
-# edited elsewhere; once those import api.fields and api.trust_lifecycle directly, drop the aliases.
-from mtls_operator.api.fields import LabelSelector as LabelSelector
+from mtls_operator.api.fields import SUBDOMAIN, LabelSelector, as_mapping, optional_strs, parse_label_selector
 from mtls_operator.api.models import (
     ALLOWED_SIZES,
     CertificateSpec,
@@ -46,12 +41,6 @@ from mtls_operator.api.models import (
     Usage,
     control_character_problem,
 )
-from mtls_operator.api.trust_lifecycle import RevocationPolicy as RevocationPolicy
-from mtls_operator.api.trust_lifecycle import RevocationSpec as RevocationSpec
-from mtls_operator.api.trust_lifecycle import TrustBundleSpec as TrustBundleSpec
-from mtls_operator.api.trust_lifecycle import parse_revocation as parse_revocation
-from mtls_operator.api.trust_lifecycle import parse_revocation_policy as parse_revocation_policy
-from mtls_operator.api.trust_lifecycle import parse_trust_bundle as parse_trust_bundle
 
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
 TEMPLATE_VARIABLES: Final = ("namespace", "trustDomain")

@@ -666,7 +666,7 @@ def _intermediate(doc: Mapping[str, Any]) -> IntermediateSpec:
 
 def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
     """Parse and validate the CA part of an MTLSIssuer ``spec``: exactly one of ``selfSigned``, ``ca``,
-    ``intermediate`` (the trust-lifecycle fields are parsed by :mod:`mtls_operator.api.issuer_policy`)."""
+    ``intermediate`` (the trust-lifecycle fields are parsed by :mod:`mtls_operator.api.trust_lifecycle`)."""
     kinds = [k for k in ("selfSigned", "ca", "intermediate") if spec.get(k) is not None]
     if len(kinds) != 1:
         raise SpecError("Set exactly one of spec.selfSigned, spec.ca and spec.intermediate.")

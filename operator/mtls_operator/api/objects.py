@@ -25,20 +25,17 @@ from mtls_operator.api.constants import (
     SIGNER_DOMAIN,
 )
 from mtls_operator.api.errors import SpecError, Violation
-from mtls_operator.api.issuer_policy import (
-    IssuerPolicy,
-    RevocationPolicy,
-    RevocationSpec,
-    SpiffeSpec,
-    TrustBundleSpec,
-    parse_issuer_policy,
-    parse_revocation,
-    parse_revocation_policy,
-    parse_spiffe,
-    parse_trust_bundle,
-)
+from mtls_operator.api.issuer_policy import IssuerPolicy, SpiffeSpec, parse_issuer_policy, parse_spiffe
 from mtls_operator.api.models import CertificateSpec, IssuerSpec, parse_certificate_spec, parse_issuer_spec
 from mtls_operator.api.rotation import RotationState, from_status, to_status
+from mtls_operator.api.trust_lifecycle import (
+    RevocationPolicy,
+    RevocationSpec,
+    TrustBundleSpec,
+    parse_revocation,
+    parse_revocation_policy,
+    parse_trust_bundle,
+)
 
 Key = tuple[str, str]  # (namespace, name)
 _SIGNER = re.compile(r"^mtls\.dev/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

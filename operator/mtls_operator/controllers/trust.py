@@ -39,8 +39,9 @@ from mtls_operator.api.constants import (
     Reason,
 )
 from mtls_operator.api.errors import ReasonedError, Violation
-from mtls_operator.api.issuer_policy import LabelSelector, TrustBundleSpec
+from mtls_operator.api.fields import LabelSelector
 from mtls_operator.api.objects import Key, ParsedIssuer, next_ca_secret_name, signer_name
+from mtls_operator.api.trust_lifecycle import TrustBundleSpec
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.rollouts import RolloutManager
 from mtls_operator.k8s.api import ApiError
