@@ -24,6 +24,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import (
     API_VERSION,
     CERTIFICATE_KIND,
@@ -36,7 +37,8 @@ from mtls_operator.api.constants import (
     VERSION,
 )
 from mtls_operator.api.issuer_policy import parse_issuer_policy
-from mtls_operator.api.models import SpecError, parse_certificate_spec, parse_issuer_spec
+from mtls_operator.api.issuer_spec import parse_issuer_spec
+from mtls_operator.api.models import SpecError
 from mtls_operator.api.trust_lifecycle import parse_ca_rotation, parse_revocation, parse_trust_bundle
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mtls_operator.api.models import parse_certificate_spec
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.cli import main as cli
 from mtls_operator.cli.migration import classify, held_algorithms, wanted_algorithms
 from mtls_operator.cli.tlsio import EchoServer
@@ -35,7 +35,7 @@ def _write(directory: Path, data: dict[str, bytes]) -> None:
 def dual(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dual CA and, from it, a dual server certificate and a dual client certificate (alice), as files
     named as in the operator's Secrets."""
-    from mtls_operator.api.models import parse_issuer_spec
+    from mtls_operator.api.issuer_spec import parse_issuer_spec
 
     root = tmp_path_factory.mktemp("dual")
     spec = parse_issuer_spec(

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import (
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
@@ -32,6 +33,8 @@ from mtls_operator.api.constants import (
     VERSION,
 )
 from mtls_operator.api.durations import DurationError, parse_duration
+from mtls_operator.api.fields import control_character_problem, validate_dns_name
+from mtls_operator.api.issuer_spec import parse_issuer_spec
 from mtls_operator.api.models import (
     ALLOWED_SIZES,
     DEFAULT_CA_DURATION,
@@ -52,10 +55,6 @@ from mtls_operator.api.models import (
     SecretKeyRef,
     SpecError,
     Usage,
-    control_character_problem,
-    parse_certificate_spec,
-    parse_issuer_spec,
-    validate_dns_name,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

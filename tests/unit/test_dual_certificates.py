@@ -20,16 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.unit.pki_factory import NOW, key_pem
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import Reason, additional_secret_keys
 from mtls_operator.api.errors import CAError, SpecError
-from mtls_operator.api.models import (
-    KeyAlgorithm,
-    KeyEncoding,
-    KeySpec,
-    SelfSignedCASpec,
-    parse_certificate_spec,
-    parse_issuer_spec,
-)
+from mtls_operator.api.issuer_spec import parse_issuer_spec
+from mtls_operator.api.models import KeyAlgorithm, KeyEncoding, KeySpec, SelfSignedCASpec
 from mtls_operator.api.tls import SecretFacts
 from mtls_operator.observability.metrics import CERT_KEY_EXPIRATION, Metrics
 from mtls_operator.pki import ca as pki_ca

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import CERTIFICATE_KIND, CLUSTER_ISSUER_KIND, ISSUER_KIND
 from mtls_operator.api.issuer_policy import IssuerPolicy, parse_issuer_policy, parse_spiffe, with_spiffe_uri
-from mtls_operator.api.models import SpecError, parse_certificate_spec
+from mtls_operator.api.models import SpecError
 from mtls_operator.policy.certificate import Violation
 from mtls_operator.policy.issuance_policy import evaluate
 

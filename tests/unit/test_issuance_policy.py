@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import Reason
 from mtls_operator.api.fields import LabelSelector
 from mtls_operator.api.issuer_policy import (
@@ -24,6 +25,7 @@ from mtls_operator.api.issuer_policy import (
     spiffe_uri,
     with_spiffe_uri,
 )
+from mtls_operator.api.issuer_spec import parse_issuer_spec
 from mtls_operator.api.models import (
     CertificateSpec,
     IntermediateSpec,
@@ -33,8 +35,6 @@ from mtls_operator.api.models import (
     SpecError,
     Subject,
     Usage,
-    parse_certificate_spec,
-    parse_issuer_spec,
 )
 from mtls_operator.api.trust_lifecycle import (
     CARotationSpec,

@@ -1,6 +1,6 @@
-"""Readers of the field shapes the issuer's spec shares: an object, a list of strings, a Kubernetes object
-name, and ``metav1.LabelSelector`` (``spec.policy.allowedNamespaces``,
-``spec.trustBundle.namespaceSelector``).
+"""Readers of the field shapes the issuer and certificate specs share: an object, a list of strings or of
+texts, a duration, a Kubernetes object name, a DNS name, text without control characters, and
+``metav1.LabelSelector`` (``spec.policy.allowedNamespaces``, ``spec.trustBundle.namespaceSelector``).
 
 Each reader takes the raw value and the field's path (``what``) and raises :class:`SpecError` naming that
 path on anything unusable. Whether a selector matches a namespace is decided in
@@ -12,13 +12,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+from mtls_operator.api.durations import DurationError, parse_duration
 from mtls_operator.api.models import SpecError
 
 # Kubernetes object names (DNS-1123 subdomain), as service account names are.
 SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# C0 controls (NUL included), DEL and C1 controls: refused in every name and subject attribute.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
@@ -85,6 +90,63 @@ def object_name(value: Any, what: str) -> str:
     if len(value) > 253 or not SUBDOMAIN.match(value):
         raise SpecError(f"{what} {value!r} is not a valid Kubernetes object name.")
     return value
+
+
+def as_strs(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise SpecError(f"{what} must be a list of strings.")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise SpecError(f"{what} must be a list of strings, but holds {item!r}.")
+        out.append(item)
+    return tuple(out)
+
+
+def as_duration(value: Any, what: str, default: timedelta | None) -> timedelta | None:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise SpecError(f"{what} must be a duration string such as 2160h, but is {value!r}.")
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise SpecError(f"{what} is invalid: {exc}.") from None
+
+
+def validate_dns_name(name: str) -> str | None:
+    """Return why ``name`` is not a valid DNS SAN (a leading ``*.`` wildcard is allowed), or None."""
+    if not name or len(name) > 253:
+        return f"DNS name {name!r} must be 1 to 253 characters long"
+    labels = name.split(".")
+    for i, label in enumerate(labels):
+        if i == 0 and label == "*" and len(labels) > 1:
+            continue
+        if not _DNS_LABEL.match(label):
+            return f"DNS name {name!r} is not a valid lower-case hostname (label {label!r})"
+    return None
+
+
+def control_character_problem(value: str) -> str | None:
+    """Why ``value`` cannot go into a certificate name or subject (it holds NUL, another C0 control, DEL
+    or a C1 control, which readers truncate or display misleadingly), or None."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return f"must not contain control characters (found U+{ord(found.group()):04X})"
+
+
+def as_text(value: str, what: str) -> str:
+    problem = control_character_problem(value)
+    if problem:
+        raise SpecError(f"{what} {value!r} {problem}.")
+    return value
+
+
+def as_texts(value: Any, what: str) -> tuple[str, ...]:
+    return tuple(as_text(item, what) for item in as_strs(value, what))
 
 
 def parse_label_selector(raw: Any, where: str) -> LabelSelector:

@@ -32,15 +32,15 @@ from datetime import timedelta
 from typing import Any, Final
 
 from mtls_operator.api.durations import DurationError, parse_duration
-from mtls_operator.api.fields import SUBDOMAIN, LabelSelector, as_mapping, optional_strs, parse_label_selector
-from mtls_operator.api.models import (
-    ALLOWED_SIZES,
-    CertificateSpec,
-    KeyAlgorithm,
-    SpecError,
-    Usage,
+from mtls_operator.api.fields import (
+    SUBDOMAIN,
+    LabelSelector,
+    as_mapping,
     control_character_problem,
+    optional_strs,
+    parse_label_selector,
 )
+from mtls_operator.api.models import ALLOWED_SIZES, CertificateSpec, KeyAlgorithm, SpecError, Usage
 
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
 TEMPLATE_VARIABLES: Final = ("namespace", "trustDomain")

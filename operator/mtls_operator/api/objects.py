@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.conditions import Condition, as_list, parse_conditions, parse_rfc3339, rfc3339
 from mtls_operator.api.constants import (
     ANN_RENEW_REQUESTED,
@@ -26,7 +27,8 @@ from mtls_operator.api.constants import (
 )
 from mtls_operator.api.errors import SpecError, Violation
 from mtls_operator.api.issuer_policy import IssuerPolicy, SpiffeSpec, parse_issuer_policy, parse_spiffe
-from mtls_operator.api.models import CertificateSpec, IssuerSpec, parse_certificate_spec, parse_issuer_spec
+from mtls_operator.api.issuer_spec import parse_issuer_spec
+from mtls_operator.api.models import CertificateSpec, IssuerSpec
 from mtls_operator.api.rotation import RotationState, from_status, to_status
 from mtls_operator.api.trust_lifecycle import (
     RevocationPolicy,

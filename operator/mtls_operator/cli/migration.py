@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from mtls_operator.api.certificate_spec import parse_additional_keys, parse_key_spec
 from mtls_operator.api.constants import (
     ADDITIONAL_KEY_PREFIX,
     CERTIFICATE_PLURAL,
@@ -21,7 +22,7 @@ from mtls_operator.api.constants import (
     VERSION,
 )
 from mtls_operator.api.errors import SpecError
-from mtls_operator.api.models import KeySpec, parse_additional_keys, parse_key_spec
+from mtls_operator.api.models import KeySpec
 from mtls_operator.cli.cluster import ClusterError
 from mtls_operator.k8s.api import ApiClient, ApiError, core_path, group_path
 from mtls_operator.k8s.resources import decode_secret

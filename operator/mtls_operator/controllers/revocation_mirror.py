@@ -43,7 +43,8 @@ from mtls_operator.api.constants import (
     ISSUER_PLURAL,
     VERSION,
 )
-from mtls_operator.api.models import SpecError, parse_issuer_spec
+from mtls_operator.api.issuer_spec import parse_issuer_spec
+from mtls_operator.api.models import SpecError
 from mtls_operator.api.tls import CAError
 from mtls_operator.api.trust_lifecycle import parse_revocation
 from mtls_operator.controllers.revocation_http import LIMITS, Responder, Served
