@@ -36,7 +36,8 @@ from mtls_operator.k8s.api import ApiError
 from mtls_operator.k8s.resources import get_custom, patch_status, relabel_secret
 from mtls_operator.policy import backoff
 from mtls_operator.policy.budget import BudgetState
-from mtls_operator.policy.certificate import Action, Plan, SecretView, plan, renewal_of
+from mtls_operator.policy.certificate import Action, Plan, SecretView, plan
+from mtls_operator.policy.certificate_checks import renewal_of
 from mtls_operator.policy.status import (
     RolloutBlock,
     blocked_status,
