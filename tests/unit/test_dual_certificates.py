@@ -526,7 +526,8 @@ def _size(algorithm: KeyAlgorithm) -> int:
 
 
 def test_status_names_every_key_and_each_additional_certificate() -> None:
-    from mtls_operator.api.objects import CertificateStatus, parse_certificate_status
+    from mtls_operator.api.object_parsers import parse_certificate_status
+    from mtls_operator.api.objects import CertificateStatus
 
     facts = judged(dict(issued()))
     status = ready_status(

@@ -318,7 +318,7 @@ class Managed:
         self.versions = ManagedVersions(self.ctx.certificates, self.ctx.secrets, self.bundles)
 
     def certificate(self, name: str, secret: str, **spec: Any) -> Key:
-        from mtls_operator.api.objects import parse_certificate
+        from mtls_operator.api.object_parsers import parse_certificate
 
         self.ctx.certificates.put(parse_certificate(cert_body(name, secret, **spec)))
         return (NS, name)
