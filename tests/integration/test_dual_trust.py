@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow
 
 def roots_of(pem: bytes | str) -> dict[str, str]:
     """The certificates of a PEM bundle: fingerprint -> key algorithm (as the operator names it)."""
-    from mtls_operator.cli.tlsio import key_label
+    from mtls_operator.cli.tls_results import key_label
 
     raw = pem.encode() if isinstance(pem, str) else pem
     return {

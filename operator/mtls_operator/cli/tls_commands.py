@@ -16,7 +16,8 @@ from typing import Any
 from mtls_operator.cli import render
 from mtls_operator.cli.errors import EXIT_FAILED, EXIT_OK, CommandError
 from mtls_operator.cli.output import Printer
-from mtls_operator.cli.tlsio import PROFILES, EchoServer, HandshakeResult, client_handshake, probe
+from mtls_operator.cli.tls_results import HandshakeResult
+from mtls_operator.cli.tlsio import PROFILES, EchoServer, client_handshake, probe
 
 
 def add_tls_parsers(sub: Any, common: Callable[..., None]) -> None:
