@@ -370,7 +370,12 @@ def test_the_cluster_wide_chart_rbac_is_enough_to_answer_pod_certificate_request
         assert issued["conditions"][0]["type"] == "Issued" and issued["certificateChain"]
         denied = wait_answered(cluster, ns, refused)["status"]["conditions"][0]
         assert (denied["type"], denied["reason"]) == ("Denied", "PolicyDenied")
-        events = cluster.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={allowed}").items
+        events = wait_for(
+            lambda: (
+                cluster.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={allowed}").items
+            ),
+            message="the Issued event (posted after the answer)",
+        )
         assert [e.reason for e in events] == ["Issued"], "the Event was posted"
     finally:
         kubelet.close()
