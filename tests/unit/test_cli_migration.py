@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import wait_for
 
 from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.cli import main as cli
@@ -161,6 +162,8 @@ def test_a_dual_client_sends_the_badge_the_server_can_verify(
         "pqc": ("ML-DSA-65", "ML-DSA-65", "X25519MLKEM768"),
         "legacy": ("ECDSA-P256", "ECDSA-P256", "x25519"),
     }
+    # the server records a handshake on its own thread after closing it: wait for both records
+    wait_for(lambda: len(server.results) >= 2, timeout=10, message="the server's record of both handshakes")
     seen = [(r.ok, r.peer_key_algorithm, r.local_key_algorithm) for r in server.results]
     assert seen == [(True, "ML-DSA-65", "ML-DSA-65"), (True, "ECDSA-P256", "ECDSA-P256")]
 
