@@ -119,6 +119,15 @@ def plan_issuer(f: IssuerFacts) -> IssuerPlan:
             Reason.CA_EXPIRED,
             f"The CA in {where} expired (was the operator down?): creating a new CA in its place.",
         )
+    if f.ca_error is not None and f.intermediate and f.access is CASecretAccess.OWNED:
+        # The operator's own intermediate, damaged (a key that is not the certificate's, garbage): sign a
+        # new one, as a leaf is re-issued. Leaves under the old one still chain to the root. A root is
+        # never replaced on its own (every peer trusts it): it reports, and an admin decides.
+        return IssuerPlan(
+            IssuerAction.RESIGN,
+            f.ca_error.reason,
+            f"{where}: {f.ca_error.message} Signing a new intermediate CA with the parent {_parent(f)}.",
+        )
     if f.ca_error is not None:
         return IssuerPlan(IssuerAction.NOT_READY, f.ca_error.reason, f"{where}: {f.ca_error.message}")
     assert f.ca is not None
