@@ -201,6 +201,8 @@ STRICTER_THAN_MODELS = {
     "rejects a secretName that is not a DNS subdomain",
     "rejects a three-letter country code",
     "rejects the same rollout target twice",
+    "rejects rotationPolicy Never on a CA key",
+    "rejects encoding PKCS1 on a CA key",
 }
 
 MLDSA_65 = {"algorithm": "MLDSA", "size": 65}
@@ -254,6 +256,19 @@ BAD_SPECS = [
         ISSUER_KIND,
         self_signed(privateKey=MLDSA_65, additionalPrivateKeys=[{"algorithm": "MLDSA", "size": 87}]),
         ("spec.selfSigned.additionalPrivateKeys: Invalid value: ", "other than privateKey.algorithm"),
+    ),
+    # --- a CA key: what applies to certificates only
+    (
+        "rejects rotationPolicy Never on a CA key",
+        ISSUER_KIND,
+        self_signed(privateKey={"algorithm": "ECDSA", "rotationPolicy": "Never"}),
+        "rotationPolicy Never is for certificates; a CA gets a new key at every CA rotation",
+    ),
+    (
+        "rejects encoding PKCS1 on a CA key",
+        ISSUER_KIND,
+        self_signed(privateKey={"algorithm": "RSA", "encoding": "PKCS1"}),
+        "encoding PKCS1 is for certificates; a CA key is stored as PKCS#8",
     ),
     # --- private key: algorithm and size
     (
