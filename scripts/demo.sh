@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo` after `make cluster-up`: install the CRDs, (re)start the operator in the background, apply
 # examples/ into namespace demo, wait for every issuer and certificate to be Ready, show them, and run the
-# badge demo (scripts/demo-badges.sh). `scripts/demo.sh down` stops the operator (make demo-down then
-# stops the control plane).
+# badge demo (scripts/demo-badges.sh) and the migration act (scripts/demo-migration.py). `scripts/demo.sh
+# down` stops the operator (make demo-down then stops the control plane).
 #
 # State lives in .local/: kubeconfig (from make cluster-up), operator.log, operator.pid.
 set -euo pipefail
@@ -71,9 +71,14 @@ case "${1:-up}" in
     [[ -f "$KUBECONFIG" ]] || { echo "demo: no $KUBECONFIG: run make cluster-up first" >&2; exit 1; }
     say "installing the CRDs"
     "$KUBECTL" apply -f crds/ >/dev/null
-    "$KUBECTL" wait --for=condition=Established crd/mtlscertificates.mtls.dev crd/mtlsissuers.mtls.dev --timeout=60s >/dev/null
+    "$KUBECTL" wait --for=condition=Established crd/mtlscertificates.mtls.dev crd/mtlsissuers.mtls.dev \
+      crd/mtlsclusterissuers.mtls.dev --timeout=60s >/dev/null
     start_operator
-    "$KUBECTL" get namespace demo >/dev/null 2>&1 || "$KUBECTL" create namespace demo >/dev/null
+    # demo, and mtls-system: the operator keeps the MTLSClusterIssuer CA Secret of
+    # examples/cluster-issuer-mesh.yaml there (its default cluster resource namespace)
+    for ns in demo mtls-system; do
+      "$KUBECTL" get namespace "$ns" >/dev/null 2>&1 || "$KUBECTL" create namespace "$ns" >/dev/null
+    done
     say "applying examples/ into namespace demo"
     "$KUBECTL" apply -f examples/ | sed 's/^/  /'
     say "waiting up to ${READY_TIMEOUT}s for every issuer and certificate to be Ready"
@@ -87,6 +92,7 @@ case "${1:-up}" in
     echo "\$ mtlsctl check"
     "$PWD/.venv/bin/mtlsctl" check -n demo || true
     bash scripts/demo-badges.sh
+    "$PY" scripts/demo-migration.py
     echo
     say "done. Try: .venv/bin/mtlsctl --kubeconfig $RUN/kubeconfig -n demo status certificate badge-alice-mldsa"
     say "stop everything with: make demo-down"

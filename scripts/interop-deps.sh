@@ -57,16 +57,18 @@ fi
 
 # --- Go 1.27 toolchain and the Go peer --------------------------------------------------------------
 export GOMODCACHE="$MTLS_CACHE/go/mod" GOCACHE="$MTLS_CACHE/go/build" GOTOOLCHAIN="$GO_TOOLCHAIN"
-GO_PEER="$MTLS_CACHE/interop/go-peer"
+# The binary is named by the hash of its sources: worktrees share the cache but may hold different peers.
+GO_SRC="$here/e2e/interop/go"
+GO_PEER="$MTLS_CACHE/interop/go-peer-$(cat "$GO_SRC/main.go" "$GO_SRC/go.mod" | sha256sum | cut -c1-12)"
 if ! command -v go >/dev/null 2>&1; then
   log "the 'go' command is not on PATH; install Go to fetch $GO_TOOLCHAIN" >&2
   exit 1
 fi
-if [[ -x "$GO_PEER" ]] && [[ "$GO_PEER" -nt "$here/e2e/interop/go/main.go" ]]; then
+if [[ -x "$GO_PEER" ]]; then
   log "go peer cached at $GO_PEER"
 else
   log "$(go version) (toolchain through the module proxy)"
   mkdir -p "$(dirname "$GO_PEER")"
-  (cd "$here/e2e/interop/go" && CGO_ENABLED=0 go build -buildvcs=false -o "$GO_PEER.tmp" . && mv "$GO_PEER.tmp" "$GO_PEER")
+  (cd "$GO_SRC" && CGO_ENABLED=0 go build -buildvcs=false -o "$GO_PEER.tmp.$$" . && mv "$GO_PEER.tmp.$$" "$GO_PEER")
   log "built go peer at $GO_PEER"
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from mtls_operator.testing.controlplane import ControlPlane
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
+
+    from api_audit import AuditLog
 
 T = TypeVar("T")
 
@@ -49,6 +52,14 @@ def wait_for(
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @dataclass(frozen=True)
 class Cluster:
     """What the `cluster` fixture yields: the control plane and clients logged in as a cluster admin."""
@@ -82,6 +93,13 @@ class Cluster:
             custom=client.CustomObjectsApi(api_client),
             apiextensions=client.ApiextensionsV1Api(api_client),
         )
+
+    @property
+    def audit(self) -> AuditLog:
+        """The API server's audit log (the `cluster` fixture starts the plane with audit=True)."""
+        from api_audit import AuditLog
+
+        return AuditLog(self.control_plane.audit_log)
 
     def impersonate(self, user: str) -> k8s.ApiClient:
         """A new ApiClient acting as `user` (e.g. ``system:serviceaccount:ns:name``); close it after use.

@@ -126,10 +126,14 @@ async def run(config: OperatorConfig) -> int:
                 # A standby answers CRL and OCSP too (the Service routes to every replica), read-only from
                 # the stored lists, on its own client so that the Lease never waits behind it.
                 mirror_api = ApiClient(creds, timeout=10.0, concurrency=4)
+                cluster_wide = needs_cluster_scan(list(config.namespaces) or None)
                 mirror = RevocationMirror(
                     mirror_api,
                     namespaces=list(config.namespaces),
-                    cluster_wide=needs_cluster_scan(list(config.namespaces) or None),
+                    cluster_wide=cluster_wide,
+                    # MTLSClusterIssuers are served where the leader serves them (it watches them only
+                    # with a cluster-wide scope, as handlers.build_registry does)
+                    cluster_namespace=config.cluster_namespace if cluster_wide else None,
                     interval=config.revocation_mirror_interval.total_seconds(),
                 )
                 await mirror.start(config.revocation.bind, config.revocation.port)

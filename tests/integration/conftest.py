@@ -50,7 +50,8 @@ CLUSTER_RESOURCES = "t-cluster-resources"  # where the shared operator keeps MTL
 @pytest.fixture(scope="session")
 def operator(crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator, watching the test namespaces (t-*) and MTLSClusterIssuers, with a short retry base so
-    backoff is testable."""
+    backoff is testable; it logs in as a user of its own, so the audit log tells its requests apart
+    (`operator.writes()`)."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
@@ -61,7 +62,7 @@ def operator(crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Op
             raise
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     env = {**FAST_ROLLOUTS, "MTLS_CLUSTER_RESOURCE_NAMESPACE": CLUSTER_RESOURCES}
-    proc = OperatorProcess(crds.kubeconfig, log, "--namespace", "t-*", env=env)
+    proc = OperatorProcess.audited(crds, log, "--namespace", "t-*", env=env)
     proc.start()
     yield proc
     proc.stop()
@@ -78,6 +79,26 @@ def own_namespace(cluster: Any) -> Iterator[str]:
     cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     cluster.core.delete_namespace(name)
+
+
+@pytest.fixture
+def tls_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The TLS secrets of this test's handshakes (tests/tls_wire.py reads what they negotiated off the
+    wire with them): pyOpenSSL's (tlsio's contexts get a key-log callback) and, in the file ``.path``,
+    those of any peer told to write there (Node's --tls-keylog, SSLKEYLOGFILE, Python's keylog_filename)."""
+    from mtls_operator.cli import tlsio
+    from tls_wire import KeyLog
+
+    keys = KeyLog(tmp_path / "tls-keys.log")
+    original = tlsio._context
+
+    def with_keylog(*args: Any, **kwargs: Any) -> Any:
+        ctx = original(*args, **kwargs)
+        ctx.set_keylog_callback(lambda _conn, line: keys.add(line))
+        return ctx
+
+    monkeypatch.setattr(tlsio, "_context", with_keylog)
+    return keys
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +118,8 @@ PROMPT_ROLLOUTS = {"MTLS_ROLLOUT_COALESCE": "1", "MTLS_ROLLOUT_MIN_INTERVAL": "1
 @pytest.fixture
 def prompt_operator(own_namespace: str, crds: Any, tmp_path: Path) -> Iterator[OperatorProcess]:
     """An operator watching only `own_namespace`, restarting workloads promptly after a renewal."""
-    proc = OperatorProcess(
-        crds.kubeconfig, tmp_path / "operator.log", "--namespace", own_namespace, env=PROMPT_ROLLOUTS
+    proc = OperatorProcess.audited(
+        crds, tmp_path / "operator.log", "--namespace", own_namespace, env=PROMPT_ROLLOUTS
     )
     proc.start()
     yield proc

@@ -32,7 +32,8 @@ from mtls_objects import (
     wait_issuer_ready,
     wait_ready,
 )
-from mtls_operator.cli.tlsio import EchoServer, HandshakeResult, client_handshake
+from mtls_operator.cli.tls_results import HandshakeResult
+from mtls_operator.cli.tlsio import EchoServer, client_handshake
 from operator_process import OperatorProcess
 
 ORDER = ["Stable", "NewCAGenerated", "BundlesOverlap", "ConsumersRestarted", "LeavesReissued", "OldCADropped"]

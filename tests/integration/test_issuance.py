@@ -24,6 +24,7 @@ from mtls_objects import (
     wait_issuer_ready,
     wait_ready,
 )
+from tls_checks import mldsa_seed_form_problem
 
 ALGORITHMS = [
     pytest.param(("ECDSA", 256), id="ECDSA-P256"),
@@ -77,6 +78,10 @@ def test_conformance(operator: Any, cluster: Any, namespace: str, algorithm: tup
             case,
             {"secretName": f"{case}-tls", "issuerRef": {"name": "ca"}, "privateKey": key, **fields},
         )
+    if algo == "MLDSA":  # the issuer's CA key too
+        assert size is not None
+        ca_key = secret_data(cluster, namespace, "ca-ca")["tls.key"]
+        assert mldsa_seed_form_problem(ca_key, size) is None, mldsa_seed_form_problem(ca_key, size)
     for case, fields in CASES.items():
         status = wait_ready(cluster, namespace, case, timeout=90)["status"]
         data = secret_data(cluster, namespace, f"{case}-tls")
@@ -89,6 +94,11 @@ def test_conformance(operator: Any, cluster: Any, namespace: str, algorithm: tup
         private_key = serialization.load_pem_private_key(data["tls.key"], None)
         assert data["tls.key"].startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8
         assert isinstance(private_key, _key_type(algo)), case
+        if algo == "MLDSA":
+            assert size is not None
+            assert mldsa_seed_form_problem(data["tls.key"], size) is None, (
+                f"{case}: {mldsa_seed_form_problem(data['tls.key'], size)}"
+            )
         assert _public_bytes(private_key.public_key()) == _public_bytes(leaf.public_key()), "key matches"
         leaf.verify_directly_issued_by(root)
         assert status["serialNumber"] == format(leaf.serial_number, "x")

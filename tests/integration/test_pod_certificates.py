@@ -65,11 +65,17 @@ def spiffe_ids(cert: x509.Certificate) -> list[str]:
     return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
-def events_of(cluster: Any, namespace: str, name: str) -> list[client.CoreV1Event]:
-    found: list[client.CoreV1Event] = cluster.core.list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=PodCertificateRequest"
-    ).items
-    return found
+def events_of(cluster: Any, namespace: str, name: str, event_type: str) -> list[client.CoreV1Event]:
+    """The events of ``event_type`` about the request ``name``; the signer posts them after it answers, so
+    they are waited for (a request's answer alone does not mean its event is there yet)."""
+
+    def posted() -> list[client.CoreV1Event]:
+        events: list[client.CoreV1Event] = cluster.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=PodCertificateRequest"
+        ).items
+        return [e for e in events if e.type == event_type]
+
+    return wait_for(posted, timeout=30, message=f"a {event_type} event about {name}")
 
 
 def write_credentials(tmp: Path, name: str, request: dict[str, Any], key: Any) -> tuple[Path, Path]:
@@ -136,7 +142,7 @@ def test_a_kubelets_requests_are_issued_with_spiffe_ids_and_times_and_complete_a
     # beginRefreshAt: 90 minutes before notAfter as web asked; at 2/3 of the lifetime for api.
     assert when(web["status"]["beginRefreshAt"]) == when(web["status"]["notAfter"]) - timedelta(minutes=90)
     assert when(api["status"]["beginRefreshAt"]) == when(api["status"]["notBefore"]) + timedelta(hours=2)
-    normal = [e for e in events_of(cluster, namespace, web_name) if e.type == "Normal"]
+    normal = events_of(cluster, namespace, web_name, "Normal")
     assert normal and normal[0].reason == "Issued", normal
     assert format(leaf_of(web).serial_number, "x") in normal[0].message, "the audit trail names the serial"
 
@@ -219,7 +225,7 @@ def test_requests_the_issuer_refuses_are_denied_with_a_reason(
         assert (denied["type"], denied["reason"]) == ("Denied", reason), (what, denied)
         assert named in denied["message"], (what, denied["message"])
         assert "certificateChain" not in status, what
-        warnings = [e for e in events_of(cluster, namespace, name) if e.type == "Warning"]
+        warnings = events_of(cluster, namespace, name, "Warning")
         assert warnings and warnings[0].reason == reason, (what, warnings)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -21,6 +22,7 @@ from mtls_objects import (
     wait_issuer_ready,
     wait_ready,
 )
+from tls_checks import key_matches_certificate
 
 SPEC = {
     "secretName": "web-tls",
@@ -112,6 +114,14 @@ def test_tampered_secret_is_reissued(
     assert ready["status"] == "True"
     data = secret_data(cluster, namespace, "web-tls")
     assert {"tls.crt", "tls.key", "ca.crt"} <= set(data)
+    # The re-issued Secret is whole: its key is the certificate's, the certificate is the one in status,
+    # signed by the issuer's CA, and ca.crt is exactly that CA (not the decoy's, not missing).
+    assert key_matches_certificate(data["tls.crt"], data["tls.key"]), "tls.key does not match tls.crt"
+    leaf = x509.load_pem_x509_certificates(data["tls.crt"])[0]
+    assert format(leaf.serial_number, "x") == after["status"]["serialNumber"]
+    issuer_ca = x509.load_pem_x509_certificate(secret_data(cluster, namespace, "ca-ca")["tls.crt"])
+    leaf.verify_directly_issued_by(issuer_ca)
+    assert x509.load_pem_x509_certificates(data["ca.crt"]) == [issuer_ca], "ca.crt is not the issuer's CA"
 
     def issued_events() -> list[Any]:
         events = cluster.core.list_namespaced_event(namespace, field_selector="involvedObject.name=web")

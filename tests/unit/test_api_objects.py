@@ -19,20 +19,17 @@ from mtls_operator.api.constants import (
     Reason,
 )
 from mtls_operator.api.errors import CAError, ReasonedError, RefError, SpecError, TLSMaterialError, Violation
-from mtls_operator.api.issuer_policy import RevocationPolicy
-from mtls_operator.api.objects import (
+from mtls_operator.api.object_parsers import (
     MAX_REQUEST_TOKEN,
-    CertificateStatus,
-    IssuerStatus,
-    RolloutRecord,
-    next_ca_secret_name,
     parse_certificate,
     parse_certificate_status,
     parse_issuer,
     parse_issuer_status,
     parse_token,
 )
+from mtls_operator.api.objects import CertificateStatus, IssuerStatus, RolloutRecord, next_ca_secret_name
 from mtls_operator.api.rotation import Phase, RotationState
+from mtls_operator.api.trust_lifecycle import RevocationPolicy
 
 # ---------------------------------------------------------------------------------------------------------
 # Bodies as the watch delivers them

@@ -3,7 +3,6 @@ a Java truststore."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -27,8 +26,6 @@ from mtls_operator.api.tls import TLSMaterialError
 from mtls_operator.pki.bundle import bundle_anchors, bundle_pem, bundle_pkcs12_truststore
 from mtls_operator.pki.certs import parse_certificate_pem
 from mtls_operator.pki.fingerprints import certificate_fingerprint
-
-OPENSSL = shutil.which("openssl")
 
 OLD = build_cert(key(ECDSA_P256, 30), common_name="old root", not_before=NOW - timedelta(days=300))
 NEW = self_signed_ca(MLDSA_65).certificate  # valid from NOW
@@ -96,12 +93,10 @@ def test_truststore_refuses_an_empty_password() -> None:
     assert caught.value.reason is Reason.INVALID_SPEC
 
 
-@pytest.mark.skipif(OPENSSL is None, reason="the openssl command line is not installed")
-def test_openssl_30_reads_a_truststore_holding_an_ml_dsa_root(tmp_path: Path) -> None:
-    assert OPENSSL is not None
+def test_openssl_30_reads_a_truststore_holding_an_ml_dsa_root(tmp_path: Path, openssl: str) -> None:
     (tmp_path / "trust.p12").write_bytes(bundle_pkcs12_truststore([NEW, OLD, MIDDLE], b"changeit"))
     done = subprocess.run(
-        [OPENSSL, "pkcs12", "-in", "trust.p12", "-passin", "pass:changeit", "-nokeys"],
+        [openssl, "pkcs12", "-in", "trust.p12", "-passin", "pass:changeit", "-nokeys"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

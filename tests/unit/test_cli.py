@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.helpers import wait_for
 
 from mtls_operator.api.models import KeyAlgorithm, Usage
 from mtls_operator.cli import main as cli
@@ -337,6 +338,8 @@ def test_handshake_reports_group_and_signature_and_fails_with_a_reason(
         code, out, _ = run(capsys, *common, "--cert", str(d / "server.crt"), "--key", str(d / "server.key"))
         assert code == 1
         assert "unsupported certificate" in out
+        # the server records a handshake on its own thread after closing it: wait for all three records
+        wait_for(lambda: len(server.results) >= 3, timeout=10, message="the server's three verdicts")
     finally:
         server.stop()
     assert [r.ok for r in server.results] == [True, False, False]

@@ -11,15 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mtls_operator.api.objects import (
-    CertificateStatus,
-    IssuerStatus,
-    Key,
-    ParsedCertificate,
-    ParsedIssuer,
-    parse_certificate,
-    parse_issuer,
-)
+from mtls_operator.api.object_parsers import parse_certificate, parse_issuer
+from mtls_operator.api.objects import CertificateStatus, IssuerStatus, Key, ParsedCertificate, ParsedIssuer
 from mtls_operator.controllers.secret_cache import SecretCache, Verdict
 from mtls_operator.controllers.stores import CertificateStore, IssuerStore, NamespaceInfo, NamespaceStore
 from mtls_operator.policy.certificate import SecretView

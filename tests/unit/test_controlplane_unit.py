@@ -249,3 +249,38 @@ def _pgid(proc: Path) -> int | None:
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
     except (OSError, IndexError, ValueError):
         return None
+
+
+# ---- the audit policy
+
+
+def test_the_audit_policy_records_bodies_of_event_creations_only() -> None:
+    """No key material in the audit log: Secrets (and everything else) at Metadata level at most; only an
+    Event's creation carries its body (which names the object it is about)."""
+    policy = cp.audit_policy()
+    assert policy["omitStages"] == ["RequestReceived", "ResponseStarted"]
+    with_bodies = [r for r in policy["rules"] if r["level"] in ("Request", "RequestResponse")]
+    assert with_bodies == [
+        {
+            "level": "Request",
+            "verbs": ["create"],
+            "resources": [
+                {"group": "", "resources": ["events"]},
+                {"group": "events.k8s.io", "resources": ["events"]},
+            ],
+        }
+    ]
+    assert {r["level"] for r in policy["rules"]} == {"None", "Request", "Metadata"}
+    assert policy["rules"][-1] == {"level": "None"}  # what no rule names is not recorded
+
+
+def test_audit_flags_write_the_policy_and_the_log_in_the_run_dir(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    flags = dict(f.removeprefix("--").split("=", 1) for f in cp._audit_args(tmp_path))
+    assert yaml.safe_load(Path(flags["audit-policy-file"]).read_text()) == cp.audit_policy()
+    assert flags["audit-log-path"] == str(tmp_path / "logs" / "audit.log")
+    assert (flags["audit-log-format"], flags["audit-log-mode"], flags["audit-log-maxsize"]) == (
+        "json",
+        "blocking",
+        "0",
+    )

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import (
     CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
@@ -32,6 +33,8 @@ from mtls_operator.api.constants import (
     VERSION,
 )
 from mtls_operator.api.durations import DurationError, parse_duration
+from mtls_operator.api.fields import control_character_problem, validate_dns_name
+from mtls_operator.api.issuer_spec import parse_issuer_spec
 from mtls_operator.api.models import (
     ALLOWED_SIZES,
     DEFAULT_CA_DURATION,
@@ -52,10 +55,6 @@ from mtls_operator.api.models import (
     SecretKeyRef,
     SpecError,
     Usage,
-    control_character_problem,
-    parse_certificate_spec,
-    parse_issuer_spec,
-    validate_dns_name,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,6 +148,21 @@ def test_names_match_the_constants(crd: dict[str, Any], kind: str, plural: str, 
     ("schema", "path", "enum"),
     [
         pytest.param(CERT_SPEC, "privateKey.algorithm", KeyAlgorithm, id="certificate key algorithm"),
+        pytest.param(
+            CERT_SPEC, "additionalPrivateKeys[].algorithm", KeyAlgorithm, id="additional key algorithm"
+        ),
+        pytest.param(
+            SELF_SIGNED, "additionalPrivateKeys[].algorithm", KeyAlgorithm, id="additional CA key algorithm"
+        ),
+        pytest.param(
+            CERT_SPEC, "additionalPrivateKeys[].encoding", KeyEncoding, id="additional key encoding"
+        ),
+        pytest.param(
+            CERT_SPEC,
+            "additionalPrivateKeys[].rotationPolicy",
+            RotationPolicy,
+            id="additional key rotation policy",
+        ),
         pytest.param(SELF_SIGNED, "privateKey.algorithm", KeyAlgorithm, id="CA key algorithm"),
         pytest.param(
             CERT_SPEC, "privateKey.rotationPolicy", RotationPolicy, id="certificate rotation policy"
@@ -277,7 +291,15 @@ def _schema_accepts_size(key_schema: Mapping[str, Any], algorithm: str, size: in
     return size == 0 or size in _sizes_in_rule(key_schema).get(algorithm, ())
 
 
-@pytest.mark.parametrize("key_schema", [at(CERT_SPEC, "privateKey"), at(SELF_SIGNED, "privateKey")])
+@pytest.mark.parametrize(
+    "key_schema",
+    [
+        at(CERT_SPEC, "privateKey"),
+        at(SELF_SIGNED, "privateKey"),
+        at(CERT_SPEC, "additionalPrivateKeys[]"),
+        at(SELF_SIGNED, "additionalPrivateKeys[]"),
+    ],
+)
 def test_size_rule_lists_allowed_sizes(key_schema: dict[str, Any]) -> None:
     expected = {str(alg): sizes for alg, sizes in ALLOWED_SIZES.items() if sizes}
     assert _sizes_in_rule(key_schema) == expected
@@ -592,3 +614,31 @@ def test_every_field_is_documented_and_bounded(crd: dict[str, Any]) -> None:
         if isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node:
             problems.append(f"{path}: map without maxProperties")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Additional private keys (dual certificates and dual CAs)
+
+
+@pytest.mark.parametrize("schema", [CERT_SPEC, SELF_SIGNED], ids=["certificate", "self-signed CA"])
+def test_additional_keys_are_a_map_by_algorithm_of_at_most_three(schema: dict[str, Any]) -> None:
+    """One pair per algorithm (the API server refuses a duplicate algorithm), as the parser does."""
+    from mtls_operator.api.models import MAX_ADDITIONAL_KEYS
+
+    keys = at(schema, "additionalPrivateKeys")
+    assert keys["maxItems"] == MAX_ADDITIONAL_KEYS
+    assert (keys["x-kubernetes-list-type"], keys["x-kubernetes-list-map-keys"]) == ("map", ["algorithm"])
+    assert keys["items"]["required"] == ["algorithm"]
+    (rule,) = [r for r in _rules(schema) if r.get("fieldPath") == ".additionalPrivateKeys"]
+    assert "self.privateKey.algorithm" in rule["rule"]
+
+
+@pytest.mark.parametrize("main", list(KeyAlgorithm))
+@pytest.mark.parametrize("extra", [[a] for a in KeyAlgorithm] + [[KeyAlgorithm.RSA, KeyAlgorithm.RSA]])
+def test_additional_key_algorithms_agree(main: KeyAlgorithm, extra: list[KeyAlgorithm]) -> None:
+    """The schema's rules (map key algorithm, other than privateKey.algorithm) and the parser agree."""
+    spec = _cert(
+        privateKey={"algorithm": str(main)}, additionalPrivateKeys=[{"algorithm": str(a)} for a in extra]
+    )
+    in_schema = len(set(extra)) == len(extra) and main not in extra
+    assert _parses(parse_certificate_spec, spec) == in_schema

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import CERTIFICATE_KIND, CLUSTER_ISSUER_KIND, ISSUER_KIND
 from mtls_operator.api.issuer_policy import IssuerPolicy, parse_issuer_policy, parse_spiffe, with_spiffe_uri
-from mtls_operator.api.models import SpecError, parse_certificate_spec
+from mtls_operator.api.models import SpecError
 from mtls_operator.policy.certificate import Violation
 from mtls_operator.policy.issuance_policy import evaluate
 
@@ -152,7 +153,8 @@ def test_the_example_policy_denies_dangerous_requests(
     spec = {**copy.deepcopy(base["spec"]), **change}
     violation = judge(policy, spec, base["metadata"]["namespace"])
     assert violation is not None
-    assert violation.message.startswith(denial), violation.message
+    expected = denial.replace("MTLSIssuer policy", f"{issuer['kind']} policy")  # whose policy refuses
+    assert violation.message.startswith(expected), violation.message
 
 
 @pytest.mark.parametrize("issuer", POLICY_ISSUERS)

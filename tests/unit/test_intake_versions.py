@@ -19,7 +19,7 @@ from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.intake import Intake
 from mtls_operator.controllers.rollouts import UNKNOWN, RolloutManager
 from mtls_operator.controllers.secret_cache import Verdict
-from mtls_operator.controllers.trust import BundleIndex
+from mtls_operator.controllers.trust_bundles import BundleIndex
 from mtls_operator.controllers.versions import ManagedVersions, content_fingerprint
 from mtls_operator.policy.certificate import SecretView
 from mtls_operator.policy.rollout import SecretVersion
@@ -318,7 +318,7 @@ class Managed:
         self.versions = ManagedVersions(self.ctx.certificates, self.ctx.secrets, self.bundles)
 
     def certificate(self, name: str, secret: str, **spec: Any) -> Key:
-        from mtls_operator.api.objects import parse_certificate
+        from mtls_operator.api.object_parsers import parse_certificate
 
         self.ctx.certificates.put(parse_certificate(cert_body(name, secret, **spec)))
         return (NS, name)

@@ -11,27 +11,21 @@ from typing import Any
 
 import pytest
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import Reason
+from mtls_operator.api.fields import LabelSelector
 from mtls_operator.api.issuer_policy import (
     DEFAULT_ALLOWED_USAGES,
     SUBJECT_FIELDS,
     AllowedSubject,
-    CARotationSpec,
     IssuerPolicy,
-    LabelSelector,
-    RevocationPolicy,
-    RevocationSpec,
     SpiffeSpec,
-    TrustBundleSpec,
-    parse_ca_rotation,
     parse_issuer_policy,
-    parse_revocation,
-    parse_revocation_policy,
     parse_spiffe,
-    parse_trust_bundle,
     spiffe_uri,
     with_spiffe_uri,
 )
+from mtls_operator.api.issuer_spec import parse_issuer_spec
 from mtls_operator.api.models import (
     CertificateSpec,
     IntermediateSpec,
@@ -41,8 +35,16 @@ from mtls_operator.api.models import (
     SpecError,
     Subject,
     Usage,
-    parse_certificate_spec,
-    parse_issuer_spec,
+)
+from mtls_operator.api.trust_lifecycle import (
+    CARotationSpec,
+    RevocationPolicy,
+    RevocationSpec,
+    TrustBundleSpec,
+    parse_ca_rotation,
+    parse_revocation,
+    parse_revocation_policy,
+    parse_trust_bundle,
 )
 from mtls_operator.policy.certificate import Violation
 from mtls_operator.policy.issuance_policy import evaluate, glob_matches, selector_matches
@@ -579,6 +581,15 @@ def test_policy_field_semantics(raw: Any, spec: CertificateSpec, expected: str |
     assert (violation.message if violation else None) == expected
     if violation:
         assert violation.reason is Reason.POLICY_DENIED
+
+
+def test_a_refusal_names_the_kind_of_issuer_whose_policy_refuses() -> None:
+    """The sentence says whose policy it is: a namespace's MTLSIssuer or an MTLSClusterIssuer."""
+    spec = cert(dns_names=("api.other.svc",), issuer_ref=IssuerRef("mesh", "MTLSClusterIssuer"))
+    found = evaluate(POLICY, spec, "team-a", TEAM_A)
+    assert found is not None
+    expected = "dnsNames entry api.other.svc is not allowed by MTLSClusterIssuer policy: "
+    assert found.message.startswith(expected)
 
 
 @pytest.mark.parametrize(

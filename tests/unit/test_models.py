@@ -7,14 +7,10 @@ from typing import Any
 
 import pytest
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.durations import format_duration, parse_duration
-from mtls_operator.api.models import (
-    KeyAlgorithm,
-    SpecError,
-    Usage,
-    parse_certificate_spec,
-    parse_issuer_spec,
-)
+from mtls_operator.api.issuer_spec import parse_issuer_spec
+from mtls_operator.api.models import KeyAlgorithm, SpecError, Usage
 
 BASE: dict[str, Any] = {"secretName": "s", "issuerRef": {"name": "ca"}, "dnsNames": ["a.example.com"]}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -72,14 +71,13 @@ def test_keystores_do_not_open_with_another_password() -> None:
         crypto_pkcs12.load_pkcs12(keystore, b"wrong")
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_keystore_uses_pbes2_aes256_and_a_sha256_mac(tmp_path: Path) -> None:
+def test_keystore_uses_pbes2_aes256_and_a_sha256_mac(tmp_path: Path, openssl: str) -> None:
     leaf_key, chain = _issue(self_signed_ca(), ECDSA_P256)
     keystore, _ = build_pkcs12(leaf_key, chain, self_signed_ca().root_pem, PASSWORD, b"web-tls")
     path = tmp_path / "keystore.p12"
     path.write_bytes(keystore)
     info = subprocess.run(
-        ["openssl", "pkcs12", "-info", "-noout", "-in", str(path), "-passin", "pass:changeit"],
+        [openssl, "pkcs12", "-info", "-noout", "-in", str(path), "-passin", "pass:changeit"],
         capture_output=True,
         text=True,
         check=True,

@@ -15,7 +15,7 @@ from tests.unit.core_fakes import FakeApi, make_context, run, settle, turns
 from tests.unit.pki_factory import NOW, self_signed_ca
 
 from mtls_operator.api.constants import Reason
-from mtls_operator.api.objects import parse_issuer
+from mtls_operator.api.object_parsers import parse_issuer
 from mtls_operator.controllers.clock import FakeClock
 from mtls_operator.controllers.config import SignerSettings
 from mtls_operator.controllers.context import Context
@@ -23,7 +23,7 @@ from mtls_operator.controllers.issuers import IssuerState
 from mtls_operator.controllers.podcerts import PodCertificateSigner
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.policy.certificate import IssuerView
-from mtls_operator.policy.podcert import NodeRate
+from mtls_operator.policy.podcert_routing import NodeRate
 
 NS = "team-a"
 SIGNER = f"mtls.dev/{NS}.mesh"

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.constants import Reason
-from mtls_operator.api.models import KeyAlgorithm, Usage, parse_certificate_spec
+from mtls_operator.api.models import KeyAlgorithm, Usage
 from mtls_operator.api.tls import CAFacts, CertFacts, SecretFacts
 from mtls_operator.policy.certificate import Action, CertificateInput, IssuerView, SecretView, Violation, plan
 

@@ -116,6 +116,27 @@ CA_ERROR = Violation(Reason.CA_KEY_MISMATCH, "tls.key is not the key of tls.crt.
             id="a CA that cannot sign is reported with its own reason and the Secret named",
         ),
         pytest.param(
+            replace(INTERMEDIATE, ca=None, ca_error=CA_ERROR),
+            IssuerAction.RESIGN,
+            Reason.CA_KEY_MISMATCH,
+            "tls.key is not the key of tls.crt. Signing a new intermediate CA with the parent MTLSIssuer",
+            id="the operator's own intermediate, damaged, is signed again by its parent",
+        ),
+        pytest.param(
+            replace(SELF_SIGNED, ca=None, ca_error=CA_ERROR),
+            IssuerAction.NOT_READY,
+            Reason.CA_KEY_MISMATCH,
+            "Secret security/mesh-ca: tls.key is not the key of tls.crt.",
+            id="a damaged root is reported, never replaced on its own (every peer trusts it)",
+        ),
+        pytest.param(
+            replace(INTERMEDIATE, ca=None, ca_error=CA_ERROR, access=CASecretAccess.ALLOWED),
+            IssuerAction.NOT_READY,
+            Reason.CA_KEY_MISMATCH,
+            "tls.key is not the key of tls.crt.",
+            id="a damaged intermediate that is not the operator's is reported, not re-signed",
+        ),
+        pytest.param(
             replace(INTERMEDIATE, signed_by_parent=False),
             IssuerAction.RESIGN,
             Reason.CA_CREATED,

@@ -1,5 +1,5 @@
-"""policy.podcert: who signs a PodCertificateRequest, whether it may, the times it gets, and each node's
-rate. Pure decisions with the time passed in."""
+"""policy.podcert, podcert_request and podcert_routing: who signs a PodCertificateRequest, whether it may,
+the times it gets, and each node's rate. Pure decisions with the time passed in."""
 
 from __future__ import annotations
 
@@ -19,21 +19,25 @@ from mtls_operator.api.models import KeyAlgorithm
 from mtls_operator.policy.podcert import (
     ANN_REFRESH_BEFORE,
     BACKDATE,
-    ISSUER_GRACE,
     MIN_LIFETIME,
     REFRESH_MARGIN,
-    Decision,
-    NodeRate,
-    Outcome,
     PodCertInput,
-    PodCertRequest,
     Recorded,
-    SignerIssuer,
     begin_refresh_at,
-    choose_signer,
     decide,
-    in_scope,
+)
+from mtls_operator.policy.podcert_request import (
+    Decision,
+    Outcome,
+    PodCertRequest,
     parse_pod_certificate_request,
+)
+from mtls_operator.policy.podcert_routing import (
+    ISSUER_GRACE,
+    NodeRate,
+    SignerIssuer,
+    choose_signer,
+    in_scope,
     reserve,
 )
 

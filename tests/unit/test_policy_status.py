@@ -11,10 +11,11 @@ import pytest
 from tests.unit.core_fakes import leaf_facts
 
 from mtls_operator.api import conditions as cond
+from mtls_operator.api.certificate_spec import parse_certificate_spec
 from mtls_operator.api.conditions import Condition
 from mtls_operator.api.constants import ConditionType, Reason
 from mtls_operator.api.errors import Violation
-from mtls_operator.api.models import KeyAlgorithm, parse_certificate_spec
+from mtls_operator.api.models import KeyAlgorithm
 from mtls_operator.api.objects import CertificateStatus, IssuerStatus, RolloutRecord
 from mtls_operator.api.tls import SecretFacts
 from mtls_operator.policy.status import (

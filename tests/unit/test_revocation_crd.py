@@ -1,4 +1,4 @@
-"""The revocation fields of the CRDs agree with api.issuer_policy's parsers."""
+"""The revocation fields of the CRDs agree with api.trust_lifecycle's parsers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mtls_operator.api.issuer_policy import RevocationPolicy, parse_revocation, parse_revocation_policy
 from mtls_operator.api.models import SpecError
+from mtls_operator.api.trust_lifecycle import RevocationPolicy, parse_revocation, parse_revocation_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,8 @@ from cryptography.x509 import ocsp as x509_ocsp
 from tests.unit.pki_factory import ECDSA_P256, NOW, build_cert, key
 from tests.unit.test_revocation_store import CM_PATH, ISSUER, NS, T0, FakeApi, _store
 
-from mtls_operator.api.issuer_policy import parse_revocation
 from mtls_operator.api.models import SelfSignedCASpec
+from mtls_operator.api.trust_lifecycle import parse_revocation
 from mtls_operator.controllers.revocation_mirror import RevocationMirror
 from mtls_operator.k8s.api import ApiClient
 from mtls_operator.pki import ca as pki_ca
@@ -212,3 +212,41 @@ def test_only_issuers_in_the_operators_scope_are_copied() -> None:
     asyncio.run(exact.refresh())
     assert exact.lookup("t-one", "a") is not None
     assert ISSUERS not in api.reads, "a namespaced install lists per namespace (its RBAC allows no more)"
+
+
+def test_a_cluster_issuers_list_is_served_where_the_leader_serves_it() -> None:
+    """An MTLSClusterIssuer's list lives in the cluster resource namespace under ``cluster.<name>``; its CA
+    Secret there names the issuer by its plain name. Without a cluster namespace nothing of it is copied."""
+    home, name = "mtls-system", "mesh"
+    api = CountingApi()
+    secret, ca = _ca_secret(f"{name}-ca", name)
+    secret["metadata"]["namespace"] = home
+    api.objects[f"/api/v1/namespaces/{home}/secrets/{name}-ca"] = secret
+    api.objects[ISSUERS] = {"items": []}
+    api.objects["/apis/mtls.dev/v1alpha1/mtlsclusterissuers"] = {"items": [_issuer("", name)]}
+    bad = _leaf(ca, 1)
+    store, _ = _store(api)
+
+    async def publish() -> None:
+        await store.sync_issuer(home, f"cluster.{name}", parse_revocation({}), ca)
+        assert await store.revoke(
+            home, f"cluster.{name}", format(bad.serial_number, "x"), "keyCompromise", "w"
+        )
+
+    asyncio.run(publish())
+    mirror = RevocationMirror(cast(ApiClient, api), lambda: T0, cluster_namespace=home)
+
+    async def run() -> tuple[Any, bytes]:
+        await mirror.refresh()
+        served = mirror.lookup(home, f"cluster.{name}")
+        assert served is not None and served.ca is not None and served.crl_der is not None
+        return served, await mirror.responder.answer(served, _request(bad, ca))
+
+    served, answer = asyncio.run(run())
+    assert served.ca.facts.fingerprint == ca.facts.fingerprint
+    assert x509_ocsp.load_der_ocsp_response(answer).certificate_status is x509_ocsp.OCSPCertStatus.REVOKED
+    assert mirror.lookup(home, name) is None, "never under the plain name a namespaced issuer could hold"
+
+    namespaced_only = RevocationMirror(cast(ApiClient, api), lambda: T0)
+    asyncio.run(namespaced_only.refresh())
+    assert namespaced_only.lookup(home, f"cluster.{name}") is None

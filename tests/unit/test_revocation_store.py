@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 from tests.unit.pki_factory import ECDSA_P256, MLDSA_44, NOW, build_cert, key, self_signed_ca
 
-from mtls_operator.api.issuer_policy import parse_revocation
+from mtls_operator.api.trust_lifecycle import parse_revocation
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.revocation_http import decode_ocsp_get
 from mtls_operator.k8s.api import ApiClient, ApiError

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from mtls_operator.api.models import KeyAlgorithm, Usage
-from mtls_operator.api.objects import ParsedCertificate, parse_certificate
+from mtls_operator.api.object_parsers import parse_certificate
+from mtls_operator.api.objects import ParsedCertificate
 from mtls_operator.api.tls import CertFacts, SecretFacts
 from mtls_operator.controllers.compact import Interner, compact_certificate
 from mtls_operator.controllers.secret_cache import SecretCache, Verdict

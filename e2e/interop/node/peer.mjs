@@ -6,6 +6,9 @@
 //   node peer.mjs server --cert tls.crt --key tls.key --ca ca.crt [--count N]   (prints {"listening":PORT})
 //   node peer.mjs client --connect HOST:PORT --cert tls.crt --key tls.key --ca ca.crt [--servername NAME]
 //   node peer.mjs key --key tls.key --cert tls.crt   (loads the key, signs, verifies with the certificate)
+// --cert and --key repeat (server and client): one pair per key type, e.g. a dual certificate's ML-DSA tls.crt
+// and ECDSA tls-ecdsa.crt; OpenSSL presents the one the peer can verify. Reports name the certificate this
+// side presented (localKeyAlgorithm) and the peer's (peerKeyAlgorithm, signing with peerSignatureScheme).
 import { readFileSync } from "node:fs";
 import crypto from "node:crypto";
 import tls from "node:tls";
@@ -14,8 +17,8 @@ import { parseArgs } from "node:util";
 const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
-    cert: { type: "string" },
-    key: { type: "string" },
+    cert: { type: "string", multiple: true },
+    key: { type: "string", multiple: true },
     ca: { type: "string" },
     connect: { type: "string" },
     servername: { type: "string" },
@@ -24,6 +27,35 @@ const { positionals, values } = parseArgs({
 });
 
 const emit = (doc) => process.stdout.write(JSON.stringify(doc) + "\n");
+
+// A certificate's key as the operator names it: ML-DSA-65, ECDSA-P256, RSA-2048, Ed25519.
+function keyLabel(x509) {
+  if (!x509) return null;
+  const key = x509.publicKey;
+  const type = key.asymmetricKeyType;
+  if (type.startsWith("ml-dsa-")) return `ML-DSA-${type.slice(7)}`;
+  if (type === "ec") {
+    const curves = { prime256v1: 256, secp384r1: 384, secp521r1: 521 };
+    return `ECDSA-P${curves[key.asymmetricKeyDetails.namedCurve] || key.asymmetricKeyDetails.namedCurve}`;
+  }
+  if (type === "rsa") return `RSA-${key.asymmetricKeyDetails.modulusLength}`;
+  if (type === "ed25519") return "Ed25519";
+  return type;
+}
+
+// The TLS 1.3 signature scheme (IANA name) a certificate's key signs CertificateVerify with: one per
+// ML-DSA parameter set, ECDSA curve and EdDSA key; RSA keys sign with RSA-PSS (hash negotiated).
+function scheme(label) {
+  if (!label) return null;
+  if (label.startsWith("ML-DSA-")) return `mldsa${label.slice(7)}`;
+  const ecdsa = {
+    "ECDSA-P256": "ecdsa_secp256r1_sha256",
+    "ECDSA-P384": "ecdsa_secp384r1_sha384",
+    "ECDSA-P521": "ecdsa_secp521r1_sha512",
+  };
+  if (label in ecdsa) return ecdsa[label];
+  return label === "Ed25519" ? "ed25519" : "rsa_pss_rsae_*";
+}
 
 function describe(socket) {
   const peer = socket.getPeerX509Certificate();
@@ -41,14 +73,17 @@ function describe(socket) {
     peerChain: chain,
     peerSignatureAlgorithm: peer ? peer.signatureAlgorithm : null,
     peerKey: peer ? peer.publicKey.asymmetricKeyType : null,
+    peerKeyAlgorithm: keyLabel(peer),
+    peerSignatureScheme: scheme(keyLabel(peer)),
+    localKeyAlgorithm: keyLabel(socket.getX509Certificate ? socket.getX509Certificate() : null),
     sharedSigalgs: socket.getSharedSigalgs ? socket.getSharedSigalgs() : null,
   };
 }
 
 function options() {
   return {
-    cert: readFileSync(values.cert),
-    key: readFileSync(values.key),
+    cert: values.cert.map((f) => readFileSync(f)),
+    key: values.key.map((f) => readFileSync(f)),
     ca: readFileSync(values.ca),
     minVersion: "TLSv1.3",
   };
@@ -98,8 +133,8 @@ if (mode === "client") {
   });
   server.listen(0, "127.0.0.1", () => emit({ listening: server.address().port }));
 } else if (mode === "key") {
-  const key = crypto.createPrivateKey(readFileSync(values.key));
-  const cert = new crypto.X509Certificate(readFileSync(values.cert));
+  const key = crypto.createPrivateKey(readFileSync(values.key[0]));
+  const cert = new crypto.X509Certificate(readFileSync(values.cert[0]));
   const message = Buffer.from("mtls-operator interop");
   const signature = crypto.sign(null, message, key);
   emit({

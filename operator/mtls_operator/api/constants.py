@@ -85,6 +85,17 @@ TLS_KEY: Final = "tls.key"
 CA_CRT: Final = "ca.crt"
 KEYSTORE_P12: Final = "keystore.p12"
 TRUSTSTORE_P12: Final = "truststore.p12"
+# A certificate's (and a dual CA's) additional key pairs, next to tls.crt/tls.key in the same Secret: one pair
+# per key algorithm, named tls-<algorithm>.crt and tls-<algorithm>.key (tls-ecdsa.*, tls-rsa.*,
+# tls-ed25519.*, tls-mldsa.*). docs/post-quantum-migration.md.
+ADDITIONAL_KEY_PREFIX: Final = "tls-"
+
+
+def additional_secret_keys(algorithm: str) -> tuple[str, str]:
+    """The Secret data keys (certificate, private key) of the additional key pair of ``algorithm`` (a
+    KeyAlgorithm value such as ``ECDSA``): ``("tls-ecdsa.crt", "tls-ecdsa.key")``."""
+    stem = f"{ADDITIONAL_KEY_PREFIX}{algorithm.lower()}"
+    return f"{stem}.crt", f"{stem}.key"
 
 
 class ConditionType(StrEnum):
@@ -118,6 +129,10 @@ class Reason(StrEnum):
     ISSUER_CHANGED = "IssuerChanged"
     CA_BUNDLE_MISMATCH = "CABundleMismatch"
     KEYSTORE_MISSING = "KeystoreMissing"
+    # Certificate: its additional key pairs (spec.additionalPrivateKeys, tls-<algorithm>.crt/.key).
+    ADDITIONAL_KEY_MISSING = "AdditionalKeyMissing"
+    ADDITIONAL_KEY_MISMATCH = "AdditionalKeyMismatch"
+    ADDITIONAL_CERT_MISMATCH = "AdditionalCertMismatch"
     RENEWAL_DUE = "RenewalDue"
     EXPIRED = "Expired"
     MANUAL_RENEWAL = "ManualRenewal"
@@ -130,6 +145,7 @@ class Reason(StrEnum):
     ISSUER_NOT_READY = "IssuerNotReady"
     ISSUANCE_FAILED = "IssuanceFailed"
     POLICY_DENIED = "PolicyDenied"
+    ADDITIONAL_KEY_UNSUPPORTED = "AdditionalKeyUnsupported"  # the issuer has no CA of that algorithm
     BACKING_OFF = "BackingOff"
     ISSUANCE_BUDGET_EXCEEDED = "IssuanceBudgetExceeded"
     REVOCATION_PENDING = "RevocationPending"
@@ -144,6 +160,7 @@ class Reason(StrEnum):
     # Issuer.
     KEY_PAIR_VERIFIED = "KeyPairVerified"
     CA_CREATED = "CACreated"
+    CA_KEYS_ADDED = "CAKeysAdded"  # a dual CA: the additional CAs its spec asks for were added
     CA_SECRET_MISSING = "CASecretMissing"
     CA_INVALID = "CAInvalid"
     CA_NOT_CA = "CANotCA"

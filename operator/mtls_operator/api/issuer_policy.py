@@ -16,32 +16,33 @@ The model keeps "left out" (None) apart from "empty" (()) only so that a denial 
 ``spec.spiffe`` asks for the SPIFFE ID URI SAN ``spiffe://{trustDomain}/ns/{namespace}/sa/{serviceAccount}``;
 :func:`with_spiffe_uri` adds it to a parsed :class:`CertificateSpec` once the namespace and the issuer's
 trust domain are known.
+
+The field shapes this shares with the other parsers (objects, string lists, label selectors) are read in
+:mod:`mtls_operator.api.fields`; the other trust-lifecycle fields (``spec.revocation``, ``spec.trustBundle``,
+CA rotation, ``spec.revocationPolicy``) are parsed in :mod:`mtls_operator.api.trust_lifecycle`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from mtls_operator.api.durations import DurationError, parse_duration
-from mtls_operator.api.models import (
-    ALLOWED_SIZES,
-    MIN_DURATION,
-    CertificateSpec,
-    KeyAlgorithm,
-    SpecError,
-    Usage,
+from mtls_operator.api.fields import (
+    SUBDOMAIN,
+    LabelSelector,
+    as_mapping,
     control_character_problem,
+    optional_strs,
+    parse_label_selector,
 )
+from mtls_operator.api.models import ALLOWED_SIZES, CertificateSpec, KeyAlgorithm, SpecError, Usage
 
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
-DEFAULT_CRL_VALIDITY: Final = timedelta(hours=24)
 TEMPLATE_VARIABLES: Final = ("namespace", "trustDomain")
 # What a policy without allowedUsages allows: mutual TLS, nothing that signs code, mail or OCSP responses.
 DEFAULT_ALLOWED_USAGES: Final = (
@@ -53,46 +54,7 @@ DEFAULT_ALLOWED_USAGES: Final = (
 
 # SPIFFE trust domains: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec 2.1).
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
-# Kubernetes object names (DNS-1123 subdomain), as service account names are.
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-
-
-class SelectorOperator(StrEnum):
-    IN = "In"
-    NOT_IN = "NotIn"
-    EXISTS = "Exists"
-    DOES_NOT_EXIST = "DoesNotExist"
-
-
-@dataclass(frozen=True, slots=True)
-class LabelSelectorRequirement:
-    key: str
-    operator: SelectorOperator
-    values: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LabelSelector:
-    """metav1.LabelSelector: every matchLabels pair and every matchExpressions requirement must hold; an
-    empty selector matches everything."""
-
-    match_labels: tuple[tuple[str, str], ...] = ()
-    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
-
-    def __str__(self) -> str:
-        """kubectl's selector syntax, e.g. ``team=a,env in (prod,staging),!legacy``."""
-        parts = [f"{k}={v}" for k, v in self.match_labels]
-        for r in self.match_expressions:
-            if r.operator is SelectorOperator.EXISTS:
-                parts.append(r.key)
-            elif r.operator is SelectorOperator.DOES_NOT_EXIST:
-                parts.append(f"!{r.key}")
-            else:
-                word = "in" if r.operator is SelectorOperator.IN else "notin"
-                parts.append(f"{r.key} {word} ({','.join(r.values)})")
-        return ",".join(parts) or "(everything)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,29 +140,8 @@ class SpiffeSpec:
 # Parsing at the edge
 
 
-def _mapping(value: Any, what: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SpecError(f"{what} must be an object.")
-    return value
-
-
-def _optional_strs(value: Any, what: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
-        raise SpecError(f"{what} must be a list of strings.")
-    out: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise SpecError(f"{what} must be a list of non-empty strings, but holds {item!r}.")
-        out.append(item)
-    return tuple(dict.fromkeys(out))
-
-
 def _patterns(value: Any, what: str, *, lower: bool = False) -> tuple[str, ...] | None:
-    patterns = _optional_strs(value, what)
+    patterns = optional_strs(value, what)
     if patterns is None:
         return None
     for pattern in patterns:
@@ -218,42 +159,8 @@ def _patterns(value: Any, what: str, *, lower: bool = False) -> tuple[str, ...] 
     return tuple(p.lower() for p in patterns) if lower else patterns
 
 
-def parse_label_selector(raw: Any, where: str) -> LabelSelector:
-    doc = _mapping(raw, where)
-    labels = _mapping(doc.get("matchLabels"), f"{where}.matchLabels")
-    for k, v in labels.items():
-        if not isinstance(k, str) or not _LABEL_KEY.match(k) or not isinstance(v, str):
-            raise SpecError(f"{where}.matchLabels: {k!r}: {v!r} is not a label key and string value.")
-    expressions: list[LabelSelectorRequirement] = []
-    raw_exprs = doc.get("matchExpressions") or []
-    if not isinstance(raw_exprs, Sequence) or isinstance(raw_exprs, str | bytes):
-        raise SpecError(f"{where}.matchExpressions must be a list.")
-    for i, item in enumerate(raw_exprs):
-        path = f"{where}.matchExpressions[{i}]"
-        expr = _mapping(item, path)
-        key = expr.get("key")
-        if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            raise SpecError(f"{path}.key must be a label key, not {key!r}.")
-        try:
-            operator = SelectorOperator(str(expr.get("operator")))
-        except ValueError:
-            raise SpecError(
-                f"{path}.operator must be In, NotIn, Exists or DoesNotExist, not {expr.get('operator')!r}."
-            ) from None
-        values = _optional_strs(expr.get("values"), f"{path}.values") or ()
-        if operator in (SelectorOperator.IN, SelectorOperator.NOT_IN) and not values:
-            raise SpecError(f"{path}.values must not be empty for operator {operator}.")
-        if operator in (SelectorOperator.EXISTS, SelectorOperator.DOES_NOT_EXIST) and values:
-            raise SpecError(f"{path}.values must be empty for operator {operator}.")
-        expressions.append(LabelSelectorRequirement(key, operator, values))
-    return LabelSelector(
-        match_labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-        match_expressions=tuple(expressions),
-    )
-
-
 def _ip_ranges(value: Any, what: str) -> tuple[str, ...] | None:
-    ranges = _optional_strs(value, what)
+    ranges = optional_strs(value, what)
     if ranges is None:
         return None
     out: list[str] = []
@@ -266,7 +173,7 @@ def _ip_ranges(value: Any, what: str) -> tuple[str, ...] | None:
 
 
 def _usages(value: Any, what: str) -> tuple[Usage, ...] | None:
-    names = _optional_strs(value, what)
+    names = optional_strs(value, what)
     if names is None:
         return None
     out: list[Usage] = []
@@ -287,7 +194,7 @@ def _algorithms(value: Any, what: str) -> tuple[AlgorithmRule, ...] | None:
     rules: dict[KeyAlgorithm, AlgorithmRule] = {}
     for i, item in enumerate(value):
         path = f"{what}[{i}]"
-        doc = _mapping(item, path)
+        doc = as_mapping(item, path)
         try:
             algorithm = KeyAlgorithm(str(doc.get("algorithm")))
         except ValueError:
@@ -313,7 +220,7 @@ def _algorithms(value: Any, what: str) -> tuple[AlgorithmRule, ...] | None:
 
 
 def _allowed_subject(value: Any, what: str) -> AllowedSubject:
-    doc = _mapping(value, what)
+    doc = as_mapping(value, what)
     unknown = sorted(set(doc) - set(SUBJECT_FIELDS.values()))
     if unknown:
         raise SpecError(
@@ -338,7 +245,7 @@ def parse_issuer_policy(raw: Any) -> IssuerPolicy:
     """Parse an MTLSIssuer's ``spec.policy``; raise :class:`SpecError` naming the field on anything
     unusable. Call it only when ``spec.policy`` is present: an absent policy allows everything, while the
     result for None (or {}) is a policy that allows the defaults only (see the module docstring)."""
-    doc = _mapping(raw, "spec.policy")
+    doc = as_mapping(raw, "spec.policy")
     where = "spec.policy"
     trust_domain = doc.get("trustDomain") or DEFAULT_TRUST_DOMAIN
     if not isinstance(trust_domain, str):
@@ -379,11 +286,11 @@ def parse_spiffe(raw: Any) -> SpiffeSpec | None:
     """Parse an MTLSCertificate's ``spec.spiffe`` (None when absent); raise :class:`SpecError`."""
     if raw is None:
         return None
-    doc = _mapping(raw, "spec.spiffe")
+    doc = as_mapping(raw, "spec.spiffe")
     account = doc.get("serviceAccount")
     if not isinstance(account, str) or not account:
         raise SpecError("spec.spiffe.serviceAccount is required.")
-    if len(account) > 253 or not _SUBDOMAIN.match(account):
+    if len(account) > 253 or not SUBDOMAIN.match(account):
         raise SpecError(f"spec.spiffe.serviceAccount {account!r} is not a valid service account name.")
     trust_domain = doc.get("trustDomain") or None
     if trust_domain is not None:
@@ -413,129 +320,3 @@ def with_spiffe_uri(
     trust_domain = spiffe.trust_domain or (policy.trust_domain if policy else DEFAULT_TRUST_DOMAIN)
     uri = spiffe_uri(namespace, spiffe.service_account, trust_domain)
     return replace(spec, uris=(uri, *(u for u in spec.uris if u != uri)))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The other trust-lifecycle fields of the issuer and the certificate (docs/trust-lifecycle-crd.md)
-
-
-class RevocationPolicy(StrEnum):
-    """``spec.revocationPolicy`` of an MTLSCertificate: what happens to its serial when it is deleted."""
-
-    NONE = "None"
-    REVOKE = "Revoke"  # the serial goes on the issuer's CRL (and OCSP answers revoked)
-
-
-@dataclass(frozen=True, slots=True)
-class RevocationSpec:
-    """``spec.revocation`` of an MTLSIssuer: where relying parties fetch the CRL and ask OCSP; both end up
-    in every leaf (cRLDistributionPoints, authorityInfoAccess)."""
-
-    crl_url: str | None = None
-    ocsp_url: str | None = None
-    crl_validity: timedelta = DEFAULT_CRL_VALIDITY  # nextUpdate - thisUpdate of each CRL
-
-
-@dataclass(frozen=True, slots=True)
-class TrustBundleSpec:
-    """``spec.trustBundle`` of an MTLSIssuer: publish the issuer's trust anchors (two during a rotation)
-    as a ConfigMap in every namespace the selector matches."""
-
-    config_map_name: str
-    namespace_selector: LabelSelector = LabelSelector()
-
-
-@dataclass(frozen=True, slots=True)
-class CARotationSpec:
-    """When the issuer's CA rotates. ``renew_before`` (selfSigned and intermediate): start a rotation that
-    long before the CA expires; None: only on demand. A ``ca`` issuer does not rotate (its
-    ``rotation`` field is refused)."""
-
-    renew_before: timedelta | None = None
-
-
-def _secret_name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"{what} is required.")
-    if len(value) > 253 or not _SUBDOMAIN.match(value):
-        raise SpecError(f"{what} {value!r} is not a valid Kubernetes object name.")
-    return value
-
-
-def _http_url(value: Any, what: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise SpecError(f"{what} must be a string.")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or not value.isascii() or " " in value:
-        raise SpecError(f"{what} {value!r} must be an absolute http:// URL such as http://ca.example/ca.crl.")
-    return value
-
-
-def _optional_duration(value: Any, what: str) -> timedelta | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise SpecError(f"{what} must be a duration string such as 720h, not {value!r}.")
-    try:
-        duration = parse_duration(value)
-    except DurationError as exc:
-        raise SpecError(f"{what} is invalid: {exc}.") from None
-    if duration < MIN_DURATION:
-        raise SpecError(f"{what} must be at least 1m.")
-    return duration
-
-
-def parse_revocation(raw: Any) -> RevocationSpec | None:
-    """``spec.revocation`` of an MTLSIssuer (None when absent)."""
-    if raw is None:
-        return None
-    doc = _mapping(raw, "spec.revocation")
-    validity = _optional_duration(doc.get("crlValidity"), "spec.revocation.crlValidity")
-    return RevocationSpec(
-        crl_url=_http_url(doc.get("crlURL"), "spec.revocation.crlURL"),
-        ocsp_url=_http_url(doc.get("ocspURL"), "spec.revocation.ocspURL"),
-        crl_validity=validity or DEFAULT_CRL_VALIDITY,
-    )
-
-
-def parse_trust_bundle(raw: Any) -> TrustBundleSpec | None:
-    """``spec.trustBundle`` of an MTLSIssuer (None when absent)."""
-    if raw is None:
-        return None
-    where = "spec.trustBundle"
-    doc = _mapping(raw, where)
-    if doc.get("pkcs12") is not None:
-        raise SpecError(
-            f"{where}.pkcs12 is not supported yet: the bundle is published as PEM (key ca.crt) only; "
-            "remove pkcs12."
-        )
-    name = _secret_name(doc.get("configMapName"), f"{where}.configMapName")
-    selector = parse_label_selector(doc.get("namespaceSelector"), f"{where}.namespaceSelector")
-    return TrustBundleSpec(config_map_name=name, namespace_selector=selector)
-
-
-def parse_ca_rotation(spec: Mapping[str, Any]) -> CARotationSpec:
-    """The rotation settings of an MTLSIssuer ``spec``: ``selfSigned.renewBefore`` or
-    ``intermediate.renewBefore``; empty when none is set. ``ca.rotation`` is refused: not supported yet."""
-    for kind in ("selfSigned", "intermediate"):
-        if spec.get(kind) is not None:
-            doc = _mapping(spec.get(kind), f"spec.{kind}")
-            return CARotationSpec(
-                renew_before=_optional_duration(doc.get("renewBefore"), f"spec.{kind}.renewBefore")
-            )
-    if _mapping(spec.get("ca"), "spec.ca").get("rotation") is not None:
-        raise SpecError(
-            "spec.ca.rotation (nextSecretName) is not supported yet: to replace the CA, put the new key "
-            "pair in another Secret and change spec.ca.secretName."
-        )
-    return CARotationSpec()
-
-
-def parse_revocation_policy(raw: Any) -> RevocationPolicy:
-    """``spec.revocationPolicy`` of an MTLSCertificate; None by default."""
-    try:
-        return RevocationPolicy(raw or RevocationPolicy.NONE)
-    except ValueError:
-        raise SpecError("spec.revocationPolicy must be None or Revoke.") from None

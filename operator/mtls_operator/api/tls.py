@@ -10,9 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mtls_operator.api.errors import CAError, TLSMaterialError
-from mtls_operator.api.models import KeyAlgorithm, Usage
+from mtls_operator.api.models import KeyAlgorithm, KeyEncoding, Usage
 
-__all__ = ["CAError", "CAFacts", "CertFacts", "SecretFacts", "TLSMaterialError", "effective_usages"]
+__all__ = [
+    "AdditionalFacts",
+    "CAError",
+    "CAFacts",
+    "CertFacts",
+    "SecretFacts",
+    "TLSMaterialError",
+    "effective_usages",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,19 @@ class CertFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class AdditionalFacts:
+    """One additional key pair of a Secret (tls-<algorithm>.crt and .key), judged against the issuer's CA
+    of that algorithm."""
+
+    algorithm: KeyAlgorithm  # the algorithm its data keys name (tls-ecdsa.* -> ECDSA)
+    leaf: CertFacts
+    key_matches: bool  # tls-<algorithm>.key is the private key of the tls-<algorithm>.crt leaf
+    key_encoding: KeyEncoding  # PKCS1 for a traditional RSA/EC PEM, else PKCS8
+    signed_by_current_ca: bool  # the leaf verifies under the issuer's current CA of this algorithm
+    chain_complete: bool  # tls-<algorithm>.crt carries that CA's intermediates after the leaf
+
+
+@dataclass(frozen=True, slots=True)
 class SecretFacts:
     """The verdict on one ``kubernetes.io/tls`` Secret's data, checked against the issuer's CA."""
 
@@ -47,6 +68,10 @@ class SecretFacts:
     chain_complete: bool  # tls.crt carries the issuer's intermediates after the leaf
     has_keystores: bool  # keystore.p12 and truststore.p12 are present
     ca_bundle_fingerprints: frozenset[str] = frozenset()  # sha256 of every certificate in ca.crt
+    additional: tuple[AdditionalFacts, ...] = ()  # the additional key pairs the Secret holds
+
+    def additional_for(self, algorithm: KeyAlgorithm) -> AdditionalFacts | None:
+        return next((a for a in self.additional if a.algorithm is algorithm), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,17 @@
 """`mtlsctl`: the user's command line for mtls-operator.
 
-Cluster commands (``status``, ``inspect``, ``renew``, ``check``) read and annotate the operator's objects;
-offline commands (``ca init``, ``cert issue``, ``verify``) run the operator's ``pki`` code on files;
-``handshake`` and ``serve`` make real mutual TLS 1.3 connections. Every command prints for people by
-default and ``-o json`` / ``-o yaml`` for machines; a failure exits non-zero with a sentence on stderr.
+Cluster commands (``status``, ``inspect``, ``renew``, ``check``, ``algorithms``) read and annotate the
+operator's objects; offline commands (``ca init``, ``cert issue``, ``verify``) run the operator's ``pki`` code
+on files; ``handshake``, ``serve`` and ``probe`` make real mutual TLS 1.3 connections. Every command prints
+for people by default and ``-o json`` / ``-o yaml`` for machines; a failure exits non-zero with a sentence
+on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,8 @@ from mtls_operator.cli.cluster import (
     request_ca_rotation,
     request_renewal,
 )
+from mtls_operator.cli.errors import EXIT_FAILED, EXIT_OK, CommandError
+from mtls_operator.cli.migration import key_algorithms
 from mtls_operator.cli.offline import (
     PURPOSES,
     OfflineError,
@@ -40,18 +41,10 @@ from mtls_operator.cli.offline import (
 from mtls_operator.cli.output import Format, Printer
 from mtls_operator.cli.profiles import ProfileError, builtin_profiles, load_profile
 from mtls_operator.cli.revoke import add_revoke_parser, cmd_revoke
-from mtls_operator.cli.tlsio import EchoServer, HandshakeResult, client_handshake
+from mtls_operator.cli.tls_commands import add_tls_parsers, cmd_handshake, cmd_probe, cmd_serve
 from mtls_operator.k8s.api import ApiClient
 
 T = TypeVar("T")
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # the thing checked is not fine: handshake refused, verification failed, unhealthy
-EXIT_USAGE = 2  # argparse's own code for bad flags
-
-
-class CommandError(Exception):
-    """A command that cannot run; its message is printed as ``mtlsctl: <message>``."""
 
 
 def _common(p: argparse.ArgumentParser, *, cluster: bool = False, top: bool = False) -> None:
@@ -108,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="are the CRDs installed and an operator reconciling?")
     _common(check, cluster=True)
 
+    algorithms = sub.add_parser(
+        "algorithms", help="the post-quantum migration: which certificates' Secrets hold which key algorithms"
+    )
+    algorithms.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    _common(algorithms, cluster=True)
+
     ca = sub.add_parser("ca", help="offline CA")
     ca_sub = ca.add_subparsers(dest="action", metavar="ACTION", required=True)
     ca_init = ca_sub.add_parser("init", help="create a self-signed CA in a directory (ca.crt, ca.key)")
@@ -143,23 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--dns", help="a name the certificate must be valid for")
     _common(verify)
 
-    shake = sub.add_parser("handshake", help="a real mutual TLS 1.3 handshake with a server")
-    shake.add_argument("--connect", required=True, metavar="HOST:PORT")
-    shake.add_argument("--cert", required=True, type=Path, help="client certificate chain, PEM")
-    shake.add_argument("--key", required=True, type=Path, help="client private key, PEM")
-    shake.add_argument("--ca", required=True, type=Path, help="root(s) the server must chain to, PEM")
-    shake.add_argument("--servername", help="SNI and the name the server certificate must carry")
-    shake.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-    _common(shake)
-
-    serve = sub.add_parser("serve", help="an mTLS echo server that requires client certificates")
-    serve.add_argument("--cert", required=True, type=Path, help="server certificate chain, PEM")
-    serve.add_argument("--key", required=True, type=Path, help="server private key, PEM")
-    serve.add_argument("--ca", required=True, type=Path, help="root(s) client certificates must chain to")
-    serve.add_argument("--port", type=int, default=8443, help="port (default 8443; 0 picks a free one)")
-    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
-    serve.add_argument("--count", type=int, default=0, help="exit after this many connections (0: never)")
-    _common(serve)
+    add_tls_parsers(sub, _common)
     return p
 
 
@@ -204,6 +187,12 @@ def cmd_rotate_ca(args: argparse.Namespace, out: Printer) -> int:
 def cmd_renew(args: argparse.Namespace, out: Printer) -> int:
     doc = _run_cluster(args, lambda api, ns: request_renewal(api, ns, args.name, _now()))
     out.emit(doc, render.renewal)
+    return EXIT_OK
+
+
+def cmd_algorithms(args: argparse.Namespace, out: Printer) -> int:
+    doc = _run_cluster(args, lambda api, ns: key_algorithms(api, None if args.all_namespaces else ns))
+    out.emit(doc, render.algorithms)
     return EXIT_OK
 
 
@@ -263,67 +252,6 @@ def cmd_verify(args: argparse.Namespace, out: Printer) -> int:
     return EXIT_OK if doc["ok"] else EXIT_FAILED
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise CommandError(f"--connect {text!r} must be HOST:PORT, e.g. 127.0.0.1:8443.")
-    return host.strip("[]"), int(port)
-
-
-def cmd_handshake(args: argparse.Namespace, out: Printer) -> int:
-    host, port = _host_port(args.connect)
-    for flag, path in (("--cert", args.cert), ("--key", args.key), ("--ca", args.ca)):
-        if not path.is_file():
-            raise CommandError(f"{flag} {path}: no such file.")
-    result = client_handshake(
-        host,
-        port,
-        cert=args.cert,
-        key=args.key,
-        ca=args.ca,
-        server_name=args.servername,
-        timeout=args.timeout,
-    )
-    doc = {"server": args.connect, "serverName": args.servername, **result.as_dict()}
-    out.emit(doc, render.handshake)
-    return EXIT_OK if result.ok else EXIT_FAILED
-
-
-def cmd_serve(args: argparse.Namespace, out: Printer) -> int:
-    for flag, path in (("--cert", args.cert), ("--key", args.key), ("--ca", args.ca)):
-        if not path.is_file():
-            raise CommandError(f"{flag} {path}: no such file.")
-    lock = threading.Lock()
-    done = threading.Event()
-    served = 0
-
-    def report(result: HandshakeResult) -> None:
-        nonlocal served
-        with lock:
-            out.emit({"event": "connection", **result.as_dict()}, render.served, compact=True)
-            served += 1
-            if args.count and served >= args.count:
-                done.set()
-
-    try:
-        server = EchoServer(args.cert, args.key, args.ca, host=args.host, port=args.port, on_result=report)
-    except OSError as exc:
-        raise CommandError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror}.") from None
-    except Exception as exc:  # pyOpenSSL reports bad credentials as OpenSSL.SSL.Error
-        raise CommandError(f"Cannot load the server credentials: {exc}.") from None
-    out.emit(
-        {"event": "listening", "host": args.host, "port": server.port, "certificate": str(args.cert)},
-        render.listening,
-        compact=True,
-    )
-    server.start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
-    server.stop()
-    return EXIT_OK
-
-
 COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], int]] = {
     "status": cmd_status,
     "inspect": cmd_inspect,
@@ -331,6 +259,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Printer], int]] = {
     "revoke": cmd_revoke,
     "rotate-ca": cmd_rotate_ca,
     "check": cmd_check,
+    "algorithms": cmd_algorithms,
+    "probe": cmd_probe,
     "ca": cmd_ca,
     "cert": cmd_cert,
     "profiles": cmd_profiles,

@@ -16,13 +16,9 @@ from typing import Any
 
 import yaml
 
-from mtls_operator.api.models import (
-    CertificateSpec,
-    SelfSignedCASpec,
-    SpecError,
-    parse_certificate_spec,
-    parse_issuer_spec,
-)
+from mtls_operator.api.certificate_spec import parse_certificate_spec
+from mtls_operator.api.issuer_spec import parse_issuer_spec
+from mtls_operator.api.models import CertificateSpec, SelfSignedCASpec, SpecError
 
 PROFILE_KINDS = ("ca", "leaf")
 # Fields a profile may set, per kind: the CRD spelling of what the spec parsers read.

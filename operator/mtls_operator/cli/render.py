@@ -160,8 +160,58 @@ def handshake(out: Printer, doc: dict[str, Any]) -> None:
                 ("peer chain", [_dn(c) for c in doc["peerChain"]]),
                 ("peer signature", doc["peerSignatureAlgorithm"]),
                 ("peer key", doc["peerKey"]),
+                ("server certificate", doc.get("peerKeyAlgorithm")),
+                ("server signature", doc.get("peerSignatureScheme")),
+                ("client certificate", doc.get("localKeyAlgorithm")),
+                ("profile", doc.get("profile")),
             ]
         )
+
+
+def probe(out: Printer, doc: dict[str, Any]) -> None:
+    target = doc["server"] + (f" ({doc['serverName']})" if doc["serverName"] else "")
+    chose = doc.get("peerKeyAlgorithm")
+    if chose:
+        out.line(f"{target} presents {out.paint(str(chose), 'cyan', 'bold')} to a {doc['profile']} client")
+    verdict = out.ok(True, "accepted") if doc["ok"] else out.ok(False, "refused", "refused")
+    out.fields(
+        [
+            ("profile", doc["profile"]),
+            ("group", out.paint(str(doc["group"]), "cyan") if doc["group"] else None),
+            ("server certificate", chose),
+            ("server signature", doc.get("peerSignatureScheme")),
+            ("server chain", [_dn(c) for c in doc["peerChain"]]),
+            ("client certificate", doc.get("localKeyAlgorithm") or "none sent"),
+            ("verdict", verdict if doc["ok"] else f"{verdict}: {doc['error']}"),
+        ]
+    )
+
+
+def algorithms(out: Printer, doc: dict[str, Any]) -> None:
+    rows = [
+        [
+            r["namespace"],
+            r["name"],
+            r["secretName"],
+            ", ".join(r["held"]) or r.get("problem", "-"),
+            _kind(out, r["kind"]),
+            out.paint("pending: " + ", ".join(r["wanted"]), "yellow") if r["pending"] else "",
+        ]
+        for r in doc["certificates"]
+    ]
+    out.table(["namespace", "certificate", "secret", "keys held", "kind", "spec"], rows)
+    out.line()
+    summary = doc["summary"]
+    parts = [f"{summary[k]} {k}" for k in ("dual", "post-quantum", "classical", "missing")]
+    pending = f", {summary['pending']} pending" if summary["pending"] else ""
+    out.line(f"{summary['total']} certificates: {', '.join(parts)}{pending}")
+    if doc["algorithms"]:
+        out.line("keys: " + ", ".join(f"{n} {label}" for label, n in doc["algorithms"].items()))
+
+
+def _kind(out: Printer, kind: str) -> str:
+    colour = {"dual": "green", "post-quantum": "cyan", "classical": "yellow", "missing": "red"}[kind]
+    return out.paint(kind, colour)
 
 
 def listening(out: Printer, doc: dict[str, Any]) -> None:
@@ -173,7 +223,8 @@ def served(out: Printer, doc: dict[str, Any]) -> None:
         peer = _dn(doc["peerChain"][0]) if doc["peerChain"] else "?"
         out.line(
             f"{out.ok(True, 'accepted')} {peer}: {doc['protocol']} {doc['group']} "
-            f"client signature {doc['peerSignatureAlgorithm']}"
+            f"client signature {doc['peerSignatureAlgorithm']}, client certificate "
+            f"{doc.get('peerKeyAlgorithm')}, server certificate {doc.get('localKeyAlgorithm')}"
         )
     else:
         out.line(f"{out.ok(False, 'rejected', 'rejected')}: {doc['error']}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from mtls_operator.policy import backoff
 from mtls_operator.policy.budget import IssuanceBudget
-from mtls_operator.policy.podcert import NodeRate
+from mtls_operator.policy.podcert_routing import NodeRate
 from mtls_operator.policy.rollout import Pacing
 
 DEFAULT_METRICS_PORT = 9402

@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mtls_operator.api.constants import ANN_CERTIFICATE_NAME
-from mtls_operator.api.objects import Key, parse_certificate, parse_issuer
+from mtls_operator.api.object_parsers import parse_certificate, parse_issuer
+from mtls_operator.api.objects import Key
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.rollouts import RolloutManager
 from mtls_operator.controllers.stores import NamespaceInfo

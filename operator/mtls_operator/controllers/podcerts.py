@@ -2,10 +2,10 @@
 that issuers declare in ``spec.podCertificates``.
 
 Intake keeps the pending requests of this project's signer names (parsed once, in
-:mod:`mtls_operator.policy.podcert`) and queues their keys on the signer's own work queue, with its own
-workers, apart from the queue of certificates and issuers: a flood of requests never delays an
+:mod:`mtls_operator.policy.podcert_request`) and queues their keys on the signer's own work queue, with its
+own workers, apart from the queue of certificates and issuers: a flood of requests never delays an
 MTLSCertificate's renewal behind it. Each node is served through its own token bucket
-(:func:`~mtls_operator.policy.podcert.reserve`), so one node's flood waits its turn while other nodes'
+(:func:`~mtls_operator.policy.podcert_routing.reserve`), so one node's flood waits its turn while other nodes'
 requests pass.
 
 One request: choose the issuer (reads nothing), take the node's slot, gather the pod, its ServiceAccount
@@ -39,19 +39,14 @@ from mtls_operator.controllers.workqueue import WorkQueue
 from mtls_operator.k8s.api import MERGE_PATCH, ApiError, core_path, group_path
 from mtls_operator.k8s.resources import post_event, read_namespace
 from mtls_operator.pki.issuance import issue_for_public_key, requested_key_algorithm
-from mtls_operator.policy.podcert import (
+from mtls_operator.policy.podcert import PodCertInput, Recorded, decide
+from mtls_operator.policy.podcert_request import (
     Decision,
     Outcome,
-    PodCertInput,
     PodCertRequest,
-    Recorded,
-    SignerIssuer,
-    choose_signer,
-    decide,
-    in_scope,
     parse_pod_certificate_request,
-    reserve,
 )
+from mtls_operator.policy.podcert_routing import SignerIssuer, choose_signer, in_scope, reserve
 
 logger = logging.getLogger("mtls_operator.podcerts")
 GROUP, VERSION, PLURAL = "certificates.k8s.io", "v1beta1", "podcertificaterequests"

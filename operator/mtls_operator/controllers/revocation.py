@@ -29,6 +29,10 @@ since the last one (a revocation, or entries that expired), when the issuer's CA
 or less of its validity is left. ``sync_issuer`` (every issuer reconcile) and a refresh task (every minute)
 check that.
 
+Each issuer's list as this process holds it, and the guarded reads and writes of its ConfigMap, are in
+controllers.revocation_store; this module keeps one per issuer, its lock, the refresh task, the problems
+reported on the issuer, and the interface the rest of the operator calls.
+
 HTTP. ``start()`` serves CRLs and OCSP (controllers.revocation_http) on ``MTLS_REVOCATION_PORT`` (default
 9403; 0 disables) and ``MTLS_REVOCATION_BIND`` (default 127.0.0.1; the chart sets 0.0.0.0). A serial on
 the list is ``revoked``; any other serial is ``good``: the operator keeps no index of every serial it
@@ -41,91 +45,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final
 
 from mtls_operator.api import conditions as cond
 from mtls_operator.api.constants import ISSUER_KIND, ISSUER_PLURAL, Reason
-from mtls_operator.api.issuer_policy import DEFAULT_CRL_VALIDITY, RevocationSpec
-from mtls_operator.api.tls import CAError
+from mtls_operator.api.trust_lifecycle import RevocationSpec
 from mtls_operator.controllers.revocation_http import LIMITS, Responder, Served
+from mtls_operator.controllers.revocation_store import Clock, IssuerRevocations, Key, RevocationsConfigMap
 from mtls_operator.k8s.api import ApiClient, ApiError
 from mtls_operator.k8s.resources import get_custom, post_event
 from mtls_operator.observability.metrics import Metrics
 from mtls_operator.observability.server import HttpLimits
 from mtls_operator.pki.ca import CAKeyPair
-from mtls_operator.pki.crl import RevocationError, build_crl
 from mtls_operator.policy.revocations import (
     BUDGET_BYTES,
-    CONFIG_MAP_LIMIT,
-    EMPTY_DIGEST,
     Revoked,
-    Stored,
-    config_map_body,
     config_map_name,
-    config_map_path,
-    crl_due,
-    der_to_pem,
-    list_digest,
-    merge_revoked,
     normalize_reason,
-    ownership_problem,
     parse_serial,
-    prune,
-    publishes_crl,
-    stored_from_config_map,
     whole_seconds,
 )
 
 logger = logging.getLogger("mtls_operator.revocation")
-Key = tuple[str, str]
-Clock = Callable[[], datetime]
 
 REFRESH_INTERVAL: Final = 60.0
-WRITE_ATTEMPTS: Final = 5
-
-
-def served_snapshot(
-    stored: Stored, ca: CAKeyPair | None, digest: str, unavailable: str | None = None
-) -> Served:
-    """What the responder serves of one issuer: the stored CRL, the CA for OCSP, the list as a lookup."""
-    if unavailable is not None:
-        return Served(unavailable=unavailable)
-    return Served(stored.crl_der, stored.crl_pem, ca, stored.lookup(), digest)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The store
-
-
-@dataclass
-class _Issuer:
-    """What this process knows of one issuer."""
-
-    ca: CAKeyPair | None = None
-    spec: RevocationSpec | None = None
-    stored: Stored = field(default_factory=Stored)
-    digest: str = EMPTY_DIGEST
-    serials: frozenset[int] = frozenset()
-    served: Served = field(default_factory=Served)
-    loaded: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_problem: str | None = None  # logged once until it changes
-    conflict: str | None = None  # the ConfigMap of that name is not ours: a sentence
-    full: str | None = None  # the last revocation was refused for size: a sentence
-    reported: Reason | None = None  # the problem last posted as an event
-    uid: str | None = None
-
-    @property
-    def margin(self) -> timedelta:
-        """How long an entry stays after its certificate's notAfter: one CRL validity."""
-        return self.spec.crl_validity if self.spec is not None else DEFAULT_CRL_VALIDITY
-
-    @property
-    def ca_not_after(self) -> datetime | None:
-        return self.ca.facts.not_after if self.ca is not None else None
 
 
 def _utcnow() -> datetime:
@@ -150,9 +94,9 @@ class Revocations:
         self.clock = clock
         self.refresh_interval = REFRESH_INTERVAL
         self.events = events  # post a Warning event on the issuer when a problem appears
-        self.budget = budget
+        self.store = RevocationsConfigMap(api, clock, budget)
         self.responder = Responder(self.lookup, lambda: self.clock(), limits=limits)
-        self._issuers: dict[Key, _Issuer] = {}
+        self._issuers: dict[Key, IssuerRevocations] = {}
         self._refresh: asyncio.Task[None] | None = None
 
     @property
@@ -188,8 +132,8 @@ class Revocations:
                 try:
                     async with state.lock:
                         if state.conflict is not None:  # its owner may have removed it since
-                            await self._load(key, state, reread=True)
-                        await self._publish_if_due(key, state)
+                            await self.store.load(key, state, reread=True)
+                        await self.store.publish_if_due(key, state)
                     await self._report(key, state)
                 except Exception as exc:  # the loop must outlive any one issuer's failure
                     logger.warning("Cannot refresh the CRL of issuer %s/%s: %s", *key, exc)
@@ -267,7 +211,7 @@ class Revocations:
         )
         try:
             async with state.lock:
-                done = await self._revoke_locked(key, state, entry)
+                done = await self.store.revoke_locked(key, state, entry)
         except ApiError as exc:
             self._refused(key, state, exc)
             logger.error("Cannot revoke serial %s of issuer %s/%s: %s", entry.serial_hex, *key, exc)
@@ -297,12 +241,12 @@ class Revocations:
         state.spec = spec
         if ca is not state.ca:
             state.ca = ca
-            self._serve(state)
+            state.serve()
         try:
             async with state.lock:
-                await self._load(key, state, reread=True)
+                await self.store.load(key, state, reread=True)
                 if ca is not None:
-                    await self._publish_if_due(key, state)
+                    await self.store.publish_if_due(key, state)
         except ApiError as exc:
             self._refused(key, state, exc)
             logger.warning("Cannot sync the revocations of issuer %s/%s: %s", *key, exc)
@@ -321,10 +265,10 @@ class Revocations:
             return None, None
         return state.spec.crl_url, state.spec.ocsp_url
 
-    def _state(self, key: Key) -> _Issuer:
+    def _state(self, key: Key) -> IssuerRevocations:
         state = self._issuers.get(key)
         if state is None:
-            state = self._issuers[key] = _Issuer()
+            state = self._issuers[key] = IssuerRevocations()
         return state
 
     def lookup(self, namespace: str, issuer: str) -> Served | None:
@@ -332,187 +276,16 @@ class Revocations:
         state = self._issuers.get((namespace, issuer))
         return state.served if state is not None and state.loaded else None
 
-    # ------------------------------------------------------------------ store
-
-    def _set_stored(self, state: _Issuer, stored: Stored) -> None:
-        """The one place state.stored changes: the serial index, the digest and the served snapshot follow."""
-        if stored.revoked != state.stored.revoked or not state.loaded:
-            state.digest = list_digest(stored.revoked)
-            state.serials = frozenset(r.serial for r in stored.revoked)
-        state.stored = stored
-        self._serve(state)
-
-    def _serve(self, state: _Issuer) -> None:
-        state.served = served_snapshot(state.stored, state.ca, state.digest, state.conflict)
-
-    def _durable(self, state: _Issuer, serial: int) -> bool:
-        """The serial is in the ConfigMap as last read or written (not only in this process's memory)."""
-        return serial in state.serials and state.stored.resource_version is not None and not state.conflict
-
-    async def _revoke_locked(self, key: Key, state: _Issuer, entry: Revoked) -> bool:
-        await self._load(key, state, reread=True)
-        for _ in range(WRITE_ATTEMPTS):
-            if state.conflict is not None:
-                return False
-            if self._durable(state, entry.serial):
-                state.full = None
-                return True
-            now = self.clock()
-            merged = merge_revoked(state.stored.revoked, [entry])
-            listed = prune(merged, now, state.margin, state.ca_not_after)
-            candidate = await self._signed(key, state, replace(state.stored, revoked=listed))
-            size = candidate.size()
-            if size > self.budget:
-                state.full = (
-                    f"Serial {entry.serial_hex} (MTLSCertificate {key[0]}/{entry.certificate}) cannot be "
-                    f"revoked yet: ConfigMap {config_map_name(key[1])} would hold {size} bytes with "
-                    f"{len(listed)} entries, over the {self.budget}-byte budget (the API server's limit is "
-                    f"{CONFIG_MAP_LIMIT}). Entries leave one CRL validity after their certificate "
-                    "expires; shorter certificate durations keep the list shorter."
-                )
-                return False
-            if await self._write(key, state, candidate):
-                state.full = None
-                logger.info(
-                    "Revoked serial %s of MTLSCertificate %s/%s (issuer %s, reason %s)",
-                    entry.serial_hex,
-                    key[0],
-                    entry.certificate,
-                    key[1],
-                    entry.reason,
-                )
-                return self._durable(state, entry.serial)
-        return False
-
-    async def _load(self, key: Key, state: _Issuer, *, reread: bool = False) -> None:
-        """Read the ConfigMap when this process has not yet, or (``reread``) when it changed since."""
-        if state.loaded and not reread:
-            return
-        body = await self.api.get_or_none(config_map_path(*key))
-        if body is None:
-            # Deleted (or never written): keep what this process knows, so deleting the ConfigMap does not
-            # un-revoke anything; the next publish writes it again. Edit revoked.json to remove an entry.
-            kept = state.stored
-            state.conflict = None
-            self._set_stored(state, Stored(revoked=kept.revoked, crl_number=kept.crl_number))
-            state.loaded = True
-            return
-        foreign = ownership_problem(body, key[1])
-        if foreign is not None:
-            state.conflict = (
-                f"ConfigMap {key[0]}/{config_map_name(key[1])} exists and is not the operator's revocation "
-                f"list for MTLSIssuer {key[1]}: {foreign}. The operator does not write it; revocations of "
-                "this issuer are not recorded and its CRL and OCSP are not served until it is deleted or "
-                "renamed."
-            )
-            kept = state.stored
-            # Keep what this process had listed (not durable any more: no resourceVersion), read nothing.
-            self._set_stored(state, Stored(revoked=kept.revoked, crl_number=kept.crl_number))
-            state.loaded = True
-            return
-        was_conflict, state.conflict = state.conflict, None
-        version = (body.get("metadata") or {}).get("resourceVersion")
-        if state.loaded and not was_conflict and version == state.stored.resource_version:
-            return
-        stored, problems = stored_from_config_map(body)
-        for problem in problems:
-            self._log_problem(key, state, f"ConfigMap {config_map_name(key[1])}: {problem}")
-        state.loaded = True
-        self._set_stored(state, stored)
-
-    async def _write(self, key: Key, state: _Issuer, stored: Stored) -> bool:
-        """Create or replace the ConfigMap guarded by the resourceVersion ``stored`` was computed from.
-        On a conflict re-read (the caller decides again) and return False. Never writes a ConfigMap that
-        is someone else's: creation only when there is none, replacement only over the version read."""
-        if state.conflict is not None:
-            return False
-        body = config_map_body(key[0], key[1], stored)
-        try:
-            if stored.resource_version is None:
-                written = await self.api.request("POST", config_map_path(key[0]), body=body)
-            else:
-                written = await self.api.request("PUT", config_map_path(*key), body=body)
-        except ApiError as exc:
-            if exc.conflict:
-                await self._load(key, state, reread=True)
-                return False
-            raise
-        version = (written.get("metadata") or {}).get("resourceVersion")
-        self._set_stored(state, replace(stored, resource_version=version))
-        state.loaded = True
-        return True
-
-    async def _signed(self, key: Key, state: _Issuer, stored: Stored) -> Stored:
-        """``stored`` with a new CRL over its list when the issuer's CA is known (else as it is)."""
-        ca = state.ca
-        if ca is None:
-            return stored
-        now = whole_seconds(self.clock())
-        validity = state.margin
-        number = stored.crl_number + 1
-        entries = [r.entry() for r in stored.revoked]
-        try:
-            der = await asyncio.to_thread(build_crl, ca, entries, now, validity, number)
-        except (CAError, RevocationError) as exc:
-            self._log_problem(key, state, f"cannot sign a CRL: {exc}")
-            return stored
-        return replace(
-            stored,
-            crl_number=number,
-            crl_der=der,
-            crl_pem=der_to_pem(der),
-            signer=ca.facts.fingerprint,
-            this_update=now,
-            next_update=now + validity,
-            crl_list_digest=list_digest(stored.revoked),
-        )
-
-    async def _publish_if_due(self, key: Key, state: _Issuer) -> None:
-        for _ in range(WRITE_ATTEMPTS):
-            ca = state.ca
-            if ca is None or state.conflict is not None:
-                return
-            if not publishes_crl(state.spec is not None, state.stored):
-                return
-            now = self.clock()
-            listed = prune(state.stored.revoked, now, state.margin, ca.facts.not_after)
-            gone = len(state.stored.revoked) - len(listed)
-            why = (
-                f"{gone} revoked certificate(s) expired more than a CRL validity ago"
-                if gone
-                else crl_due(state.stored, ca.facts.fingerprint, now)
-            )
-            if why is None:
-                return
-            candidate = await self._signed(key, state, replace(state.stored, revoked=listed))
-            if candidate.crl_number == state.stored.crl_number:
-                return  # could not sign; already logged
-            if await self._write(key, state, candidate):
-                logger.info(
-                    "Published CRL %d of issuer %s/%s with %d revoked serial(s): %s",
-                    candidate.crl_number,
-                    *key,
-                    len(candidate.revoked),
-                    why,
-                )
-                return
-
     # ------------------------------------------------------------------ problems
 
-    def _refused(self, key: Key, state: _Issuer, exc: ApiError) -> None:
+    def _refused(self, key: Key, state: IssuerRevocations, exc: ApiError) -> None:
         """The API server refused the ConfigMap itself (too large, invalid): report it like a full list."""
         if exc.status in (413, 422):
             state.full = (
                 f"The API server refused ConfigMap {key[0]}/{config_map_name(key[1])}: {exc.message or exc}"
             )
 
-    def _log_problem(self, key: Key, state: _Issuer, message: str) -> None:
-        """Log a problem once per issuer until it changes (reconciles repeat; logs should not)."""
-        if state.last_problem != message:
-            state.last_problem = message
-            logger.warning("Issuer %s/%s revocation: %s", *key, message)
-
-    async def _report(self, key: Key, state: _Issuer) -> None:
+    async def _report(self, key: Key, state: IssuerRevocations) -> None:
         """Log, and post a Warning event on the issuer, when its problem changes to a new one."""
         found = self.problem(*key)
         reason = found[0] if found is not None else None
@@ -521,7 +294,7 @@ class Revocations:
         state.reported = reason
         if found is None:
             return
-        self._log_problem(key, state, found[1])
+        state.log_problem(key, found[1])
         if not self.events:
             return
         uid = state.uid

@@ -3,10 +3,13 @@
 Under leader election only the leader reconciles, yet the chart's revocation Service routes to every
 replica. A standby therefore serves what the leader stored, and writes nothing:
 
-- every ``interval`` seconds it lists the MTLSIssuers in the operator's scope (one LIST) and reads the
-  ``<issuer>-revocations`` ConfigMap of each issuer with ``spec.revocation`` (one GET each; an unchanged
-  resourceVersion is not parsed again). A ConfigMap that is not the operator's (ownership as in
-  controllers.revocation) is served as unavailable, exactly as the leader does;
+- every ``interval`` seconds it lists the MTLSIssuers in the operator's scope (one LIST), and the
+  MTLSClusterIssuers when it serves cluster-wide (one more), and reads the ``<issuer>-revocations``
+  ConfigMap of each issuer with ``spec.revocation`` (one GET each; an unchanged resourceVersion is not
+  parsed again). A cluster issuer's list lives where the leader keeps it: in the cluster resource
+  namespace, under ``cluster.<name>`` (IssuerStore.revocation_ref), and so do its URLs. A ConfigMap
+  that is not the operator's (ownership as in controllers.revocation) is served as unavailable, exactly
+  as the leader does;
 - for OCSP it needs the CA that signed the stored CRL (annotation ``mtls.dev/crl-signer``): it loads the
   issuer's CA Secret, or the staging Secret ``<secretName>-next`` of a CA rotation, and uses it only when
   the Secret names the issuer in ``mtls.dev/ca-for-issuer`` (the operator writes it on every CA it
@@ -32,12 +35,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from mtls_operator.api.constants import ANN_ALLOWED_ISSUERS, ANN_CA_FOR_ISSUER, GROUP, ISSUER_PLURAL, VERSION
-from mtls_operator.api.issuer_policy import parse_revocation
-from mtls_operator.api.models import SpecError, parse_issuer_spec
+from mtls_operator.api.constants import (
+    ANN_ALLOWED_ISSUERS,
+    ANN_CA_FOR_ISSUER,
+    CLUSTER_ISSUER_PLURAL,
+    GROUP,
+    ISSUER_PLURAL,
+    VERSION,
+)
+from mtls_operator.api.issuer_spec import parse_issuer_spec
+from mtls_operator.api.models import SpecError
 from mtls_operator.api.tls import CAError
-from mtls_operator.controllers.revocation import served_snapshot
+from mtls_operator.api.trust_lifecycle import parse_revocation
 from mtls_operator.controllers.revocation_http import LIMITS, Responder, Served
+from mtls_operator.controllers.revocation_store import served_snapshot
 from mtls_operator.k8s.api import JSON, ApiClient, ApiError, group_path
 from mtls_operator.k8s.resources import SecretObject, read_secret
 from mtls_operator.observability.server import HttpLimits
@@ -61,6 +72,16 @@ PAGE: Final = "500"
 
 
 @dataclass(frozen=True, slots=True)
+class _Source:
+    """One issuer whose list is copied: where the list is served ``key`` (namespace, list name), the
+    issuer's name its CA Secrets carry, and its spec."""
+
+    key: Key
+    issuer: str
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class _Copy:
     version: str
     served: Served
@@ -80,6 +101,7 @@ class RevocationMirror:
         *,
         namespaces: Sequence[str] = (),
         cluster_wide: bool = True,
+        cluster_namespace: str | None = None,
         interval: float = DEFAULT_INTERVAL,
         limits: HttpLimits = LIMITS,
     ) -> None:
@@ -87,6 +109,7 @@ class RevocationMirror:
         self.clock = clock
         self.namespaces = tuple(namespaces)  # names or globs; empty: every namespace
         self.cluster_wide = cluster_wide  # list issuers cluster-wide (globs, or all) or per namespace
+        self.cluster_namespace = cluster_namespace  # MTLSClusterIssuers' home; None: they are not served
         self.interval = interval
         self.responder = Responder(
             self.lookup, lambda: self.clock(), name="revocation (standby)", limits=limits
@@ -136,23 +159,33 @@ class RevocationMirror:
     async def refresh(self) -> None:
         """Read the issuers in scope and their revocation ConfigMaps; replace what is served at once."""
         fresh: dict[Key, _Copy] = {}
-        for issuer in await self._issuers():
-            meta = issuer.get("metadata") or {}
-            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-            spec = issuer.get("spec") or {}
+        for source in await self._sources():
             try:
-                if parse_revocation(spec.get("revocation")) is None:
+                if parse_revocation(source.spec.get("revocation")) is None:
                     continue
             except SpecError:
                 continue
-            copy = await self._copy(key, spec)
+            copy = await self._copy(source)
             if copy is not None:
-                fresh[key] = copy
+                fresh[source.key] = copy
         self._served = fresh
         for gone in self._cas.keys() - fresh.keys():
             self._cas.pop(gone, None)
         self.refreshes += 1
         self._last_error = None
+
+    async def _sources(self) -> list[_Source]:
+        sources = []
+        for issuer in await self._issuers():
+            meta = issuer.get("metadata") or {}
+            name = str(meta.get("name") or "")
+            sources.append(_Source((str(meta.get("namespace") or ""), name), name, issuer.get("spec") or {}))
+        if self.cluster_namespace is not None:
+            for issuer in await self._list(f"/apis/{GROUP}/{VERSION}/{CLUSTER_ISSUER_PLURAL}"):
+                name = str((issuer.get("metadata") or {}).get("name") or "")
+                key = (self.cluster_namespace, f"cluster.{name}")
+                sources.append(_Source(key, name, issuer.get("spec") or {}))
+        return sources
 
     async def _issuers(self) -> list[JSON]:
         if not self.cluster_wide:
@@ -183,7 +216,8 @@ class RevocationMirror:
                 return items
             params = {"limit": PAGE, "continue": str(token)}
 
-    async def _copy(self, key: Key, spec: dict[str, Any]) -> _Copy | None:
+    async def _copy(self, source: _Source) -> _Copy | None:
+        key = source.key
         body = await self.api.get_or_none(config_map_path(*key))
         if body is None:
             return None  # the leader has not published yet
@@ -199,13 +233,14 @@ class RevocationMirror:
             )
         previous = self._served.get(key)
         stored, _ = stored_from_config_map(body)
-        ca = await self._ca(key, spec, stored.signer)
+        ca = await self._ca(source, stored.signer)
         if previous is not None and previous.version == version and previous.served.ca is ca:
             return previous
         return _Copy(version, served_snapshot(stored, ca, list_digest(stored.revoked)))
 
-    async def _ca(self, key: Key, spec: dict[str, Any], signer: str | None) -> CAKeyPair | None:
+    async def _ca(self, source: _Source, signer: str | None) -> CAKeyPair | None:
         """The CA that signed the stored CRL, from a Secret that names this issuer; None if there is none."""
+        key = source.key
         if not signer:
             return None
         now = self.clock()
@@ -216,12 +251,12 @@ class RevocationMirror:
         if missed is not None and missed[0] == signer and time.monotonic() - missed[1] < CA_RETRY:
             return None
         try:
-            secret_name = parse_issuer_spec(spec).ca_secret_name
+            secret_name = parse_issuer_spec(source.spec).ca_secret_name
         except SpecError:
             return None
         for name in (secret_name, f"{secret_name}-next"):
             secret = await read_secret(self.api, key[0], name)
-            if secret is None or not _usable(secret, key[1]):
+            if secret is None or not _usable(secret, source.issuer):
                 continue
             try:
                 ca = await asyncio.to_thread(load_ca, secret.data, now)

@@ -31,7 +31,8 @@ from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.rollouts import RolloutManager
 from mtls_operator.controllers.secret_cache import SecretCache
 from mtls_operator.controllers.stores import CertificateStore, IssuerStore, NamespaceStore
-from mtls_operator.controllers.trust import BundleIndex, TrustManager
+from mtls_operator.controllers.trust import TrustManager
+from mtls_operator.controllers.trust_bundles import BundleIndex
 from mtls_operator.controllers.versions import ManagedVersions
 from mtls_operator.controllers.workqueue import WorkQueue
 from mtls_operator.k8s.api import ApiClient

@@ -1,9 +1,8 @@
-"""Trust bundles and CA rotation with overlap.
+"""CA rotation with overlap, and which trust anchors an issuer's bundles hold.
 
-Each issuer with ``spec.trustBundle`` publishes its trust anchors (PEM, key ``ca.crt``) to a ConfigMap in its
-own namespace and in every namespace its selector matches *whose admin accepted it* (the namespace
-annotation ``mtls.dev/accept-trust-bundles-from``). A ConfigMap of that name the operator did not write for
-this issuer is never touched: the issuer reports ``BundleConflict``.
+Each issuer with ``spec.trustBundle`` publishes its trust anchors (PEM, key ``ca.crt``) to ConfigMaps (and
+a ClusterTrustBundle, if asked); :mod:`mtls_operator.controllers.trust_bundles` writes them, this module
+decides what they hold.
 
 A CA the operator keeps (selfSigned or intermediate) rotates with an overlap, driven by the pure machine of
 :mod:`mtls_operator.policy.ca_rotation`: the next CA is staged in ``<secretName>-next``; every bundle *and
@@ -18,14 +17,12 @@ This module gathers the rotation's observations (reads), asks the machine, and p
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from mtls_operator.api import conditions as cond
 from mtls_operator.api.constants import (
     ANN_CA_FOR_ISSUER,
     ANN_CA_ROLE,
@@ -39,25 +36,20 @@ from mtls_operator.api.constants import (
     Reason,
 )
 from mtls_operator.api.errors import ReasonedError, Violation
-from mtls_operator.api.issuer_policy import LabelSelector, TrustBundleSpec
-from mtls_operator.api.objects import Key, ParsedIssuer, next_ca_secret_name, signer_name
+from mtls_operator.api.objects import Key, ParsedIssuer, next_ca_secret_name
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.rollouts import RolloutManager
+from mtls_operator.controllers.trust_bundles import BundleIndex, BundlePublisher
 from mtls_operator.k8s.api import ApiError
 from mtls_operator.k8s.resources import (
     SecretObject,
     delete_secret,
     encode_data,
-    list_namespaces,
-    read_cluster_trust_bundle,
-    read_config_map,
     read_secret,
-    write_cluster_trust_bundle,
-    write_config_map,
     write_secret,
 )
 from mtls_operator.pki.bundle import Anchors, anchors_of
-from mtls_operator.pki.ca import CAKeyPair, create_self_signed_ca, load_ca
+from mtls_operator.pki.ca import CAKeyPair, load_ca, self_signed_ca_data
 from mtls_operator.pki.intermediate import sign_intermediate
 from mtls_operator.policy.ca_rotation import (
     Phase,
@@ -67,24 +59,12 @@ from mtls_operator.policy.ca_rotation import (
     advance,
     due_for_rotation,
 )
-from mtls_operator.policy.issuance_policy import selector_matches
-from mtls_operator.policy.ownership import (
-    ANN_BUNDLE_FOR,
-    ANN_BUNDLE_FOR_UID,
-    namespace_accepts_bundle,
-    owns_bundle,
-    owns_staged_ca,
-)
-from mtls_operator.policy.rollout import CONFIGMAP_PREFIX, SecretVersion
+from mtls_operator.policy.ownership import owns_staged_ca
+from mtls_operator.policy.rollout import CONFIGMAP_PREFIX
 
 logger = logging.getLogger("mtls_operator.trust")
 
-ANN_BUNDLE_REVISION = "mtls.dev/bundle-revision"
-LABEL_ISSUER = "mtls.dev/issuer"  # on a ClusterTrustBundle: the MTLSClusterIssuer it is of
-ANN_BUNDLE_DIGEST = "mtls.dev/bundle-digest"
-ANN_BUNDLE_UPDATED = "mtls.dev/bundle-updated-at"
 ANN_ROTATE_REQUEST = "mtls.dev/rotate-request"  # on the staged CA: the request that started the rotation
-BUNDLE_KEY = "ca.crt"
 # While the new CA is staged or signs, bundles and leaves' ca.crt carry both roots.
 OVERLAP_PHASES = frozenset(
     {Phase.NEW_CA_GENERATED, Phase.BUNDLES_OVERLAP, Phase.CONSUMERS_RESTARTED, Phase.LEAVES_REISSUED}
@@ -116,39 +96,14 @@ class TrustOutcome:
     problem: Violation | None = None
 
 
-def digest(pem: bytes) -> str:
-    return hashlib.sha256(pem).hexdigest()[:20]
-
-
-class BundleIndex:
-    """The bundles the operator publishes and what each holds: written by the trust manager, read by the
-    rollout manager's view of managed versions."""
-
-    def __init__(self) -> None:
-        self.versions: dict[Key, SecretVersion] = {}  # (namespace, configmap) -> what it holds
-        self.targets: dict[Key, tuple[str, tuple[str, ...]]] = {}  # issuer -> (configmap, namespaces)
-
-    def bundle_version(self, namespace: str, ref: str) -> SecretVersion | bool | None:
-        """The version a bundle ConfigMap holds; True when it is a bundle not yet synced; None when it is
-        not a bundle the operator publishes."""
-        name = ref.removeprefix(CONFIGMAP_PREFIX)
-        found = self.versions.get((namespace, name))
-        if found is not None:
-            return found
-        for config_map, namespaces in self.targets.values():
-            if config_map == name and namespace in namespaces:
-                return True
-        return None
-
-
 class TrustManager:
     def __init__(self, ctx: Context, rollouts: RolloutManager, bundles: BundleIndex) -> None:
         self.ctx = ctx
         self.api = ctx.api
-        self.namespaces = ctx.namespaces
         self.in_thread = ctx.in_thread
         self.rollouts = rollouts
         self.bundles = bundles
+        self.publisher = BundlePublisher(ctx, rollouts, bundles)
         self._staged: dict[Key, tuple[str, CAKeyPair]] = {}  # issuer -> (staged Secret rv, parsed CA)
 
     def forget_issuer(self, issuer: Key) -> None:
@@ -179,19 +134,19 @@ class TrustManager:
         state = issuer.status.rotation or RotationState()
         managed = spec.managed_ca
         wanted = self._rotation_wanted(issuer, base, state, now)
-        base_anchors = _merge(anchors_of([base.root]), inherited)
+        base_anchors = _merge(anchors_of(base.roots), inherited)
         if managed is None or (state.phase is Phase.STABLE and not wanted and not staged_seen):
-            _, problem = await self._publish_all(issuer, base_anchors, now)
+            _, problem = await self.publisher.publish_all(issuer, base_anchors, now)
             return TrustOutcome(
                 base, base_anchors, issuer.status.rotation, self._due_at(issuer, base), problem
             )
 
         staged, staged_problem = await self._load_staged(issuer, now)
         if staged_problem is not None:
-            await self._publish_all(issuer, base_anchors, now)
+            await self.publisher.publish_all(issuer, base_anchors, now)
             return TrustOutcome(base, base_anchors, issuer.status.rotation, None, staged_problem)
         if not may_write_ca and (wanted or staged is not None):
-            await self._publish_all(issuer, base_anchors, now)
+            await self.publisher.publish_all(issuer, base_anchors, now)
             why = Violation(
                 Reason.CA_SECRET_NOT_MANAGED,
                 f"The CA cannot rotate: Secret {spec.ca_secret_name} was not created by mtls-operator for "
@@ -199,11 +154,12 @@ class TrustManager:
             )
             return TrustOutcome(base, base_anchors, issuer.status.rotation, None, why)
 
-        old_root, new_root = base.root, staged.root if staged is not None else None
-        both = _merge(anchors_of([old_root, *([new_root] if new_root is not None else [])]), inherited)
-        new_only = _merge(anchors_of([new_root if new_root is not None else old_root]), inherited)
+        # A dual CA rotates all its CAs together: each side of the overlap is every root of one CA Secret.
+        old_roots, new_roots = base.roots, staged.roots if staged is not None else ()
+        both = _merge(anchors_of([*old_roots, *new_roots]), inherited)
+        new_only = _merge(anchors_of(new_roots or old_roots), inherited)
         target = new_only if state.phase is Phase.OLD_CA_DROPPED else both
-        published, problem = await self._publish_all(issuer, target, now)
+        published, problem = await self.publisher.publish_all(issuer, target, now)
         counts = leaves(staged.facts.root_fingerprint if staged else None, both.fingerprints)
         signing = staged if (staged is not None and state.phase in SIGN_WITH_NEW) else base
         observations = RotationObservations(
@@ -234,11 +190,11 @@ class TrustManager:
             )
         signing = staged if (staged is not None and (retired or new_state.phase in SIGN_WITH_NEW)) else base
         if staged is not None and retired:
-            anchors = _merge(anchors_of([staged.root]), inherited)
+            anchors = _merge(anchors_of(staged.roots), inherited)
         elif staged is not None and new_state.phase in OVERLAP_PHASES:
-            anchors = _merge(anchors_of([old_root, staged.root]), inherited)
+            anchors = _merge(anchors_of([*old_roots, *staged.roots]), inherited)
         elif staged is not None and new_state.phase is Phase.OLD_CA_DROPPED:
-            anchors = _merge(anchors_of([staged.root]), inherited)
+            anchors = _merge(anchors_of(staged.roots), inherited)
         else:
             anchors = base_anchors
         in_progress = new_state.phase is not Phase.STABLE or bool(actions)
@@ -323,8 +279,7 @@ class TrustManager:
             )
             data = {"tls.crt": chain, "tls.key": key_pem, "ca.crt": parent.root_pem}
         else:
-            key_pem, cert_pem = await self.in_thread(create_self_signed_ca, spec.managed_ca, now)
-            data = {"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": cert_pem}
+            data = await self.in_thread(self_signed_ca_data, spec.managed_ca, now)
         annotations = {
             ANN_CA_FOR_ISSUER: issuer.meta.name,
             ANN_ISSUER_UID: issuer.meta.uid,
@@ -370,194 +325,6 @@ class TrustManager:
         self._staged.pop(issuer.key, None)
         logger.info("Retired the old CA of %s %s.", issuer.kind, issuer.meta.name)
 
-    # ------------------------------------------------------------------ bundles
-
-    async def _publish_all(
-        self, issuer: ParsedIssuer, anchors: Anchors, now: datetime
-    ) -> tuple[bool, Violation | None]:
-        """Make every accepted target ConfigMap (and the ClusterTrustBundle, if asked) hold exactly
-        ``anchors``: (all of them do, the problem)."""
-        spec = issuer.trust_bundle
-        accepted: tuple[str, ...] = ()
-        refused: tuple[str, ...] = ()
-        if spec is None:
-            self.bundles.targets.pop(issuer.key, None)
-        else:
-            accepted, refused = await self._target_namespaces(issuer, spec)
-            self.bundles.targets[issuer.key] = (spec.config_map_name, accepted)
-        conflicts: list[str] = []
-        done = True
-        for namespace in accepted:
-            assert spec is not None
-            try:
-                if not await self._publish_one(issuer, namespace, spec.config_map_name, anchors, now):
-                    conflicts.append(namespace)
-            except ApiError as exc:
-                logger.warning("Cannot publish trust bundle %s/%s: %s", namespace, spec.config_map_name, exc)
-                done = False
-        if issuer.cluster_trust_bundle:
-            try:
-                if not await self._publish_cluster_bundle(issuer, anchors):
-                    return False, Violation(
-                        Reason.BUNDLE_CONFLICT,
-                        f"ClusterTrustBundle {cluster_bundle_name(self._signer(issuer))} was not written by "
-                        "mtls-operator for this issuer; it is left unchanged.",
-                    )
-            except ApiError as exc:
-                logger.warning("Cannot publish the ClusterTrustBundle of %s: %s", issuer.meta.name, exc)
-                done = False
-        if conflicts and spec is not None:
-            return False, Violation(
-                Reason.BUNDLE_CONFLICT,
-                f"ConfigMap {spec.config_map_name} in {', '.join(conflicts)} was not written by "
-                "mtls-operator for this issuer; it is left unchanged. Delete it or choose another "
-                "configMapName.",
-            )
-        if refused:
-            return done, Violation(
-                Reason.BUNDLE_NOT_ACCEPTED,
-                f"The trust bundle is not published to {', '.join(refused)}: those namespaces do not accept "
-                f"bundles from {issuer.meta.namespace}/{issuer.meta.name} (their admin sets the annotation "
-                "mtls.dev/accept-trust-bundles-from).",
-            )
-        return done, None
-
-    async def _target_namespaces(
-        self, issuer: ParsedIssuer, spec: TrustBundleSpec
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(namespaces to publish into, selected namespaces that did not accept it)."""
-        own = issuer.meta.namespace
-        selector = spec.namespace_selector
-        if not (selector.match_labels or selector.match_expressions) and not issuer.cluster:
-            return (own,), ()
-        candidates: dict[str, Mapping[str, str]] = {}
-        if self.namespaces.watched:
-            for name, info in self.namespaces:
-                if not info.terminating and selector_matches(selector, info.labels):
-                    candidates[name] = info.annotations
-        else:
-            try:
-                for ns in await list_namespaces(self.api, _selector_text(selector)):
-                    if not ns.terminating:
-                        candidates[ns.name] = ns.annotations
-            except ApiError as exc:
-                if exc.status != 403:
-                    raise
-        if issuer.cluster:
-            # An MTLSClusterIssuer is the cluster admin's: its selector is the admin's word.
-            return tuple(sorted(candidates)), ()
-        accepted = sorted(
-            {own} | {n for n, a in candidates.items() if namespace_accepts_bundle(n, a, issuer.key)}
-        )
-        refused = sorted(n for n, a in candidates.items() if not namespace_accepts_bundle(n, a, issuer.key))
-        return tuple(accepted), tuple(refused)
-
-    async def _publish_one(
-        self, issuer: ParsedIssuer, namespace: str, name: str, anchors: Anchors, now: datetime
-    ) -> bool:
-        """Write the bundle when it differs; False when the ConfigMap exists and is not the issuer's."""
-        current = await read_config_map(self.api, namespace, name)
-        want = digest(anchors.pem)
-        pem = anchors.pem.decode()
-        if current is not None:
-            holds = current.data.get("ca.crt") == pem
-            if not owns_bundle(
-                current.labels, current.annotations, issuer.key, issuer.meta.uid, holds_current_anchors=holds
-            ):
-                return False
-            if holds and current.annotations.get(ANN_BUNDLE_FOR_UID) == issuer.meta.uid:
-                self._remember(namespace, name, current.annotations, want)
-                return True
-        previous = dict(current.annotations) if current is not None else {}
-        try:
-            revision = int(previous.get(ANN_BUNDLE_REVISION) or 0) + 1
-        except ValueError:
-            revision = 1
-        annotations = {
-            **previous,
-            ANN_BUNDLE_FOR: f"{issuer.key[0]}/{issuer.key[1]}",
-            ANN_BUNDLE_FOR_UID: issuer.meta.uid,
-            ANN_BUNDLE_REVISION: str(revision),
-            ANN_BUNDLE_DIGEST: want,
-            ANN_BUNDLE_UPDATED: cond.rfc3339(now) or "",
-        }
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {**(current.labels if current else {}), LABEL_MANAGED_BY: MANAGED_BY_VALUE},
-                "annotations": annotations,
-            },
-            "data": {BUNDLE_KEY: pem},
-        }
-        try:
-            await write_config_map(
-                self.api, body, replace_version=current.resource_version if current else None
-            )
-        except ApiError as exc:
-            if exc.conflict:
-                return True  # someone wrote first: the next pass reads and decides again
-            raise
-        logger.info("Published trust bundle %s/%s revision %d (%s).", namespace, name, revision, want)
-        self._remember(namespace, name, annotations, want)
-        return True
-
-    async def _publish_cluster_bundle(self, issuer: ParsedIssuer, anchors: Anchors) -> bool:
-        """The issuer's anchors as a ClusterTrustBundle of its signer name, which pods mount with a
-        clusterTrustBundle projected volume (by signer name and the label mtls.dev/issuer). False when a
-        ClusterTrustBundle of that name is someone else's."""
-        signer = self._signer(issuer)
-        name = cluster_bundle_name(signer)
-        current = await read_cluster_trust_bundle(self.api, name)
-        pem = anchors.pem.decode()
-        if current is not None:
-            holds = current.trust_bundle == pem
-            if not owns_bundle(
-                current.labels, current.annotations, issuer.key, issuer.meta.uid, holds_current_anchors=holds
-            ):
-                return False
-            if holds and current.annotations.get(ANN_BUNDLE_FOR_UID) == issuer.meta.uid:
-                return True
-        body: dict[str, Any] = {
-            "apiVersion": "certificates.k8s.io/v1beta1",
-            "kind": "ClusterTrustBundle",
-            "metadata": {
-                "name": name,
-                "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_ISSUER: _label_value(issuer.meta.name)},
-                "annotations": {ANN_BUNDLE_FOR: f"/{issuer.meta.name}", ANN_BUNDLE_FOR_UID: issuer.meta.uid},
-            },
-            "spec": {"signerName": signer, "trustBundle": pem},
-        }
-        try:
-            await write_cluster_trust_bundle(
-                self.api, body, replace_version=current.resource_version if current else None
-            )
-        except ApiError as exc:
-            if exc.conflict:
-                return True  # someone wrote first: the next pass reads and decides again
-            raise
-        logger.info("Published ClusterTrustBundle %s (%d anchors).", name, len(anchors.fingerprints))
-        return True
-
-    @staticmethod
-    def _signer(issuer: ParsedIssuer) -> str:
-        return issuer.pod_signer or signer_name(issuer.meta)
-
-    def _remember(self, namespace: str, name: str, annotations: Mapping[str, str], want: str) -> None:
-        updated = (
-            cond.parse_rfc3339(annotations.get(ANN_BUNDLE_UPDATED)) or datetime.fromtimestamp(0).astimezone()
-        )
-        try:
-            revision = int(annotations.get(ANN_BUNDLE_REVISION) or 1)
-        except ValueError:
-            revision = 1
-        version = SecretVersion(CONFIGMAP_PREFIX + name, want, revision, updated)
-        if self.bundles.versions.get((namespace, name)) != version:
-            self.bundles.versions[(namespace, name)] = version
-            self.rollouts.secret_changed(namespace, CONFIGMAP_PREFIX + name)
-
 
 def _merge(anchors: Anchors, inherited: Anchors | None) -> Anchors:
     return anchors if inherited is None else anchors | inherited
@@ -577,18 +344,3 @@ def _replaced_ca(main: SecretObject, staged: SecretObject, issuer_uid: str) -> d
         },
         "data": encode_data(dict(staged.data)),
     }
-
-
-def _selector_text(selector: LabelSelector) -> str:
-    """The selector as a labelSelector query parameter (empty: everything)."""
-    return "" if not (selector.match_labels or selector.match_expressions) else str(selector)
-
-
-def cluster_bundle_name(signer: str) -> str:
-    """A ClusterTrustBundle of a signer must be named <signer, '/' as ':'>:<anything>."""
-    return f"{signer.replace('/', ':')}:anchors"
-
-
-def _label_value(name: str) -> str:
-    """An issuer name as a label value (at most 63 characters: longer names keep a digest)."""
-    return name if len(name) <= 63 else f"{name[:46]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"

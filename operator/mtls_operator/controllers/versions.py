@@ -9,7 +9,7 @@ from mtls_operator.api.models import RolloutPolicy
 from mtls_operator.controllers.rollouts import UNKNOWN, Version
 from mtls_operator.controllers.secret_cache import SecretCache
 from mtls_operator.controllers.stores import CertificateStore
-from mtls_operator.controllers.trust import BundleIndex
+from mtls_operator.controllers.trust_bundles import BundleIndex
 from mtls_operator.policy.certificate import SecretView
 from mtls_operator.policy.rollout import CONFIGMAP_PREFIX, SecretVersion
 

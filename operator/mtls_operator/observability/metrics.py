@@ -3,13 +3,13 @@
 The runtime calls these methods; values come from the Secret bytes and the CA (the runtime's verdicts),
 not only from status, so a Secret someone broke shows up here.
 
-Per-object series (three families per certificate, two per issuer) are kept by :class:`ObjectCollector`,
-not as labelled children: a certificate is one small entry (its label values, two timestamps, its
-condition), and its exposition lines are rendered once, when it changes. :meth:`Metrics.render` joins
-those lines with the exposition of the handful of process-wide metrics, so a scrape of 10k
-certificates costs a few milliseconds (``bench/bench_scrape.py``). ``generate_latest(metrics.registry)``
-yields the same samples through the ordinary collector interface (slower; the unit tests check that
-both agree).
+Per-object series (four families per certificate, two per issuer) are kept by :class:`ObjectCollector`,
+not as labelled children: a certificate is one small entry (its label values, two timestamps, the
+notAfter of each key it holds, its condition), and its exposition lines are rendered once, when it
+changes. :meth:`Metrics.render` joins those lines with the exposition of the handful of process-wide
+metrics, so a scrape of 10k certificates costs a few milliseconds (``bench/bench_scrape.py``).
+``generate_latest(metrics.registry)`` yields the same samples through the ordinary collector interface
+(slower; the unit tests check that both agree).
 
 Labels are bounded: namespace, name and issuer of existing objects, condition (True/False/Unknown),
 result, algorithm, kind, reason and verb come from fixed vocabularies. No serial numbers, no fingerprints.
@@ -17,8 +17,9 @@ result, algorithm, kind, reason and verb come from fixed vocabularies. No serial
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 from prometheus_client import (
@@ -42,6 +43,7 @@ ISSUANCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # name -> (help, label names): the per-object families, in the order they are exposed.
 CERT_EXPIRATION = "mtls_certificate_expiration_timestamp_seconds"
 CERT_RENEWAL = "mtls_certificate_renewal_timestamp_seconds"
+CERT_KEY_EXPIRATION = "mtls_certificate_key_expiration_timestamp_seconds"
 CERT_READY = "mtls_certificate_ready_status"
 ISSUER_EXPIRATION = "mtls_issuer_ca_expiration_timestamp_seconds"
 ISSUER_READY = "mtls_issuer_ready_status"
@@ -54,6 +56,11 @@ OBJECT_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     CERT_RENEWAL: (
         "When the operator will renew the certificate, as a Unix timestamp.",
         ("namespace", "name", "issuer"),
+    ),
+    CERT_KEY_EXPIRATION: (
+        "The notAfter of each certificate the Secret holds, one series per key algorithm (the main key and "
+        "a dual certificate's additional keys, e.g. ML-DSA-65 and ECDSA-P256), as a Unix timestamp.",
+        ("namespace", "name", "issuer", "algorithm"),
     ),
     CERT_READY: (
         "The Ready condition of the certificate: 1 for the current condition, 0 for the others.",
@@ -105,15 +112,21 @@ class _Entry:
     its timestamp series, the timestamps (None: no series), its current Ready condition, and the
     exposition lines they make, rendered once, one string per family ("" where it has no series)."""
 
-    __slots__ = ("condition", "kind", "labels", "lines", "values")
+    __slots__ = ("condition", "keys", "kind", "labels", "lines", "values")
 
     def __init__(
-        self, kind: str, labels: tuple[str, ...], values: tuple[float | None, ...], condition: str
+        self,
+        kind: str,
+        labels: tuple[str, ...],
+        values: tuple[float | None, ...],
+        condition: str,
+        keys: tuple[tuple[str, float], ...] = (),
     ) -> None:
         self.kind = kind
         self.labels = labels
         self.values = values
         self.condition = condition
+        self.keys = keys  # a certificate's (key algorithm, notAfter) per key it holds
         lines = [""] * len(OBJECT_FAMILIES)
         for family, label_values, value in self.samples():
             names = OBJECT_FAMILIES[family][1]
@@ -125,6 +138,8 @@ class _Entry:
         for family, value in zip(_VALUE_FAMILIES[self.kind], self.values, strict=True):
             if value is not None:
                 yield family, self.labels, value
+        for algorithm, not_after in self.keys:
+            yield CERT_KEY_EXPIRATION, (*self.labels, algorithm), not_after
         ready, (namespace, name) = _READY_FAMILY[self.kind], self.labels[:2]
         for c in CONDITIONS:
             yield ready, (namespace, name, c), 1.0 if c == self.condition else 0.0
@@ -277,13 +292,18 @@ class Metrics:
         renewal_time: datetime | None,
         ready: bool,
         reason: str,
+        keys: Sequence[tuple[str, datetime]] = (),
     ) -> None:
-        """Called after every certificate reconcile with what the Secret holds (None: no valid cert)."""
+        """Called after every certificate reconcile with what the Secret holds (None: no valid cert);
+        ``keys`` is (algorithm label, notAfter) of each certificate in it, the main one first."""
         values = (
             None if not_after is None else not_after.timestamp(),
             None if renewal_time is None else renewal_time.timestamp(),
         )
-        entry = _Entry("certificate", (namespace, name, issuer), values, condition_of(ready, reason))
+        key_values = tuple((sys.intern(algorithm), when.timestamp()) for algorithm, when in keys)
+        entry = _Entry(
+            "certificate", (namespace, name, issuer), values, condition_of(ready, reason), key_values
+        )
         self.objects.put(("certificate", namespace, name), entry)
 
     def forget_certificate(self, namespace: str, name: str) -> None:

@@ -72,13 +72,15 @@ def sign_leaf(
     now: datetime,
     serial: int | None = None,
     extensions: Sequence[x509.ExtensionType] = (),
+    not_after_limit: datetime | None = None,
 ) -> x509.Certificate:
     """Issue the end-entity certificate ``spec`` describes for ``public_key``, signed by ``ca``.
 
     ``extensions`` are added non-critical (e.g. CRL distribution points and the OCSP URL).
 
     Validity starts at ``now`` truncated to whole seconds and lasts ``spec.duration``, cut short at the
-    CA's own notAfter. Key usage is :func:`effective_usages` (digitalSignature, keyEncipherment for RSA
+    CA's own notAfter (and at ``not_after_limit``: the certificates of one identity signed by several CAs
+    end together). Key usage is :func:`effective_usages` (digitalSignature, keyEncipherment for RSA
     keys only, plus the spec's); extended key usage is the spec's extended usages. The SAN extension is
     critical when the subject is empty (RFC 5280 4.2.1.6).
     """
@@ -86,6 +88,8 @@ def sign_leaf(
     not_before = whole_seconds(now)
     ca_not_after = ca.certificate.not_valid_after_utc
     not_after = min(whole_seconds(not_before + spec.duration), ca_not_after)
+    if not_after_limit is not None:
+        not_after = min(not_after, whole_seconds(not_after_limit))
     if not_after <= not_before:
         raise CAError(
             f"The CA certificate expired at {ca_not_after.isoformat()} and cannot issue certificates.",

@@ -13,7 +13,8 @@ from datetime import datetime
 from cryptography import x509
 
 from mtls_operator.api.constants import Reason
-from mtls_operator.api.models import KeyEncoding, SelfSignedCASpec, validate_dns_name
+from mtls_operator.api.fields import validate_dns_name
+from mtls_operator.api.models import KeyEncoding, SelfSignedCASpec
 from mtls_operator.api.tls import CAError, TLSMaterialError
 from mtls_operator.pki.ca import CAKeyPair
 from mtls_operator.pki.certs import (

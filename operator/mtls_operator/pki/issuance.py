@@ -3,6 +3,7 @@ that certifies a public key someone else holds (a PodCertificateRequest's: the k
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -12,9 +13,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from mtls_operator.api.constants import CA_CRT, KEYSTORE_P12, TLS_CRT, TLS_KEY, TRUSTSTORE_P12
+from mtls_operator.api.constants import (
+    CA_CRT,
+    KEYSTORE_P12,
+    TLS_CRT,
+    TLS_KEY,
+    TRUSTSTORE_P12,
+    Reason,
+    additional_secret_keys,
+)
 from mtls_operator.api.models import CertificateSpec, KeyAlgorithm
-from mtls_operator.api.tls import CertFacts, SecretFacts, TLSMaterialError
+from mtls_operator.api.tls import CAError, CertFacts, SecretFacts, TLSMaterialError
 from mtls_operator.pki.ca import CAKeyPair
 from mtls_operator.pki.certs import cert_facts, chain_pem, sign_leaf
 from mtls_operator.pki.extensions import revocation_extensions
@@ -47,22 +56,42 @@ def issue_tls_material(
     crl_url: str | None = None,
     ocsp_url: str | None = None,
     trust_anchors_pem: bytes | None = None,
+    existing_additional_keys: Mapping[KeyAlgorithm, bytes] | None = None,
 ) -> IssuedMaterial:
-    """Make (or reuse) the key, sign the leaf, and assemble tls.crt, tls.key, ca.crt (and keystores).
+    """Make (or reuse) the keys, sign the leaves, and assemble tls.crt, tls.key, ca.crt (and keystores), plus
+    tls-<algorithm>.crt/.key for each of ``spec.additional_private_keys``.
+
+    The additional leaves carry the same names, usages and validity as the main one (their notAfter is
+    the earliest any of the signing CAs allows, for all of them), each signed by the issuer's CA of its
+    algorithm (:meth:`CAKeyPair.for_algorithm`); an issuer without one raises :class:`CAError` with reason
+    ``AdditionalKeyUnsupported``. They carry no CRL or OCSP pointers: the issuer's revocation list is
+    signed by its main CA. ``existing_additional_keys`` are reused (rotationPolicy Never).
 
     Runs in a worker thread: key generation and signing are CPU work.
     """
+    signers = [(key, _signer(ca, key.algorithm)) for key in spec.additional_private_keys]
+    limit = min(
+        [ca.certificate.not_valid_after_utc, *(s.certificate.not_valid_after_utc for _, s in signers)]
+    )
     key = (
         load_private_key_pem(existing_key_pem) if existing_key_pem else generate_private_key(spec.private_key)
     )
     extensions = revocation_extensions(crl_url, ocsp_url) if (crl_url or ocsp_url) else []
-    cert = sign_leaf(spec, key.public_key(), ca, now, extensions=extensions)
+    cert = sign_leaf(spec, key.public_key(), ca, now, extensions=extensions, not_after_limit=limit)
     data = {
         TLS_CRT: chain_pem(cert, ca),
         TLS_KEY: private_key_to_pem(key, spec.private_key.encoding),
-        # During a CA rotation ca.crt carries every trusted root (old and new), else the issuer's root.
-        CA_CRT: trust_anchors_pem or ca.root_pem,
+        # During a CA rotation ca.crt carries every trusted root (old and new), else the issuer's roots.
+        CA_CRT: trust_anchors_pem or b"".join(c.root_pem for c in (ca, *ca.additional)),
     }
+    reuse = existing_additional_keys or {}
+    for extra, signer in signers:
+        crt_name, key_name = additional_secret_keys(extra.algorithm)
+        existing = reuse.get(extra.algorithm)
+        extra_key = load_private_key_pem(existing, name=key_name) if existing else generate_private_key(extra)
+        extra_cert = sign_leaf(spec, extra_key.public_key(), signer, now, not_after_limit=limit)
+        data[crt_name] = chain_pem(extra_cert, signer)
+        data[key_name] = private_key_to_pem(extra_key, extra.encoding)
     if spec.pkcs12.create:
         keystore, truststore = build_pkcs12(
             key, data[TLS_CRT], ca.root_pem, pkcs12_password or b"", friendly_name.encode()
@@ -70,6 +99,19 @@ def issue_tls_material(
         data[KEYSTORE_P12] = keystore
         data[TRUSTSTORE_P12] = truststore
     return IssuedMaterial(data=data, facts=inspect_tls_secret(data, ca))
+
+
+def _signer(ca: CAKeyPair, algorithm: KeyAlgorithm) -> CAKeyPair:
+    found = ca.for_algorithm(algorithm)
+    if found is None:
+        have = ", ".join(sorted(str(a) for a in ca.algorithms))
+        raise CAError(
+            f"The issuer holds no {algorithm} CA (only {have}), so it cannot sign the additional {algorithm} "
+            f"key; give the issuer an additional {algorithm} CA or remove the key from "
+            "spec.additionalPrivateKeys.",
+            Reason.ADDITIONAL_KEY_UNSUPPORTED,
+        )
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------

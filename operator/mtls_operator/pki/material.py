@@ -4,14 +4,27 @@ The reader is total: whatever bytes a Secret holds, it returns facts or raises :
 (``MISSING_DATA`` when ``tls.crt`` or ``tls.key`` is absent, ``SECRET_CORRUPT`` when something does not
 parse). Everything that parses but is wrong (the key of another certificate, a leaf from another CA, a
 stale ``ca.crt``, a chain without the intermediates) is a boolean in the facts, not an exception.
+
+The additional key pairs of a dual certificate (``tls-<algorithm>.crt``/``.key``) are read the same way,
+each judged against the issuer's CA of its algorithm; one half of a pair without the other is
+``MISSING_DATA``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mtls_operator.api.constants import CA_CRT, KEYSTORE_P12, TLS_CRT, TLS_KEY, TRUSTSTORE_P12, Reason
-from mtls_operator.api.tls import SecretFacts, TLSMaterialError
+from mtls_operator.api.constants import (
+    CA_CRT,
+    KEYSTORE_P12,
+    TLS_CRT,
+    TLS_KEY,
+    TRUSTSTORE_P12,
+    Reason,
+    additional_secret_keys,
+)
+from mtls_operator.api.models import KeyAlgorithm, KeyEncoding
+from mtls_operator.api.tls import AdditionalFacts, SecretFacts, TLSMaterialError
 from mtls_operator.pki.ca import CAKeyPair
 from mtls_operator.pki.certs import cert_facts, issued_by, parse_certificate_pem
 from mtls_operator.pki.fingerprints import certificate_fingerprint
@@ -44,4 +57,38 @@ def inspect_tls_secret(data: Mapping[str, bytes], ca: CAKeyPair | None) -> Secre
         chain_complete=ca is not None and tuple(after_leaf) == ca.issuer_chain,
         has_keystores=bool(data.get(KEYSTORE_P12)) and bool(data.get(TRUSTSTORE_P12)),
         ca_bundle_fingerprints=frozenset(certificate_fingerprint(c) for c in bundle),
+        additional=tuple(
+            _additional(data, algorithm, ca) for algorithm in KeyAlgorithm if _holds_pair(data, algorithm)
+        ),
+    )
+
+
+def _holds_pair(data: Mapping[str, bytes], algorithm: KeyAlgorithm) -> bool:
+    crt_name, key_name = additional_secret_keys(algorithm)
+    return bool(data.get(crt_name)) or bool(data.get(key_name))
+
+
+def _additional(data: Mapping[str, bytes], algorithm: KeyAlgorithm, ca: CAKeyPair | None) -> AdditionalFacts:
+    crt_name, key_name = additional_secret_keys(algorithm)
+    for name, other in ((crt_name, key_name), (key_name, crt_name)):
+        if not data.get(name):
+            raise TLSMaterialError(
+                f"{name} is missing: the Secret holds {other} but not the other half of the pair.",
+                Reason.MISSING_DATA,
+            )
+    certs = parse_certificate_pem(data[crt_name], name=crt_name)
+    leaf, after_leaf = certs[0], certs[1:]
+    key = load_private_key_pem(data[key_name], name=key_name)
+    signer = ca.for_algorithm(algorithm) if ca is not None else None
+    candidates = [*([signer.certificate] if signer is not None else []), *after_leaf]
+    traditional = (
+        b"-----BEGIN RSA PRIVATE KEY" in data[key_name] or b"-----BEGIN EC PRIVATE KEY" in data[key_name]
+    )
+    return AdditionalFacts(
+        algorithm=algorithm,
+        leaf=cert_facts(leaf, candidates, name=f"The certificate in {crt_name}"),
+        key_matches=keys_match(key, leaf.public_key()),
+        key_encoding=KeyEncoding.PKCS1 if traditional else KeyEncoding.PKCS8,
+        signed_by_current_ca=signer is not None and issued_by(leaf, signer.certificate),
+        chain_complete=signer is not None and tuple(after_leaf) == signer.issuer_chain,
     )

@@ -22,20 +22,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mtls_operator.api.constants import ISSUER_KIND, Reason
+from mtls_operator.api.constants import Reason
 from mtls_operator.api.durations import format_duration
-from mtls_operator.api.issuer_policy import (
-    DEFAULT_ALLOWED_USAGES,
-    SUBJECT_FIELDS,
-    IssuerPolicy,
-    LabelSelector,
-    LabelSelectorRequirement,
-    SelectorOperator,
-)
+from mtls_operator.api.fields import LabelSelector, LabelSelectorRequirement, SelectorOperator
+from mtls_operator.api.issuer_policy import DEFAULT_ALLOWED_USAGES, SUBJECT_FIELDS, IssuerPolicy
 from mtls_operator.api.models import CertificateSpec, KeyAlgorithm, Usage
 from mtls_operator.policy.certificate import Violation
-
-_BY = f"{ISSUER_KIND} policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +38,11 @@ class PolicyRequest:
     spec: CertificateSpec
     namespace: str
     namespace_labels: Mapping[str, str]
+
+    @property
+    def by(self) -> str:
+        """Whose policy refuses, for the sentences: ``MTLSIssuer policy`` or ``MTLSClusterIssuer policy``."""
+        return f"{self.spec.issuer_ref.kind} policy"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -144,7 +141,7 @@ def _names_check(
         value, rendered = found
         return Violation(
             Reason.POLICY_DENIED,
-            f"{field} entry {value} is not allowed by {_BY}: {_allowance(rendered, kind, policy_field)}.",
+            f"{field} entry {value} is not allowed by {r.by}: {_allowance(rendered, kind, policy_field)}.",
         )
 
     check.__name__ = f"{spec_attribute}_not_allowed"
@@ -180,7 +177,7 @@ def namespace_not_allowed(r: PolicyRequest) -> Violation | None:
         return None
     return Violation(
         Reason.POLICY_DENIED,
-        f"Namespace {r.namespace} is not allowed by {_BY}: its labels do not match allowedNamespaces "
+        f"Namespace {r.namespace} is not allowed by {r.by}: its labels do not match allowedNamespaces "
         f"({selector}).",
     )
 
@@ -198,7 +195,7 @@ def key_algorithm_not_allowed(r: PolicyRequest) -> Violation | None:
     allowed = [str(rule) for rule in rules]
     return Violation(
         Reason.POLICY_DENIED,
-        f"privateKey {key.label} is not allowed by {_BY}: "
+        f"privateKey {key.label} is not allowed by {r.by}: "
         f"{_allowance(allowed, 'key algorithms', 'allowedAlgorithms')}.",
     )
 
@@ -209,7 +206,7 @@ def duration_too_long(r: PolicyRequest) -> Violation | None:
         return None
     return Violation(
         Reason.POLICY_DENIED,
-        f"duration {format_duration(r.spec.duration)} is longer than the {_BY}'s maxDuration "
+        f"duration {format_duration(r.spec.duration)} is longer than the {r.by}'s maxDuration "
         f"{format_duration(limit)}.",
     )
 
@@ -225,7 +222,7 @@ def usage_not_allowed(r: PolicyRequest) -> Violation | None:
         why = _allowance(names, "usages", "allowedUsages")
         if listed is None:
             why = f"the policy sets no allowedUsages, so {why}"
-        return Violation(Reason.POLICY_DENIED, f"usages entry {usage} is not allowed by {_BY}: {why}.")
+        return Violation(Reason.POLICY_DENIED, f"usages entry {usage} is not allowed by {r.by}: {why}.")
     return None
 
 
@@ -241,7 +238,7 @@ def common_name_not_allowed(r: PolicyRequest) -> Violation | None:
             return None
         return Violation(
             Reason.POLICY_DENIED,
-            f"commonName {cn} is not allowed by {_BY}: the policy sets no allowedCommonNames, so a "
+            f"commonName {cn} is not allowed by {r.by}: the policy sets no allowedCommonNames, so a "
             "commonName must equal one of the certificate's dnsNames or SPIFFE IDs.",
         )
     found = _first_unmatched((cn,), r.policy.allowed_common_names, r, ".")
@@ -250,7 +247,7 @@ def common_name_not_allowed(r: PolicyRequest) -> Violation | None:
     value, rendered = found
     return Violation(
         Reason.POLICY_DENIED,
-        f"commonName {value} is not allowed by {_BY}: "
+        f"commonName {value} is not allowed by {r.by}: "
         f"{_allowance(rendered, 'common names', 'allowedCommonNames')}.",
     )
 
@@ -267,7 +264,7 @@ def subject_not_allowed(r: PolicyRequest) -> Violation | None:
         entry = "" if isinstance(value, str) else " entry"
         why = _allowance(rendered, _SUBJECT_KINDS[attribute], f"allowedSubject.{name}")
         return Violation(
-            Reason.POLICY_DENIED, f"subject.{name}{entry} {offending} is not allowed by {_BY}: {why}."
+            Reason.POLICY_DENIED, f"subject.{name}{entry} {offending} is not allowed by {r.by}: {why}."
         )
     return None
 
@@ -283,7 +280,7 @@ def ip_addresses_not_allowed(r: PolicyRequest) -> Violation | None:
         if any(address.version == n.version and address in n for n in networks):
             continue
         why = _allowance(None if ranges is None else list(ranges), "IP addresses", "allowedIPRanges")
-        return Violation(Reason.POLICY_DENIED, f"ipAddresses entry {ip} is not allowed by {_BY}: {why}.")
+        return Violation(Reason.POLICY_DENIED, f"ipAddresses entry {ip} is not allowed by {r.by}: {why}.")
     return None
 
 

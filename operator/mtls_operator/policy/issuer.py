@@ -29,6 +29,7 @@ class IssuerAction(StrEnum):
     NOT_READY = "NotReady"  # report why; nothing to write
     CREATE_CA = "CreateCA"  # a CA the operator keeps does not exist yet: create it
     RESIGN = "Resign"  # replace the CA the operator keeps: an intermediate whose parent changed, or expired
+    ADD_CA_KEYS = "AddCAKeys"  # a dual CA the operator keeps lacks additional CAs its spec asks for: add them
     READY = "Ready"
 
 
@@ -49,6 +50,8 @@ class IssuerFacts:
     ca: CAFacts | None = None
     signed_by_parent: bool = True  # an intermediate's CA verifies under the parent's current CA
     kind: str = ISSUER_KIND  # MTLSIssuer or MTLSClusterIssuer, for the sentences
+    # additionalPrivateKeys of a CA the operator keeps that its Secret holds no CA for yet
+    missing_additional: tuple[KeyAlgorithm, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,15 @@ def plan_issuer(f: IssuerFacts) -> IssuerPlan:
             Reason.CA_EXPIRED,
             f"The CA in {where} expired (was the operator down?): creating a new CA in its place.",
         )
+    if f.ca_error is not None and f.intermediate and f.access is CASecretAccess.OWNED:
+        # The operator's own intermediate, damaged (a key that is not the certificate's, garbage): sign a
+        # new one, as a leaf is re-issued. Leaves under the old one still chain to the root. A root is
+        # never replaced on its own (every peer trusts it): it reports, and an admin decides.
+        return IssuerPlan(
+            IssuerAction.RESIGN,
+            f.ca_error.reason,
+            f"{where}: {f.ca_error.message} Signing a new intermediate CA with the parent {_parent(f)}.",
+        )
     if f.ca_error is not None:
         return IssuerPlan(IssuerAction.NOT_READY, f.ca_error.reason, f"{where}: {f.ca_error.message}")
     assert f.ca is not None
@@ -130,6 +142,12 @@ def plan_issuer(f: IssuerFacts) -> IssuerPlan:
             IssuerAction.NOT_READY,
             Reason.CA_INVALID,
             f"{where} is not signed by the parent's current CA, and it is not the operator's to sign again.",
+        )
+    if f.missing_additional and f.keeps_ca and f.access is CASecretAccess.OWNED:
+        # Additive: the CA stays; leaves' ca.crt gain the new roots, dual certificates get their pairs.
+        wanted = ", ".join(str(a) for a in f.missing_additional)
+        return IssuerPlan(
+            IssuerAction.ADD_CA_KEYS, Reason.CA_KEYS_ADDED, f"Adding the additional {wanted} CA to {where}."
         )
     if f.now >= f.ca.not_after:
         return IssuerPlan(

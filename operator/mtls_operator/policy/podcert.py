@@ -1,4 +1,4 @@
-"""Pod certificates (KEP-4317): which issuer signs a PodCertificateRequest, whether it may, and for how long.
+"""Pod certificates (KEP-4317): whether the chosen issuer may sign a PodCertificateRequest, and for how long.
 
 A kubelet creates a ``certificates.k8s.io/v1beta1`` PodCertificateRequest naming a signer, its pod, the
 pod's ServiceAccount and node (names and UIDs), the longest lifetime it accepts and a stub PKCS#10 request
@@ -11,12 +11,10 @@ policy and answers with exactly one terminal condition: ``Issued`` (with the cha
 Decisions happen in two steps, both pure (``now`` is a parameter, nothing here reads the clock or the
 API server):
 
-1. :func:`choose_signer`, before anything is read: which issuer claims the signer name in the request's
-   namespace (an MTLSIssuer of that namespace, or an MTLSClusterIssuer), whether two do (``Failed``,
-   ``SignerConflict``), and whether it is ready (a request waits :data:`ISSUER_GRACE` for an issuer being
-   set up, then ``Failed``, ``IssuerNotReady``). A signer name no issuer claims is left alone: it may be
-   someone else's, or the issuer may not be watched yet.
-2. :func:`decide`, on what was read: a chain of checks, each named after what it refuses, the first
+1. :func:`~mtls_operator.policy.podcert_routing.choose_signer`, before anything is read: which issuer
+   signs (see :mod:`mtls_operator.policy.podcert_routing`; the request itself is parsed in
+   :mod:`mtls_operator.policy.podcert_request`).
+2. :func:`decide` (here), on what was read: a chain of checks, each named after what it refuses, the first
    answer wins; then :func:`plan_issuance` sets the times.
 
 The API server's limits (``pkg/apis/certificates/validation``, Kubernetes 1.36) that the times obey:
@@ -28,15 +26,13 @@ the leaf's lifetime is at least :data:`MIN_LIFETIME` (1 h) and at most ``spec.ma
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
-from mtls_operator.api.conditions import parse_rfc3339, rfc3339
-from mtls_operator.api.constants import CLUSTER_ISSUER_KIND, SIGNER_DOMAIN, Reason
+from mtls_operator.api.conditions import rfc3339
+from mtls_operator.api.constants import Reason
 from mtls_operator.api.durations import DurationError, format_duration, parse_duration
 from mtls_operator.api.issuer_policy import DEFAULT_TRUST_DOMAIN, IssuerPolicy, spiffe_uri
 from mtls_operator.api.models import CertificateSpec, IssuerRef, KeyAlgorithm, KeySpec, Usage
@@ -46,19 +42,17 @@ from mtls_operator.policy.issuance_policy import (
     key_algorithm_not_allowed,
     namespace_not_allowed,
 )
+from mtls_operator.policy.podcert_request import Decision, Issuance, Outcome, PodCertRequest
+from mtls_operator.policy.podcert_routing import SignerIssuer
 
-SIGNER_PREFIX: Final = f"{SIGNER_DOMAIN}/"
 MIN_LIFETIME: Final = timedelta(hours=1)  # kube-apiserver refuses a shorter leaf
 MAX_LIFETIME: Final = timedelta(seconds=7862400)  # 91 days: the largest maxExpirationSeconds it accepts
-DEFAULT_MAX_EXPIRATION: Final = timedelta(hours=24)  # what kube-apiserver defaults maxExpirationSeconds to
 REFRESH_MARGIN: Final = timedelta(minutes=10)  # beginRefreshAt within [notBefore+10m, notAfter-10m]
 # notBefore is set this far in the past, for clocks of relying parties a little behind the operator's (the
 # Kubernetes CSR signer backdates 5 minutes). kube-apiserver wants notBefore within 5 minutes of its own
 # clock: 3 minutes leaves 2 for the operator's clock and the time between signing and the status write.
 BACKDATE: Final = timedelta(minutes=3)
 DEFAULT_REFRESH_FRACTION: Final = 2 / 3  # refresh at 2/3 of the lifetime, as MTLSCertificates renew
-ISSUER_GRACE: Final = timedelta(minutes=2)  # a request waits this long for a claiming issuer to be ready
-WAIT_RETRY: Final = timedelta(seconds=5)  # how often a waiting request is looked at again
 # The unverifiedUserAnnotations the signer understands (pods set them in the podCertificate projection's
 # userAnnotations); a request with any other key is denied, as the API asks of signers.
 ANN_REFRESH_BEFORE: Final = "mtls.dev/refresh-before"
@@ -76,210 +70,8 @@ KUBELET_KEY_TYPES: Final[Mapping[tuple[KeyAlgorithm, int], str]] = {
 }
 
 
-class Outcome(StrEnum):
-    """The terminal condition types of a PodCertificateRequest (at most one, status True)."""
-
-    ISSUED = "Issued"
-    DENIED = "Denied"
-    FAILED = "Failed"
-
-
 # ---------------------------------------------------------------------------------------------------------
-# The request, parsed once at intake
-
-
-@dataclass(frozen=True, slots=True)
-class PodCertRequest:
-    """A PodCertificateRequest as the watch delivered it. ``answered`` is the terminal condition type it
-    already carries (None while it waits for a signer)."""
-
-    namespace: str
-    name: str
-    uid: str
-    resource_version: str
-    signer_name: str
-    pod_name: str
-    pod_uid: str
-    service_account: str
-    service_account_uid: str
-    node_name: str
-    node_uid: str
-    max_expiration: timedelta = DEFAULT_MAX_EXPIRATION
-    stub_pkcs10: bytes = b""
-    pkix_public_key: bytes = b""
-    user_annotations: tuple[tuple[str, str], ...] = ()
-    created: datetime | None = None
-    answered: Outcome | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.namespace, self.name)
-
-    @property
-    def ours(self) -> bool:
-        """Whether the signer name is in this project's domain (only those are ever looked at)."""
-        return self.signer_name.startswith(SIGNER_PREFIX)
-
-
-def parse_pod_certificate_request(body: Mapping[str, Any]) -> PodCertRequest:
-    """A PodCertificateRequest watch event's object, parsed; never raises (unreadable fields read as
-    empty, which the checks then refuse)."""
-    meta = _section(body, "metadata")
-    spec = _section(body, "spec")
-    status = _section(body, "status")
-    annotations = _section(spec, "unverifiedUserAnnotations")
-    seconds = spec.get("maxExpirationSeconds")
-    return PodCertRequest(
-        namespace=_text(meta.get("namespace")),
-        name=_text(meta.get("name")),
-        uid=_text(meta.get("uid")),
-        resource_version=_text(meta.get("resourceVersion")),
-        signer_name=_text(spec.get("signerName")),
-        pod_name=_text(spec.get("podName")),
-        pod_uid=_text(spec.get("podUID")),
-        service_account=_text(spec.get("serviceAccountName")),
-        service_account_uid=_text(spec.get("serviceAccountUID")),
-        node_name=_text(spec.get("nodeName")),
-        node_uid=_text(spec.get("nodeUID")),
-        max_expiration=(
-            timedelta(seconds=seconds)
-            if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0
-            else DEFAULT_MAX_EXPIRATION
-        ),
-        stub_pkcs10=_bytes(spec.get("stubPKCS10Request")),
-        pkix_public_key=_bytes(spec.get("pkixPublicKey")),
-        user_annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())),
-        created=parse_rfc3339(meta.get("creationTimestamp")),
-        answered=answered_outcome(status.get("conditions")),
-    )
-
-
-def answered_outcome(conditions: Any) -> Outcome | None:
-    """The terminal condition a request carries (Issued, Denied or Failed with status True), if any."""
-    for found in conditions if isinstance(conditions, list) else ():
-        if isinstance(found, Mapping) and found.get("status") == "True":
-            try:
-                return Outcome(str(found.get("type")))
-            except ValueError:
-                continue
-    return None
-
-
-def _section(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = body.get(name)
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _bytes(value: Any) -> bytes:
-    """A Go []byte field: base64 in JSON."""
-    if not isinstance(value, str) or not value:
-        return b""
-    try:
-        return base64.b64decode(value, validate=True)
-    except ValueError:
-        return b""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Step 1: who signs
-
-
-@dataclass(frozen=True, slots=True)
-class SignerIssuer:
-    """An issuer that declares the request's signer name (``spec.podCertificates``), as last judged."""
-
-    kind: str
-    namespace: str  # "" for an MTLSClusterIssuer
-    name: str
-    judged: bool = False  # the issuer controller has looked at it since the operator started
-    ready: bool = False
-    message: str = ""  # why it is not ready
-    policy: IssuerPolicy | None = None
-    ca_not_after: datetime | None = None  # of the CA that signs now
-
-    @property
-    def cluster(self) -> bool:
-        return self.kind == CLUSTER_ISSUER_KIND
-
-    @property
-    def label(self) -> str:
-        """``MTLSIssuer team-a/mesh`` or ``MTLSClusterIssuer mesh``."""
-        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do with a request: answer it (``outcome`` set: Denied or Failed, or Issued with
-    ``issuance``), or look again at ``retry_at`` (``outcome`` None)."""
-
-    outcome: Outcome | None
-    reason: Reason | str
-    message: str
-    retry_at: datetime | None = None
-    issuance: Issuance | None = None
-
-    @property
-    def waits(self) -> bool:
-        return self.outcome is None
-
-
-def in_scope(namespace: str, issuers: Iterable[SignerIssuer]) -> tuple[SignerIssuer, ...]:
-    """The issuers that may answer a request of ``namespace``: MTLSClusterIssuers (their policy decides
-    later whether they admit the namespace) and the MTLSIssuers of that namespace (never another's)."""
-    return tuple(
-        sorted(
-            (i for i in issuers if i.cluster or i.namespace == namespace),
-            key=lambda i: (i.kind, i.namespace, i.name),
-        )
-    )
-
-
-def choose_signer(
-    request: PodCertRequest, claimants: tuple[SignerIssuer, ...], now: datetime
-) -> SignerIssuer | Decision:
-    """The one issuer that signs ``request`` (``claimants`` are :func:`in_scope`), or what to do instead."""
-    if not claimants:
-        return Decision(
-            None,
-            "NoIssuer",
-            f"No MTLSIssuer of namespace {request.namespace} and no MTLSClusterIssuer declares signer "
-            f"name {request.signer_name}.",
-            retry_at=now + WAIT_RETRY,
-        )
-    if len(claimants) > 1:
-        names = ", ".join(c.label for c in claimants)
-        return Decision(
-            Outcome.FAILED,
-            Reason.SIGNER_CONFLICT,
-            f"Signer name {request.signer_name} is declared by {names} for namespace "
-            f"{request.namespace}: the operator signs only when exactly one issuer claims it. Change "
-            "spec.podCertificates.signerName of all but one.",
-        )
-    signer = claimants[0]
-    if signer.ready:
-        return signer
-    created = request.created or now
-    if not signer.judged or now < created + ISSUER_GRACE:
-        return Decision(
-            None,
-            Reason.ISSUER_NOT_READY,
-            f"Waiting for {signer.label} to be ready.",
-            retry_at=now + WAIT_RETRY,
-        )
-    why = signer.message or "it has no usable CA."
-    return Decision(
-        Outcome.FAILED,
-        Reason.ISSUER_NOT_READY,
-        f"{signer.label}, the signer of {request.signer_name}, is not ready: {why}",
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Step 2: may it sign, and what
+# May it sign, and what
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,18 +94,6 @@ class PodCertInput:
     key_problem: str | None  # why the key is unusable (a sentence)
     namespace_labels: Mapping[str, str] | None  # None: they could not be read
     now: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Issuance:
-    """What to sign: the leaf's spec (the SPIFFE ID as its one URI, mTLS usages, the lifetime) and the
-    times the status carries."""
-
-    spec: CertificateSpec
-    spiffe_id: str
-    not_before: datetime
-    not_after: datetime
-    begin_refresh_at: datetime
 
 
 def _denied(reason: Reason, message: str) -> Decision:
@@ -557,32 +337,3 @@ def _policy_request(
     if key is not None:
         spec = replace(spec, private_key=KeySpec(algorithm=key[0], size=key[1]))
     return PolicyRequest(policy, spec, inp.request.namespace, inp.namespace_labels or {})
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Fairness: a token bucket per node
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRate:
-    """How fast one node's requests are served: ``burst`` at once, then ``per_second``. A kubelet asks
-    once per pod certificate volume when a pod starts and once per refresh, so a node of 110 pods starts
-    within a few seconds; a node that floods (a bug, a compromised kubelet) is served at this rate while
-    every other node and every MTLSCertificate is served as usual."""
-
-    burst: int = 20
-    per_second: float = 10.0
-
-    @property
-    def interval(self) -> timedelta:
-        return timedelta(seconds=1 / max(self.per_second, 1e-3))
-
-
-def reserve(rate: NodeRate, theoretical: datetime | None, now: datetime) -> tuple[datetime, datetime | None]:
-    """Reserve the node's next slot (GCRA, the token bucket written as a time): returns the node's new
-    theoretical arrival time and when this request may be served (None: now). A request told to wait
-    holds its slot, so waiting requests are served in order, one per interval, each looked at once more."""
-    base = max(theoretical, now) if theoretical is not None else now
-    after = base + rate.interval
-    allowed = after - rate.interval * max(rate.burst, 1)
-    return after, (allowed if allowed > now else None)

@@ -1,6 +1,6 @@
 """The stored revocation list of an issuer, as pure data: the ``<issuer>-revocations`` ConfigMap's
 entries (parse, merge, canonical dump, what may leave it), who owns the ConfigMap, and when a new CRL is
-due. controllers.revocation reads and writes it; see that module for the design."""
+due. controllers.revocation_store reads and writes it; controllers.revocation tells the design."""
 
 from __future__ import annotations
 

@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from mtls_operator.api import conditions as cond
-from mtls_operator.api.constants import ConditionType, Reason
+from mtls_operator.api.constants import ConditionType, Reason, additional_secret_keys
 from mtls_operator.api.errors import Violation
-from mtls_operator.api.models import CertificateSpec, KeyAlgorithm
-from mtls_operator.api.objects import CertificateStatus, IssuerStatus
+from mtls_operator.api.models import CertificateSpec, KeyAlgorithm, KeySpec
+from mtls_operator.api.objects import AdditionalCertStatus, CertificateStatus, IssuerStatus
 from mtls_operator.api.tls import SecretFacts
 
 
@@ -42,6 +42,27 @@ def post_quantum(key: KeyAlgorithm, chain: Sequence[KeyAlgorithm]) -> tuple[bool
             "post-quantum end to end.",
         )
     return True, Reason.POST_QUANTUM_CHAIN, "Every certificate in the chain is signed with ML-DSA."
+
+
+def additional_statuses(facts: SecretFacts) -> tuple[AdditionalCertStatus, ...]:
+    """status.additionalCertificates: each additional certificate the Secret holds."""
+    return tuple(
+        AdditionalCertStatus(
+            algorithm=KeySpec(algorithm=a.leaf.key_algorithm, size=a.leaf.key_size).label,
+            secret_key=additional_secret_keys(a.algorithm)[0],
+            not_before=a.leaf.not_before,
+            not_after=a.leaf.not_after,
+            serial_number=a.leaf.serial_number,
+            fingerprint=a.leaf.fingerprint,
+        )
+        for a in facts.additional
+    )
+
+
+def key_expirations(facts: SecretFacts) -> tuple[tuple[str, datetime], ...]:
+    """(key label, notAfter) of every certificate the Secret holds, main first: one metric series each."""
+    leaves = [facts.leaf, *(a.leaf for a in facts.additional)]
+    return tuple((KeySpec(algorithm=c.key_algorithm, size=c.key_size).label, c.not_after) for c in leaves)
 
 
 def rollout_conditions(
@@ -122,6 +143,7 @@ def ready_status(
     else:  # a classical certificate (perhaps ML-DSA before) says nothing about post-quantum
         conditions = cond.drop(conditions, ConditionType.POST_QUANTUM)
     conditions = rollout_conditions(conditions, block, generation, now)
+    additional = additional_statuses(facts)
     return replace(
         old,
         conditions=conditions,
@@ -140,6 +162,8 @@ def ready_status(
         rollouts=(),
         handled_renew=fulfilled[0],
         handled_revoke=fulfilled[1],
+        key_algorithms=(spec.private_key.label, *(a.algorithm for a in additional)),
+        additional=additional,
     )
 
 

@@ -2,9 +2,9 @@
 
 Act is the only step with side effects, and running it twice changes nothing the second time: the Secret
 write is atomic and guarded, the status is patched only where it differs, events are posted when the
-Ready reason changes. A certificate with ``revocationPolicy: Revoke`` carries the finalizer
-``mtls.dev/revoke-on-delete``, so a deletion waits until its serial is durably on the revocation list,
-however long the operator was down.
+Ready reason changes (events and metrics: reporting.py). A certificate with ``revocationPolicy: Revoke``
+carries the finalizer ``mtls.dev/revoke-on-delete``, so a deletion waits until its serial is durably on the
+revocation list, however long the operator was down (finalizer.py).
 """
 
 from __future__ import annotations
@@ -13,41 +13,31 @@ import logging
 from datetime import datetime, timedelta
 
 from mtls_operator.api.constants import (
-    CERTIFICATE_KIND,
     CERTIFICATE_PLURAL,
     CLUSTER_ISSUER_PLURAL,
-    FINALIZER_REVOKE,
     ISSUER_PLURAL,
     LABEL_SECRET_ROLE,
     SECRET_ROLE_CERTIFICATE,
-    ConditionType,
     Reason,
 )
 from mtls_operator.api.errors import ReasonedError, Violation
-from mtls_operator.api.issuer_policy import RevocationPolicy
 from mtls_operator.api.objects import CertificateStatus, Key, ParsedCertificate
 from mtls_operator.api.tls import SecretFacts
+from mtls_operator.controllers.certificates.finalizer import RevokeOnDelete
 from mtls_operator.controllers.certificates.gather import Gathered, Gatherer
 from mtls_operator.controllers.certificates.issuing import ConflictError, Issuer, Written
+from mtls_operator.controllers.certificates.reporting import CertificateReporter
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.issuers import IssuerController
 from mtls_operator.controllers.revocation import Revocations
 from mtls_operator.controllers.rollouts import RolloutManager
 from mtls_operator.controllers.secret_cache import Verdict
 from mtls_operator.k8s.api import ApiError
-from mtls_operator.k8s.resources import (
-    get_custom,
-    patch_status,
-    post_event,
-    read_namespace,
-    read_secret,
-    relabel_secret,
-    set_finalizers,
-)
+from mtls_operator.k8s.resources import get_custom, patch_status, relabel_secret
 from mtls_operator.policy import backoff
 from mtls_operator.policy.budget import BudgetState
-from mtls_operator.policy.certificate import Action, Plan, SecretView, plan, renewal_of
-from mtls_operator.policy.ownership import owns_leaf_secret
+from mtls_operator.policy.certificate import Action, Plan, SecretView, plan
+from mtls_operator.policy.certificate_checks import renewal_of
 from mtls_operator.policy.status import (
     RolloutBlock,
     blocked_status,
@@ -59,7 +49,6 @@ from mtls_operator.policy.status import (
 )
 
 logger = logging.getLogger("mtls_operator.certificates")
-RETRY_FINALIZE = timedelta(seconds=10)
 
 
 class CertificateController:
@@ -84,18 +73,17 @@ class CertificateController:
         self.issuers = issuers
         self.gatherer = gatherer
         self.issuer = writer
-        self.revocations = revocations
         self.rollouts = rollouts
         self.budgets = budgets
         self.issued = 0
         self.failed = 0
-        self._content: dict[Key, str] = {}  # the content each certificate's Secret was last seen with
+        self.reporter = CertificateReporter(ctx, rollouts)
+        self.finalizer = RevokeOnDelete(ctx, gatherer, revocations)
 
     def forget(self, key: Key) -> None:
         self.secrets.forget_certificate(key)
         self.budgets.pop(key, None)
-        self._content.pop(key, None)
-        self.metrics.forget_certificate(*key)
+        self.reporter.forget(key)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -104,7 +92,7 @@ class CertificateController:
         if cert is None:
             return
         if cert.meta.deleting:
-            await self._finalize(cert)
+            await self.finalizer.finalize(cert)
             return
         issuer_key = cert.issuer_key if cert.spec is not None else None
         if (
@@ -123,7 +111,7 @@ class CertificateController:
         await self._act(cert, gathered, decision, now)
         if decision.action not in (Action.ISSUE, Action.REFRESH_TRUST):
             await self._label_for_watch(gathered)
-        await self._keep_finalizer(key)
+        await self.finalizer.keep(key)
 
     async def _label_for_watch(self, g: Gathered) -> None:
         """A Secret of this certificate written before Secrets carried ``mtls.dev/secret-role`` (an upgrade
@@ -174,14 +162,14 @@ class CertificateController:
             assert violation is not None
             new = blocked_status(old, violation, generation, now)
         if await self._patch(cert, old, new):
-            await self._rollout_event(cert, old, new)
+            await self.reporter.rollout_event(cert, old, new)
             if violation is not None and ready_of(old) != ready_of(new):
-                await self._event(cert, "Warning", violation.reason, violation.message, now)
+                await self.reporter.event(cert, "Warning", violation.reason, violation.message, now)
             if violation is not None and violation.reason is Reason.ISSUANCE_BUDGET_EXCEEDED:
                 label = g.spec.private_key.label if g.spec is not None else "unknown"
                 self.metrics.issuance(result="throttled", algorithm=label, seconds=0.0)
-                await self._event(cert, "Warning", violation.reason, violation.message, now)
-        self._observe(cert, g, decision)
+                await self.reporter.event(cert, "Warning", violation.reason, violation.message, now)
+        self.reporter.observe(cert, g, decision)
         if decision.next_check is not None:
             self.ctx.work.schedule_certificate(key, decision.next_check)
         elif (
@@ -241,11 +229,11 @@ class CertificateController:
         try:
             if refreshed:
                 written = await self.issuer.refresh_trust(
-                    cert, spec, state, decision, g.secret, revision, now
+                    cert, spec, state, decision, g.secret, g.judged_version, revision, now
                 )
             else:
                 written = await self.issuer.issue(
-                    cert, spec, state, decision, g.secret, g.input.secret.exists, revision, now
+                    cert, spec, state, decision, g.secret, g.judged_version, revision, now
                 )
         except ConflictError:
             logger.info("Secret %s/%s changed while issuing; deciding again.", key[0], spec.secret_name)
@@ -271,6 +259,7 @@ class CertificateController:
             self.metrics.issuance(
                 result="success", algorithm=spec.private_key.label, seconds=self.clock.monotonic() - started
             )
+        keys = " + ".join(k.label for k in spec.key_specs)
         new = self._ready(
             cert,
             g,
@@ -291,24 +280,24 @@ class CertificateController:
                 f"Updated ca.crt of Secret {spec.secret_name} (revision {written.revision}): "
                 f"{decision.violation.message}"
             )
-            await self._event(cert, "Normal", Reason.TRUST_REFRESHED, message, now)
+            await self.reporter.event(cert, "Normal", Reason.TRUST_REFRESHED, message, now)
         else:
             message = (
-                f"Issued revision {written.revision} ({spec.private_key.label}, serial {leaf.serial_number}) "
+                f"Issued revision {written.revision} ({keys}, serial {leaf.serial_number}) "
                 "into "
                 f"Secret {spec.secret_name}, valid until {leaf.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}: "
                 f"{decision.violation.message}"
             )
-            await self._event(cert, "Normal", Reason.ISSUED, message, now)
+            await self.reporter.event(cert, "Normal", Reason.ISSUED, message, now)
             logger.info(
                 "Issued %s/%s revision %d (%s, serial %s): %s",
                 *key,
                 written.revision,
-                spec.private_key.label,
+                keys,
                 leaf.serial_number,
                 decision.violation.reason,
             )
-        self._observe(cert, g, decision, facts=written.facts.leaf.not_after)
+        self.reporter.observe(cert, g, decision, facts=written.facts.leaf.not_after)
         if new.renewal_time is not None:
             self.ctx.work.schedule_certificate(key, min(new.renewal_time, leaf.not_after))
 
@@ -332,22 +321,12 @@ class CertificateController:
             Verdict(
                 g.spec.secret_name,
                 secret.resource_version,
-                g.issuer.ca.facts.fingerprint,
+                g.issuer.ca.signing_fingerprint,
                 g.issuer.view.anchors,
                 view,
             ),
         )
-        self._note_content(cert, g.spec.secret_name, view)
-
-    def _note_content(self, cert: ParsedCertificate, secret_name: str, view: SecretView) -> None:
-        """Tell the rollout manager when a certificate's Secret holds something new (or was first judged
-        after a start), so the workloads using it are looked at."""
-        if view.facts is None:
-            return
-        content = f"{view.facts.leaf.fingerprint}/{','.join(sorted(view.facts.ca_bundle_fingerprints))}"
-        if self._content.get(cert.key) != content:
-            self._content[cert.key] = content
-            self.rollouts.secret_changed(cert.meta.namespace, secret_name)
+        self.reporter.note_content(cert, g.spec.secret_name, view)
 
     async def _failed(
         self, cert: ParsedCertificate, g: Gathered, violation: Violation, now: datetime
@@ -362,7 +341,7 @@ class CertificateController:
         )
         new = failure_status(cert.status, violation, retry_at, cert.meta.generation, now)
         await self._patch(cert, cert.status, new)
-        await self._event(
+        await self.reporter.event(
             cert,
             "Warning",
             violation.reason,
@@ -370,10 +349,10 @@ class CertificateController:
             now,
         )
         logger.warning("Issuance of %s/%s failed (attempt %d): %s", *key, failures, violation.message)
-        self._observe(cert, g, None)
+        self.reporter.observe(cert, g, None)
         self.ctx.work.schedule_certificate(key, retry_at)
 
-    # ------------------------------------------------------------------ status, events, metrics
+    # ------------------------------------------------------------------ status
 
     async def _patch(self, cert: ParsedCertificate, old: CertificateStatus, new: CertificateStatus) -> bool:
         patch = status_patch(old, new)
@@ -389,132 +368,3 @@ class CertificateController:
             raise
         self.certificates.update_status(cert.key, new)
         return True
-
-    async def _event(
-        self, cert: ParsedCertificate, kind: str, reason: Reason | str, message: str, now: datetime
-    ) -> None:
-        await post_event(
-            self.api,
-            kind=CERTIFICATE_KIND,
-            namespace=cert.meta.namespace,
-            name=cert.meta.name,
-            uid=cert.meta.uid,
-            event_type=kind,
-            reason=reason,
-            message=message,
-            now=now,
-        )
-
-    async def _rollout_event(
-        self, cert: ParsedCertificate, old: CertificateStatus, new: CertificateStatus
-    ) -> None:
-        from mtls_operator.api import conditions as cond
-
-        before = cond.get(old.conditions, ConditionType.ROLLOUT_BLOCKED)
-        after = cond.get(new.conditions, ConditionType.ROLLOUT_BLOCKED)
-        if after is not None and after.status and not (before is not None and before.status):
-            await self._event(cert, "Warning", after.reason, after.message, self.clock.now())
-
-    def _observe(
-        self, cert: ParsedCertificate, g: Gathered, decision: Plan | None, facts: datetime | None = None
-    ) -> None:
-        current = self.certificates.get(cert.key) or cert
-        verdict = self.secrets.verdict(cert.key)
-        leaf = verdict.view.facts.leaf if verdict is not None and verdict.view.facts is not None else None
-        if verdict is not None and g.spec is not None:
-            self._note_content(cert, g.spec.secret_name, verdict.view)
-        ready = next((c for c in current.status.conditions if c.type == ConditionType.READY), None)
-        self.metrics.observe_certificate(
-            cert.meta.namespace,
-            cert.meta.name,
-            cert.issuer_name or "",
-            not_after=leaf.not_after if leaf is not None else facts,
-            renewal_time=current.status.renewal_time if leaf is not None else None,
-            ready=ready is not None and ready.status,
-            reason=ready.reason if ready is not None else "",
-        )
-
-    # ------------------------------------------------------------------ finalizer and deletion
-
-    async def _keep_finalizer(self, key: Key) -> None:
-        """Revoke-on-delete needs the finalizer; nothing else does."""
-        cert = self.certificates.get(key)
-        if cert is None or cert.meta.deleting:
-            return
-        wanted = cert.revocation_policy is RevocationPolicy.REVOKE
-        has = FINALIZER_REVOKE in cert.meta.finalizers
-        if wanted == has:
-            return
-        finalizers = [f for f in cert.meta.finalizers if f != FINALIZER_REVOKE]
-        if wanted:
-            finalizers.append(FINALIZER_REVOKE)
-        await self._set_finalizers(cert, finalizers)
-
-    async def _set_finalizers(self, cert: ParsedCertificate, finalizers: list[str]) -> None:
-        try:
-            await set_finalizers(
-                self.api,
-                CERTIFICATE_PLURAL,
-                *cert.key,
-                finalizers,
-                resource_version=cert.meta.resource_version,
-            )
-        except ApiError as exc:
-            if exc.conflict:
-                self.ctx.work.add_certificate(cert.key)  # changed meanwhile: the watch brings the new version
-                return
-            if not exc.not_found:
-                raise
-
-    async def _finalize(self, cert: ParsedCertificate) -> None:
-        """A deleted certificate with the revoke finalizer: its serials go on the revocation list, durably,
-        then the finalizer goes and Kubernetes deletes the object."""
-        key = cert.key
-        if FINALIZER_REVOKE not in cert.meta.finalizers:
-            return
-        now = self.clock.now()
-        serials: dict[str, datetime | None] = {}
-        if cert.status.serial_number:
-            serials[cert.status.serial_number] = cert.status.not_after
-        if cert.spec is not None:
-            secret = await read_secret(self.api, key[0], cert.spec.secret_name)
-            if secret is not None and owns_leaf_secret(
-                secret.labels, secret.annotations, cert.meta.name, cert.meta.uid
-            ):
-                view = await self.gatherer.judge(cert, secret, None)
-                if view.facts is not None:
-                    serials[view.facts.leaf.serial_number] = view.facts.leaf.not_after
-        issuer = cert.issuer_key
-        done = True
-        if issuer is not None and serials:
-            where = self.ctx.issuers.revocation_ref(issuer)
-            for serial, not_after in sorted(serials.items()):
-                if not_after is not None and not_after <= now:
-                    continue  # expired: nothing left to revoke
-                try:
-                    ok = await self.revocations.revoke(
-                        *where, serial, "cessationOfOperation", cert.meta.name, not_after=not_after
-                    )
-                except ApiError as exc:
-                    logger.warning("Cannot revoke serial %s of %s/%s yet: %s", serial, *key, exc)
-                    ok = False
-                done = done and ok is not False
-        if not done and await self._namespace_terminating(key[0]):
-            logger.warning(
-                "Namespace %s is being deleted with MTLSCertificate %s: its CA goes too; not revoking.", *key
-            )
-            done = True
-        if not done:
-            self.ctx.work.schedule_certificate(key, now + RETRY_FINALIZE)
-            return
-        await self._set_finalizers(cert, [f for f in cert.meta.finalizers if f != FINALIZER_REVOKE])
-
-    async def _namespace_terminating(self, namespace: str) -> bool:
-        info = self.namespaces.get(namespace)
-        if info is not None:
-            return info.terminating
-        try:
-            found = await read_namespace(self.api, namespace)
-        except ApiError:
-            return False
-        return found is None or found.terminating

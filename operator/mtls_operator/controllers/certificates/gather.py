@@ -46,6 +46,7 @@ NAMESPACE_CACHE_SECONDS = 5.0
 class Gathered:
     input: CertificateInput
     secret: SecretObject | None  # the Secret as read (the write guard); None when judged from the cache
+    judged_version: str | None  # the resourceVersion the decision judged (cached or read); the write guard
     issuer: IssuerState | None
     spec: CertificateSpec | None  # the spec with the SPIFFE ID filled in
     budget_after: BudgetState | None = None  # the issuance budget once this decision issues
@@ -102,9 +103,9 @@ class Gatherer:
                 else:
                     policy_violation = evaluate_policy(policy, spec, namespace, labels)
 
-        secret_view, secret = SecretView(), None
+        secret_view, secret, judged_version = SecretView(), None, None
         if spec is not None:
-            secret_view, secret = await self._secret(cert, spec, state)
+            secret_view, secret, judged_version = await self._secret(cert, spec, state)
 
         duplicates = (
             tuple(sorted(self.certificates.naming_secret(namespace, spec.secret_name) - {name}))
@@ -151,31 +152,34 @@ class Gatherer:
             backoff_cap=self.config.backoff_cap,
             budget_retry_at=budget_retry_at,
         )
-        return Gathered(inp, secret, state, spec, budget_after if budget_retry_at is None else None)
+        return Gathered(
+            inp, secret, judged_version, state, spec, budget_after if budget_retry_at is None else None
+        )
 
     async def _secret(
         self, cert: ParsedCertificate, spec: CertificateSpec, state: IssuerState | None
-    ) -> tuple[SecretView, SecretObject | None]:
+    ) -> tuple[SecretView, SecretObject | None, str | None]:
+        """The view of ``cert``'s Secret, the Secret when it was read, and the resourceVersion judged."""
         key = cert.key
         ca = state.ca if state is not None else None
-        ca_fp = ca.facts.fingerprint if ca is not None else None
+        ca_fp = ca.signing_fingerprint if ca is not None else None
         anchors = state.view.anchors if state is not None else frozenset()
         cached = self.secrets.cached_view(key, spec.secret_name, ca_fp, anchors)
         if cached is not None:
-            return cached, None
+            return cached, None, self.secrets.resource_version((key[0], spec.secret_name))
         ever_issued = bool(cert.status.revision or cert.status.failed_attempts)
         if self.secrets.may_assume_missing(key, spec.secret_name, ever_issued):
             # Never issued and no such Secret seen by the watch: take it as missing without a read. The
             # create that follows is atomic: if a Secret exists after all it fails with 409, and the next
             # pass reads it (so nothing is ever overwritten).
-            return SecretView(exists=False, revision=0), None
+            return SecretView(exists=False, revision=0), None, None
         self.secrets.read_done(key)
         secret = await read_secret(self.api, key[0], spec.secret_name)
         view = await self.judge(cert, secret, ca)
         self.secrets.remember(
             key, Verdict(spec.secret_name, secret.resource_version if secret else None, ca_fp, anchors, view)
         )
-        return view, secret
+        return view, secret, secret.resource_version if secret else None
 
     async def judge(
         self, cert: ParsedCertificate, secret: SecretObject | None, ca: CAKeyPair | None

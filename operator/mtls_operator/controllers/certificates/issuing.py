@@ -41,6 +41,7 @@ from mtls_operator.api.constants import (
     SECRET_TYPE_TLS,
     TLS_KEY,
     Reason,
+    additional_secret_keys,
 )
 from mtls_operator.api.errors import ReasonedError, RefError
 from mtls_operator.api.models import CertificateSpec, CleanupPolicy
@@ -90,21 +91,24 @@ class Issuer:
         state: IssuerState,
         plan: Plan,
         secret: SecretObject | None,
-        secret_exists: bool,
+        judged_version: str | None,
         revision: int,
         now: datetime,
     ) -> Written:
         """Issue a new certificate into the Secret. Raises :class:`Conflict` (decide again) or
-        :class:`ReasonedError` (a failed attempt, with the reason)."""
+        :class:`ReasonedError` (a failed attempt, with the reason).
+
+        The write is guarded by ``judged_version``, the resourceVersion the decision judged: a Secret
+        judged from the cache is read for its data, and if it is no longer that version (another writer
+        came first) nothing is written and the certificate is decided again."""
         namespace, name = cert.key
         assert state.ca is not None and state.anchors is not None
-        if secret_exists and secret is None:  # judged from the cache: read it for the write guard
-            secret = await read_secret(self.api, namespace, spec.secret_name)
-            if secret is None:
-                raise ConflictError()
+        secret = await self._judged(namespace, spec.secret_name, secret, judged_version)
         if plan.revoke_serial is not None:
             await self._revoke(cert, spec, plan.revoke_serial, secret, now)
         existing_key = secret.data.get(TLS_KEY) if (plan.reuse_key and secret is not None) else None
+        held = secret.data if secret is not None else {}
+        kept = {a: pem for a in plan.reuse_additional if (pem := held.get(additional_secret_keys(a)[1]))}
         password = await self._pkcs12_password(namespace, spec) if spec.pkcs12.create else None
         crl_url, ocsp_url = self.revocations.leaf_urls(*self._revocation_ref(cert))
         material = await self.in_thread(
@@ -118,6 +122,7 @@ class Issuer:
             crl_url=crl_url,
             ocsp_url=ocsp_url,
             trust_anchors_pem=state.anchors.pem,
+            existing_additional_keys=kept,
         )
         body = secret_body(cert, spec, material.data, material.facts, revision, secret, plan, now)
         written = await self._write(body, secret, spec.secret_name)
@@ -130,21 +135,34 @@ class Issuer:
         state: IssuerState,
         plan: Plan,
         secret: SecretObject | None,
+        judged_version: str | None,
         revision: int,
         now: datetime,
     ) -> Written:
-        """Rewrite only ca.crt with the issuer's trust anchors (a CA rotation's overlap, or its end)."""
-        namespace = cert.meta.namespace
+        """Rewrite only ca.crt with the issuer's trust anchors (a CA rotation's overlap, or its end), on
+        the Secret version the decision judged."""
         assert state.ca is not None and state.anchors is not None
+        secret = await self._judged(cert.meta.namespace, spec.secret_name, secret, judged_version)
         if secret is None:
-            secret = await read_secret(self.api, namespace, spec.secret_name)
-            if secret is None:
-                raise ConflictError()
+            raise ConflictError()
         data = {**secret.data, CA_CRT: state.anchors.pem}
         facts = await self.in_thread(inspect_tls_secret, data, state.ca)
         body = secret_body(cert, spec, data, facts, revision, secret, plan, now)
         written = await self._write(body, secret, spec.secret_name)
         return Written(written, facts, revision)
+
+    async def _judged(
+        self, namespace: str, name: str, secret: SecretObject | None, judged_version: str | None
+    ) -> SecretObject | None:
+        """The Secret exactly as the decision judged it: ``secret`` when it was read for the decision,
+        else (judged from the cache) a fresh read that must still be ``judged_version``; None when the
+        decision judged it missing. Raises :class:`ConflictError` when it changed since."""
+        if secret is not None or judged_version is None:
+            return secret
+        fresh = await read_secret(self.api, namespace, name)
+        if fresh is None or fresh.resource_version != judged_version:
+            raise ConflictError()
+        return fresh
 
     async def _write(
         self, body: dict[str, Any], secret: SecretObject | None, secret_name: str
