@@ -1205,8 +1205,10 @@ ISSUER_STATUS = {
     ],
 )
 def test_status_fields_are_declared(
-    cluster: Any, installed_crds: Any, namespace: str, kind: str, spec: Any, status: dict[str, Any]
+    cluster: Any, installed_crds: Any, own_namespace: str, kind: str, spec: Any, status: dict[str, Any]
 ) -> None:
+    # own_namespace: no operator of the suite writes these statuses meanwhile
+    namespace = own_namespace
     created = _create(cluster, namespace, kind, spec)
     patched = cluster.custom.patch_namespaced_custom_object_status(
         GROUP,
@@ -1233,8 +1235,9 @@ KEYS_CELL = '["ML-DSA-65","ECDSA-P256"]'  # how the API server's Table renders a
 
 
 def test_certificate_printer_columns_tell_the_story(
-    cluster: Any, installed_crds: Any, namespace: str
+    cluster: Any, installed_crds: Any, own_namespace: str
 ) -> None:
+    namespace = own_namespace  # no operator of the suite rewrites the status under test
     _create(cluster, namespace, CERTIFICATE_KIND, cert())
     cluster.custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, CERTIFICATE_PLURAL, "subject", {"status": CERT_STATUS}
@@ -1264,7 +1267,8 @@ def test_certificate_printer_columns_tell_the_story(
     assert row["Status"] == "Certificate is up to date."
 
 
-def test_issuer_printer_columns_tell_the_story(cluster: Any, installed_crds: Any, namespace: str) -> None:
+def test_issuer_printer_columns_tell_the_story(cluster: Any, installed_crds: Any, own_namespace: str) -> None:
+    namespace = own_namespace  # no operator of the suite rewrites the status under test
     _create(cluster, namespace, ISSUER_KIND, SELF_SIGNED)
     cluster.custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, ISSUER_PLURAL, "subject", {"status": ISSUER_STATUS}
