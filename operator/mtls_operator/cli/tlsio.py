@@ -109,23 +109,8 @@ def client_handshake(
 ) -> HandshakeResult:
     """Connect, complete a mutual TLS 1.3 handshake, send ``message`` and read the echo. ``profile`` and
     ``extra`` (more client certificates, one per key type) as for :func:`probe`."""
-    try:
-        ctx = _context(cert, key, ca, server=False, extra=extra, profile=profile)
-    except SSL.Error as exc:
-        return HandshakeResult(False, f"cannot load the client credentials: {error_reason(exc)}")
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        return HandshakeResult(False, f"cannot connect to {host}:{port}: {exc}")
-    _blocking_with_deadline(sock, timeout)
-    conn = SSL.Connection(ctx, sock)
-    if server_name:
-        conn.set_tlsext_host_name(server_name.encode())  # the name itself is checked after the handshake
-    conn.set_connect_state()
-    info: dict[str, object] = {}  # what the handshake showed, kept when the peer refuses us afterwards
-    try:
-        conn.do_handshake()
-        info = describe(conn)
+
+    def exchange(conn: SSL.Connection, _: socket.socket, info: dict[str, object]) -> HandshakeResult:
         if server_name and not matches_name(conn, server_name):
             return HandshakeResult(False, f"the server certificate is not valid for {server_name}", **info)  # type: ignore[arg-type]
         conn.sendall(message)
@@ -133,18 +118,8 @@ def client_handshake(
         if not echo:
             return HandshakeResult(False, "the server closed the connection without answering", **info)  # type: ignore[arg-type]
         return HandshakeResult(True, None, echo=echo, **info)  # type: ignore[arg-type]
-    except SSL.SysCallError as exc:
-        return HandshakeResult(False, f"connection failed: {error_reason(exc)}", **info)  # type: ignore[arg-type]
-    except SSL.Error as exc:
-        return HandshakeResult(False, with_verify_error(conn, error_reason(exc)), **info)  # type: ignore[arg-type]
-    except OSError as exc:
-        return HandshakeResult(False, f"connection failed: {exc}", **info)  # type: ignore[arg-type]
-    finally:
-        try:
-            conn.shutdown()
-        except SSL.Error:
-            pass
-        sock.close()
+
+    return _as_client(host, port, cert, key, ca, server_name, timeout, profile, extra, exchange)
 
 
 def probe(
@@ -168,6 +143,37 @@ def probe(
     server's verdict on the client (a TLS 1.3 server refuses a client certificate with an alert after the
     handshake). ``ok`` is True when the handshake completed and no alert came. Without ``ca`` the server's
     chain is not verified: the probe only reports what the server chose."""
+
+    def verdict(conn: SSL.Connection, sock: socket.socket, info: dict[str, object]) -> HandshakeResult:
+        if ca is not None and server_name and not matches_name(conn, server_name):
+            return HandshakeResult(False, f"the server certificate is not valid for {server_name}", **info)  # type: ignore[arg-type]
+        _blocking_with_deadline(sock, wait)
+        try:
+            conn.recv(1)  # an alert (the client refused), data (a server that speaks first), or nothing
+        except SSL.WantReadError:
+            pass  # no alert within the wait: the server accepted us
+        except SSL.ZeroReturnError:
+            pass  # closed cleanly after the handshake: nothing was refused
+        return HandshakeResult(True, None, **info)  # type: ignore[arg-type]
+
+    return _as_client(host, port, cert, key, ca, server_name, timeout, profile, extra, verdict)
+
+
+def _as_client(
+    host: str,
+    port: int,
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    server_name: str | None,
+    timeout: float,
+    profile: str,
+    extra: Pairs,
+    after: Callable[[SSL.Connection, socket.socket, dict[str, object]], HandshakeResult],
+) -> HandshakeResult:
+    """Connect as a client of ``profile``, complete the handshake, then ``after(conn, sock, info)``
+    decides the result; a failure at any step is a result that says why (with what the handshake showed,
+    ``info``, when the peer refused us after it), and the connection is always closed."""
     try:
         ctx = _context(cert, key, ca, server=False, extra=extra, profile=profile)
     except SSL.Error as exc:
@@ -179,22 +185,13 @@ def probe(
     _blocking_with_deadline(sock, timeout)
     conn = SSL.Connection(ctx, sock)
     if server_name:
-        conn.set_tlsext_host_name(server_name.encode())
+        conn.set_tlsext_host_name(server_name.encode())  # the name itself is checked after the handshake
     conn.set_connect_state()
-    info: dict[str, object] = {}
+    info: dict[str, object] = {}  # what the handshake showed, kept when the peer refuses us afterwards
     try:
         conn.do_handshake()
         info = describe(conn)
-        if ca is not None and server_name and not matches_name(conn, server_name):
-            return HandshakeResult(False, f"the server certificate is not valid for {server_name}", **info)  # type: ignore[arg-type]
-        _blocking_with_deadline(sock, wait)
-        try:
-            conn.recv(1)  # an alert (the client refused), data (a server that speaks first), or nothing
-        except SSL.WantReadError:
-            pass  # no alert within the wait: the server accepted us
-        except SSL.ZeroReturnError:
-            pass  # closed cleanly after the handshake: nothing was refused
-        return HandshakeResult(True, None, **info)  # type: ignore[arg-type]
+        return after(conn, sock, info)
     except SSL.SysCallError as exc:
         return HandshakeResult(False, f"connection failed: {error_reason(exc)}", **info)  # type: ignore[arg-type]
     except SSL.Error as exc:
