@@ -210,6 +210,36 @@ def test_a_tenant_cannot_sign_with_or_rotate_over_an_admins_ca_secret(
     assert "platform-root-next" not in names, "no rotation was staged over it"
 
 
+def test_a_damaged_ca_secret_a_tenant_names_for_an_intermediate_is_never_signed_over(
+    operator: Any, cluster: Any, namespace: str
+) -> None:
+    """The operator re-signs a damaged intermediate CA Secret only when it is its own for that issuer. A
+    tenant's intermediate naming an admin's damaged Secret (not opted in), or one the admin opted in for it,
+    is reported, and neither Secret is written."""
+    crt, _ = _ca_pem()
+    _, other_key = _ca_pem()  # a key that is not the certificate's: the Secret is damaged
+    data = {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(other_key).decode()}
+    victims = {
+        name: cluster.core.create_namespaced_secret(
+            namespace,
+            client.V1Secret(metadata=byo_ca_metadata(name, *opted), type="kubernetes.io/tls", data=data),
+        )
+        for name, opted in (("admin-sub", ("platform",)), ("lent-sub", ("lent",)))
+    }
+    with tenant(cluster, namespace) as attacker:
+        attacker.issuer("troot", {"selfSigned": {"secretName": "troot-ca", "commonName": "tenant root"}})
+        for name, secret in (("grab", "admin-sub"), ("lent", "lent-sub")):
+            attacker.issuer(
+                name,
+                {"intermediate": {"issuerRef": {"name": "troot"}, "secretName": secret, "commonName": name}},
+            )
+    _wait_reason(cluster, namespace, "mtlsissuers", "grab", "Ready", "CASecretNotManaged")
+    _wait_reason(cluster, namespace, "mtlsissuers", "lent", "Ready", "CAKeyMismatch")
+    for name, before in victims.items():
+        after = cluster.core.read_namespaced_secret(name, namespace)
+        assert snapshot(after) == snapshot(before), f"{name} is byte-for-byte unchanged"
+
+
 def test_a_staged_next_ca_the_operator_did_not_create_is_never_used(
     operator: Any, cluster: Any, namespace: str
 ) -> None:
