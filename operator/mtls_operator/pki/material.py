@@ -26,7 +26,7 @@ from mtls_operator.api.constants import (
 from mtls_operator.api.models import KeyAlgorithm, KeyEncoding
 from mtls_operator.api.tls import AdditionalFacts, SecretFacts, TLSMaterialError
 from mtls_operator.pki.ca import CAKeyPair
-from mtls_operator.pki.certs import cert_facts, issued_by, parse_certificate_pem
+from mtls_operator.pki.certs import cert_facts, parse_certificate_pem
 from mtls_operator.pki.fingerprints import certificate_fingerprint
 from mtls_operator.pki.keys import keys_match, load_private_key_pem
 
@@ -52,7 +52,8 @@ def inspect_tls_secret(data: Mapping[str, bytes], ca: CAKeyPair | None) -> Secre
     return SecretFacts(
         leaf=facts,
         key_matches=keys_match(key, leaf.public_key()),
-        signed_by_current_ca=ca is not None and issued_by(leaf, ca.certificate),
+        # cert_facts tried the CA first: it verified iff the issuer it found is the CA (one check, not two).
+        signed_by_current_ca=ca is not None and facts.issuer_fingerprint == ca.facts.fingerprint,
         ca_bundle_matches=ca is not None and ca.root in bundle,
         chain_complete=ca is not None and tuple(after_leaf) == ca.issuer_chain,
         has_keystores=bool(data.get(KEYSTORE_P12)) and bool(data.get(TRUSTSTORE_P12)),
@@ -84,11 +85,12 @@ def _additional(data: Mapping[str, bytes], algorithm: KeyAlgorithm, ca: CAKeyPai
     traditional = (
         b"-----BEGIN RSA PRIVATE KEY" in data[key_name] or b"-----BEGIN EC PRIVATE KEY" in data[key_name]
     )
+    facts = cert_facts(leaf, candidates, name=f"The certificate in {crt_name}")
     return AdditionalFacts(
         algorithm=algorithm,
-        leaf=cert_facts(leaf, candidates, name=f"The certificate in {crt_name}"),
+        leaf=facts,
         key_matches=keys_match(key, leaf.public_key()),
         key_encoding=KeyEncoding.PKCS1 if traditional else KeyEncoding.PKCS8,
-        signed_by_current_ca=signer is not None and issued_by(leaf, signer.certificate),
+        signed_by_current_ca=signer is not None and facts.issuer_fingerprint == signer.facts.fingerprint,
         chain_complete=signer is not None and tuple(after_leaf) == signer.issuer_chain,
     )
