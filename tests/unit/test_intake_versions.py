@@ -382,3 +382,87 @@ def test_bundle_versions_come_from_the_bundle_index() -> None:
     assert m.versions.version("team-a", "configmap:pending") is UNKNOWN
     assert m.versions.version("team-b", "configmap:pending") is None
     assert m.versions.version(NS, "configmap:not-a-bundle") is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Delivered Secrets: the watch's body is judged instead of a read
+
+
+def leaf_secret_body(name: str, rv: str, owner: str) -> dict[str, Any]:
+    body = secret_body(name, rv, owner)
+    body["data"] = {"tls.crt": "Y3J0", "tls.key": "a2V5"}
+    return body
+
+
+def test_a_delivered_secret_is_taken_once_by_the_certificate_queued_for_it() -> None:
+    t = Intook()
+    t.intake.certificate_event("ADDED", cert_body("web", "web-tls"))
+    t.intake.secret_event("ADDED", leaf_secret_body("web-tls", "7", "web"))
+    taken = t.ctx.secrets.take_delivered((NS, "web-tls"))
+    assert taken is not None
+    assert (taken.resource_version, taken.data) == ("7", {"tls.crt": b"crt", "tls.key": b"key"})
+    assert t.ctx.secrets.take_delivered((NS, "web-tls")) is None
+
+
+def test_a_secret_delivered_before_its_certificate_is_kept_for_it() -> None:
+    t = Intook()
+    t.intake.secret_event("ADDED", leaf_secret_body("web-tls", "7", "web"))
+    assert t.ctx.secrets.delivered == 1
+
+
+@pytest.mark.parametrize(
+    ("then", "left"),
+    [
+        pytest.param(
+            lambda t: t.intake.secret_event("MODIFIED", leaf_secret_body("web-tls", "8", "web")),
+            "8",
+            id="a newer version replaces it",
+        ),
+        pytest.param(
+            lambda t: t.ctx.secrets.observe((NS, "web-tls"), "9"),
+            None,
+            id="a newer version seen elsewhere (our write, a read) drops it",
+        ),
+        pytest.param(
+            lambda t: t.intake.secret_event("DELETED", leaf_secret_body("web-tls", "7", "web")),
+            None,
+            id="a deletion drops it",
+        ),
+        pytest.param(
+            lambda t: t.ctx.secrets.drop_delivered(t.clock.monotonic() + 59),
+            "7",
+            id="it is kept for a minute",
+        ),
+        pytest.param(
+            lambda t: t.ctx.secrets.drop_delivered(t.clock.monotonic() + 60), None, id="then dropped"
+        ),
+    ],
+)
+def test_only_the_latest_delivered_version_is_ever_taken(then: Any, left: str | None) -> None:
+    t = Intook()
+    t.intake.certificate_event("ADDED", cert_body("web", "web-tls"))
+    t.intake.secret_event("ADDED", leaf_secret_body("web-tls", "7", "web"))
+    then(t)
+    taken = t.ctx.secrets.take_delivered((NS, "web-tls"))
+    assert (taken.resource_version if taken is not None else None) == left
+
+
+def test_a_repeat_of_a_judged_version_and_an_unnamed_secret_are_not_kept() -> None:
+    t = Intook()
+    t.intake.certificate_event("ADDED", cert_body("web", "web-tls"))
+    t.ctx.secrets.remember((NS, "web"), Verdict("web-tls", "7", "ca", frozenset(), SecretView(exists=True)))
+    t.intake.secret_event("MODIFIED", leaf_secret_body("web-tls", "7", "web"))
+    t.intake.secret_event("ADDED", secret_body("unrelated", "3"))
+    assert t.ctx.secrets.delivered == 0
+
+
+def test_delivered_secrets_stay_within_their_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mtls_operator.controllers.secret_cache.DELIVERED_BUDGET_BYTES", 2000)
+    t = Intook()
+    for i in range(10):
+        t.intake.secret_event("ADDED", leaf_secret_body(f"s{i}", "1", f"c{i}"))
+    assert 0 < t.ctx.secrets.delivered < 10
+    kept = t.ctx.secrets.delivered
+    t.ctx.secrets.take_delivered((NS, "s0"))
+    t.intake.secret_event("ADDED", leaf_secret_body("s-late", "1", "late"))
+    assert t.ctx.secrets.delivered == kept  # taking one made room for one

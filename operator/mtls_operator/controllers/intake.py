@@ -15,6 +15,7 @@ from mtls_operator.api.objects import Key
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.rollouts import RolloutManager
 from mtls_operator.controllers.stores import NamespaceInfo
+from mtls_operator.k8s.resources import decode_secret
 
 DELETED = "DELETED"
 
@@ -98,15 +99,18 @@ class Intake:
         version = None if event_type == DELETED else str(meta.get("resourceVersion", ""))
         owner = (meta.get("annotations") or {}).get(ANN_CERTIFICATE_NAME)
         self.seen[("secret", (namespace, name))] = self.monotonic()
-        self.secret_changed(
+        if self.secret_changed(
             (namespace, name), version, owner if isinstance(owner, str) else None, watched=True
-        )
+        ):
+            # The body is what a read would return: the certificates just queued judge it, no GET.
+            self.secrets.deliver(decode_secret(body), self.monotonic())
 
     def secret_changed(
         self, secret: Key, version: str | None, owner: str | None = None, *, watched: bool = False
-    ) -> None:
+    ) -> bool:
+        """Queue what depends on ``secret`` if this is news; True when a certificate was queued for it."""
         if not self.secrets.observe(secret, version, watched=watched):
-            return  # our own write (or a repeat), already judged
+            return False  # our own write (or a repeat), already judged
         namespace, name = secret
         names = set(self.certificates.naming_secret(namespace, name))
         if owner:
@@ -115,6 +119,7 @@ class Intake:
             self.work.add_certificate((namespace, cert))
         for issuer in self.issuers.using_secret(namespace, name):
             self.work.add_issuer(issuer)
+        return version is not None and bool(names)
 
     # ------------------------------------------------------------------ workloads and namespaces
 

@@ -166,6 +166,7 @@ class Runtime:
 
     def _idle(self) -> None:
         """Log when the queue drains, at most once a second and always after the last drain."""
+        self.ctx.secrets.drop_delivered(self.clock.monotonic())  # what no certificate took in time
         if self._idle_pending or self.queue.processed == self._idle_logged[0]:
             return
         delay = max(0.0, 1.0 - (self.clock.monotonic() - self._idle_logged[1]))

@@ -1,8 +1,12 @@
 """What the operator knows of the Secrets its certificates name, without holding their data.
 
-Three facts per Secret, with their invariants in one place:
+Four facts per Secret, with their invariants in one place:
 
 * the latest resourceVersion seen (from the filtered Secret watch, a read or our own write);
+* the Secret as the watch delivered it, until a certificate judges it (``deliver``/``take_delivered``):
+  after a restart the watch's initial list is the read, so judging needs no GET per Secret. Held only
+  while it is the latest version, within a byte budget, and dropped when nobody took it within a minute
+  (a Secret no valid certificate names);
 * per certificate, the last verdict on its Secret (the parsed view), valid only while the Secret's
   resourceVersion, the issuer's CA and the trust anchors are those it was judged with;
 * per certificate, whether its Secret must be read before deciding (after a conflict), rather than
@@ -18,7 +22,14 @@ from dataclasses import dataclass
 
 from mtls_operator.api.objects import Key
 from mtls_operator.controllers.compact import SHARED, Interner, share_fields
+from mtls_operator.k8s.resources import SecretObject
 from mtls_operator.policy.certificate import SecretView
+
+# What delivered-but-not-yet-judged Secrets may hold at once (their data and annotations): after a restart
+# into 10k certificates the whole initial list arrives faster than it is judged. Beyond it a Secret is
+# read when judged, as before.
+DELIVERED_BUDGET_BYTES = 48 * 1024 * 1024
+DELIVERED_KEPT_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,9 @@ class SecretCache:
         self._watched: set[Key] = set()  # Secrets the filtered watch delivered (labelled ones)
         self._verdicts: dict[Key, Verdict] = {}
         self._must_read: set[Key] = set()
+        # Secret -> (as delivered, its bytes, when: monotonic seconds)
+        self._delivered: dict[Key, tuple[SecretObject, int, float]] = {}
+        self._delivered_bytes = 0
         self._share = SHARED
 
     # ------------------------------------------------------------------ Secrets
@@ -77,11 +91,49 @@ class SecretCache:
             self._watched.add(secret)
         if resource_version is None:
             self._watched.discard(secret)
+            self._undeliver(secret)
             return self._rv.pop(secret, None) is not None
         if self._rv.get(secret) == resource_version:
             return False
         self._rv[secret] = resource_version
+        self._undeliver(secret)  # no longer the latest version
         return True
+
+    def deliver(self, secret: SecretObject, now: float) -> None:
+        """Keep ``secret`` as the watch delivered it (at monotonic ``now``), if it is the latest version
+        seen, until a certificate judges it (``take_delivered``) or it is dropped (``drop_delivered``)."""
+        key = (secret.namespace, secret.name)
+        if self._rv.get(key) != secret.resource_version:
+            return
+        size = _size(secret)
+        self._undeliver(key)
+        if self._delivered_bytes + size > DELIVERED_BUDGET_BYTES:
+            return  # judged from a read instead
+        self._delivered[key] = (secret, size, now)
+        self._delivered_bytes += size
+
+    def take_delivered(self, secret: Key) -> SecretObject | None:
+        """The Secret as the watch delivered it, if that is still the latest version seen (once)."""
+        found = self._delivered.get(secret)
+        if found is None:
+            return None
+        self._undeliver(secret)
+        return found[0] if found[0].resource_version == self._rv.get(secret) else None
+
+    def drop_delivered(self, now: float) -> None:
+        """Drop what nobody took within ``DELIVERED_KEPT_SECONDS`` of its delivery: a certificate that
+        names it later reads it."""
+        for key in [k for k, (_, _, at) in self._delivered.items() if now - at >= DELIVERED_KEPT_SECONDS]:
+            self._undeliver(key)
+
+    @property
+    def delivered(self) -> int:
+        return len(self._delivered)
+
+    def _undeliver(self, secret: Key) -> None:
+        found = self._delivered.pop(secret, None)
+        if found is not None:
+            self._delivered_bytes -= found[1]
 
     def resource_version(self, secret: Key) -> str | None:
         return self._rv.get(secret)
@@ -138,9 +190,22 @@ class SecretCache:
             and (cert[0], secret_name) not in self._rv
         )
 
+    def must_read(self, cert: Key) -> bool:
+        """Whether ``cert``'s Secret must be read (a conflict showed the latest version seen is stale)."""
+        return cert in self._must_read
+
     def read_done(self, cert: Key) -> None:
         self._must_read.discard(cert)
 
     def forget_certificate(self, cert: Key) -> None:
         self._verdicts.pop(cert, None)
         self._must_read.discard(cert)
+
+
+def _size(secret: SecretObject) -> int:
+    """Roughly what a delivered Secret holds: its data and annotations, plus per-object overhead."""
+    return (
+        512
+        + sum(len(v) + 64 for v in secret.data.values())
+        + sum(len(k) + len(v) + 128 for k, v in secret.annotations.items())
+    )

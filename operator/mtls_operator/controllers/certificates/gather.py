@@ -167,6 +167,10 @@ class Gatherer:
         cached = self.secrets.cached_view(key, spec.secret_name, ca_fp, anchors)
         if cached is not None:
             return cached, None, self.secrets.resource_version((key[0], spec.secret_name))
+        if not self.secrets.must_read(key):
+            delivered = self.secrets.take_delivered((key[0], spec.secret_name))
+            if delivered is not None:  # the watch's body is the latest version seen: as good as a read
+                return await self._judged(cert, spec, delivered, ca, ca_fp, anchors)
         ever_issued = bool(cert.status.revision or cert.status.failed_attempts)
         if self.secrets.may_assume_missing(key, spec.secret_name, ever_issued):
             # Never issued and no such Secret seen by the watch: take it as missing without a read. The
@@ -175,11 +179,22 @@ class Gatherer:
             return SecretView(exists=False, revision=0), None, None
         self.secrets.read_done(key)
         secret = await read_secret(self.api, key[0], spec.secret_name)
+        return await self._judged(cert, spec, secret, ca, ca_fp, anchors)
+
+    async def _judged(
+        self,
+        cert: ParsedCertificate,
+        spec: CertificateSpec,
+        secret: SecretObject | None,
+        ca: CAKeyPair | None,
+        ca_fp: str | None,
+        anchors: frozenset[str],
+    ) -> tuple[SecretView, SecretObject | None, str | None]:
+        """Judge ``secret`` (as read or delivered) and remember the verdict for its resourceVersion."""
         view = await self.judge(cert, secret, ca)
-        self.secrets.remember(
-            key, Verdict(spec.secret_name, secret.resource_version if secret else None, ca_fp, anchors, view)
-        )
-        return view, secret, secret.resource_version if secret else None
+        version = secret.resource_version if secret is not None else None
+        self.secrets.remember(cert.key, Verdict(spec.secret_name, version, ca_fp, anchors, view))
+        return view, secret, version
 
     async def judge(
         self, cert: ParsedCertificate, secret: SecretObject | None, ca: CAKeyPair | None
