@@ -32,7 +32,6 @@ from mtls_operator.api.constants import (
     VERSION,
 )
 from mtls_operator.controllers.config import OperatorConfig
-from mtls_operator.controllers.intake import DELETED
 from mtls_operator.controllers.runtime import Runtime
 from mtls_operator.k8s.api import ApiClient, credentials_from_kopf
 from mtls_operator.k8s.login import login
@@ -142,18 +141,9 @@ def build_registry(config: OperatorConfig, *, cluster_scope: bool) -> kopf.Opera
     async def issuer_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         _runtime(memo).intake.issuer_event(event.get("type"), event["object"])
 
-    # Secrets go to intake through an index handler (it stores nothing in kopf's index: it returns None).
-    # kopf runs no other handler, of any resource, until every object of an indexed resource's initial
-    # list has been through its index handlers: after a restart every certificate finds its Secret as the
-    # watch listed it, and judges it without a GET of its own.
-    @kopf.index("v1", "secrets", registry=registry, id="secrets")
-    async def secret_seen(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _runtime(memo).intake.secret_event(None, body)
-
     @kopf.on.event("v1", "secrets", registry=registry)
     async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        if event.get("type") == DELETED:  # kopf calls no index handler for a deletion
-            _runtime(memo).intake.secret_event(DELETED, event["object"])
+        _runtime(memo).intake.secret_event(event.get("type"), event["object"])
 
     for kind, plural in (
         ("Deployment", "deployments"),
