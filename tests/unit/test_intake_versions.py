@@ -466,3 +466,17 @@ def test_delivered_secrets_stay_within_their_byte_budget(monkeypatch: pytest.Mon
     t.ctx.secrets.take_delivered((NS, "s0"))
     t.intake.secret_event("ADDED", leaf_secret_body("s-late", "1", "late"))
     assert t.ctx.secrets.delivered == kept  # taking one made room for one
+
+
+def test_a_secret_delivered_again_is_kept_from_its_latest_delivery() -> None:
+    t = Intook()
+    t.intake.secret_event("ADDED", leaf_secret_body("a-tls", "1", "a"))
+    t.clock.advance(30)
+    t.intake.secret_event("ADDED", leaf_secret_body("b-tls", "1", "b"))
+    t.intake.secret_event("MODIFIED", leaf_secret_body("a-tls", "2", "a"))
+    t.clock.advance(40)
+    t.ctx.secrets.drop_delivered(t.clock.monotonic())  # b and a's second delivery are 40 s old
+    assert t.ctx.secrets.delivered == 2
+    t.clock.advance(20)
+    t.ctx.secrets.drop_delivered(t.clock.monotonic())
+    assert t.ctx.secrets.delivered == 0

@@ -123,7 +123,12 @@ class SecretCache:
     def drop_delivered(self, now: float) -> None:
         """Drop what nobody took within ``DELIVERED_KEPT_SECONDS`` of its delivery: a certificate that
         names it later reads it."""
-        for key in [k for k, (_, _, at) in self._delivered.items() if now - at >= DELIVERED_KEPT_SECONDS]:
+        stale = []
+        for key, (_, _, at) in self._delivered.items():  # in delivery order: the oldest first
+            if now - at < DELIVERED_KEPT_SECONDS:
+                break
+            stale.append(key)
+        for key in stale:
             self._undeliver(key)
 
     @property
