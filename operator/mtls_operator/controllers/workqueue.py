@@ -85,15 +85,27 @@ class WorkQueue(Generic[K]):
             return
         due = self._clock.monotonic() + delay
         current = self._due.get(key)
-        if current is not None and current <= due:
-            return
+        if current is not None:
+            if current <= due:
+                return
+            del self._due[key]  # so that the dict and the new heap entry hold one key object
         self._due[key] = due
         self._seq += 1
         heapq.heappush(self._delayed, (due, self._seq, key))
+        self._drop_stale()
         self._wakeup.set()
 
     def forget(self, key: K) -> None:
-        self._due.pop(key, None)
+        if self._due.pop(key, None) is not None:
+            self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        """Heap entries whose key now waits for another time (or none) are skipped when they come due,
+        but a renewal is months away: rebuild the heap once they outnumber the live ones, so that it
+        holds about one entry per waiting key instead of one per schedule ever made."""
+        if len(self._delayed) > 2 * len(self._due) + 64:
+            self._delayed = [e for e in self._delayed if self._due.get(e[2]) == e[0]]
+            heapq.heapify(self._delayed)
 
     def due_at(self, key: K) -> float | None:
         """The monotonic time ``key`` is waiting for, if it is waiting."""
