@@ -84,8 +84,8 @@ class CertificateStore:
 
     def put(self, cert: ParsedCertificate) -> set[str]:
         """Store ``cert``; return the other certificates whose duplicate-secretName verdict may change."""
-        key = cert.key  # one tuple for the store and the issuer index
-        cert = compact_certificate(self._share, cert, self._objects.get(key))
+        cert = compact_certificate(self._share, cert, self._objects.get(cert.key))
+        key = cert.key  # one tuple for the store, the issuer index and every structure keyed by it
         old = self.remove_quietly(key)
         namespace, name = key
         touched = set(self._by_secret.get(namespace, cert.secret_name)) if cert.secret_name else set()
