@@ -41,8 +41,10 @@ from mtls_operator.policy.budget import BudgetState
 
 logger = logging.getLogger("mtls_operator")
 T = TypeVar("T")
-CERT, ISSUER = "cert", "issuer"
-WorkKey = tuple[str, str, str]  # (kind, namespace, name)
+ISSUER = "issuer"
+# A certificate's work key is its key, the store's own (namespace, name) tuple, so that 10k waiting renewals
+# hold no tuple of their own; an issuer's is ("issuer", namespace, name).
+WorkKey = Key | tuple[str, str, str]
 
 
 class Runtime:
@@ -127,23 +129,22 @@ class Runtime:
     # ------------------------------------------------------------------ the queue
 
     def add_certificate(self, key: Key) -> None:
-        self.queue.add((CERT, *key))
+        self.queue.add(key)
 
     def add_issuer(self, key: Key) -> None:
         self.queue.add((ISSUER, *key))
 
     def schedule_certificate(self, key: Key, when: datetime) -> None:
-        self.queue.add_at((CERT, *key), when)
+        self.queue.add_at(key, when)
 
     def schedule_issuer(self, key: Key, when: datetime) -> None:
         self.queue.add_at((ISSUER, *key), when)
 
     async def _process(self, key: WorkKey) -> None:
-        kind, namespace, name = key
-        if kind == CERT:
-            await self.controller.reconcile((namespace, name))
+        if len(key) == 2:
+            await self.controller.reconcile(key)
         else:
-            await self.issuers.reconcile((namespace, name))
+            await self.issuers.reconcile(key[1:])
 
     def _secrets_need_look(self, namespace: str, secrets: Iterable[str]) -> None:
         for secret in secrets:
@@ -151,7 +152,7 @@ class Runtime:
                 self.add_certificate((namespace, name))
 
     def _forget_certificate(self, key: Key) -> None:
-        self.queue.forget((CERT, *key))
+        self.queue.forget(key)
         self.controller.forget(key)
 
     def _forget_issuer(self, key: Key) -> None:
