@@ -36,6 +36,7 @@ from mtls_operator.controllers.trust_bundles import BundleIndex
 from mtls_operator.controllers.versions import ManagedVersions
 from mtls_operator.controllers.workqueue import WorkQueue
 from mtls_operator.k8s.api import ApiClient
+from mtls_operator.observability.heap import HEAP
 from mtls_operator.observability.metrics import Metrics
 from mtls_operator.policy.budget import BudgetState
 
@@ -102,6 +103,7 @@ class Runtime:
         self._background: set[asyncio.Task[None]] = set()
         self._idle_logged = (0, 0.0)
         self._idle_pending = False
+        self._trimmed_at = 0  # queue.processed at the last heap trim
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,6 +178,9 @@ class Runtime:
     def _log_idle(self) -> None:
         self._idle_pending = False
         self._idle_logged = (self.queue.processed, self.clock.monotonic())
+        if self.queue.processed - self._trimmed_at >= 100:  # after real work, not every small drain
+            self._trimmed_at = self.queue.processed
+            HEAP.now()  # what the work just done freed goes back to the system (observability.heap)
         logger.info(
             "Queue idle: processed=%d writes=%d reads=%d issued=%d waiting=%d",
             self.queue.processed,
