@@ -184,7 +184,6 @@ def leaf_facts(not_before: datetime, not_after: datetime, **changes: Any) -> Cer
         "is_ca": False,
         "key_algorithm": KeyAlgorithm.ECDSA,
         "key_size": 256,
-        "public_key_fingerprint": "pk",
         "issuer_fingerprint": "cafp",
     }
     fields.update(changes)

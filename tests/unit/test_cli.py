@@ -19,6 +19,7 @@ from mtls_operator.cli.offline import OfflineError, name_matches, write_private
 from mtls_operator.cli.output import Format, Printer
 from mtls_operator.cli.profiles import ProfileError, builtin_profiles, ca_spec, leaf_spec, load_profile
 from mtls_operator.cli.tlsio import EchoServer
+from mtls_operator.pki.keys import load_private_key_pem, spki_fingerprint
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -164,6 +165,8 @@ def test_ca_init_and_cert_issue_write_a_verified_chain_and_private_keys(pki: dic
     assert server["certificate"]["ipAddresses"] == ["127.0.0.1"]
     assert server["certificate"]["usages"] == ["digital signature", "server auth"]
     assert server["chain"]["verified"] and server["keyMatches"]
+    server_key = load_private_key_pem((d / "server.key").read_bytes(), name="server.key")
+    assert server["certificate"]["publicKeySHA256"] == spki_fingerprint(server_key.public_key())
     assert pki["issued"]["alice"]["certificate"]["uris"] == ["spiffe://example.com/alice"]
     for key in (d / "ca" / "ca.key", d / "server.key", d / "alice.key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key

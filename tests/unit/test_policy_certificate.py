@@ -41,7 +41,6 @@ LEAF = CertFacts(
     is_ca=False,
     key_algorithm=KeyAlgorithm.ECDSA,
     key_size=256,
-    public_key_fingerprint="pk",
     issuer_fingerprint="cafp",
 )
 GOOD = SecretFacts(LEAF, True, True, True, True, False, frozenset({"cafp"}))

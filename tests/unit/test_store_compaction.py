@@ -160,7 +160,6 @@ def verdict(name: str) -> Verdict:
         is_ca=False,
         key_algorithm=KeyAlgorithm.ECDSA,
         key_size=256,
-        public_key_fingerprint=f"{name}ee",
         issuer_fingerprint=fingerprint,
     )
     facts = SecretFacts(

@@ -194,6 +194,37 @@ def test_a_key_forgotten_and_scheduled_again_runs_once_at_the_new_time() -> None
     run(scenario())
 
 
+def test_rescheduled_keys_leave_no_stale_entries_behind_and_each_runs_once_at_its_latest_time() -> None:
+    """Every renewal moved earlier leaves its old heap entry behind (skipped when it comes due): the heap
+    is rebuilt once they outnumber the live ones, so it stays about one entry per waiting key; fails if
+    stale entries pile up (memory months long) or if the rebuild loses or duplicates a key."""
+
+    async def scenario() -> None:
+        handler, clock = Handler(), FakeClock()
+        async with started(handler, clock) as queue:
+            keys = [f"k{i}" for i in range(200)]
+            for step in range(10, 0, -1):  # each key moved earlier nine times
+                for key in keys:
+                    queue.add_at(key, clock.now() + timedelta(seconds=100 + step))
+            queue.add_at("gone", clock.now() + timedelta(seconds=50))
+            queue.forget("gone")
+            assert queue.waiting == 200
+            assert len(queue._delayed) <= 200 + 50 + 64
+            clock.advance(100)
+            queue.release_due()
+            await turns()
+            assert handler.calls == []
+            clock.advance(1)
+            queue.release_due()
+            await settle(lambda: len(handler.calls) == 200)
+            clock.advance(3600)
+            queue.release_due()
+            await turns()
+            assert sorted(handler.calls) == sorted(keys)
+
+    run(scenario())
+
+
 @pytest.mark.parametrize(
     "error",
     [

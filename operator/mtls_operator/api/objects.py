@@ -35,10 +35,12 @@ class ObjectMeta:
     resource_version: str = ""
     deleting: bool = False
     finalizers: tuple[str, ...] = ()
+    # (namespace, name), made once: the stores give a new version of an object its predecessor's, so
+    # every structure keyed by a certificate holds one tuple, not one each (10k times over).
+    key: Key = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> Key:
-        return (self.namespace, self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.namespace, self.name))
 
 
 # ---------------------------------------------------------------------------------------------------------

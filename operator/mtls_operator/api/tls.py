@@ -40,7 +40,6 @@ class CertFacts:
     is_ca: bool
     key_algorithm: KeyAlgorithm
     key_size: int  # RSA bits, ECDSA curve bits, ML-DSA parameter set (44/65/87), 0 for Ed25519
-    public_key_fingerprint: str  # sha256 of the SubjectPublicKeyInfo DER
     issuer_fingerprint: str | None  # sha256 of the CA certificate whose signature verified, if one did
 
 

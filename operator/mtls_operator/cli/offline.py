@@ -24,7 +24,7 @@ from mtls_operator.cli.profiles import Profile, ca_spec, leaf_spec
 from mtls_operator.pki.ca import create_self_signed_ca, load_ca
 from mtls_operator.pki.certs import cert_facts, parse_certificate_pem
 from mtls_operator.pki.issuance import issue_tls_material
-from mtls_operator.pki.keys import keys_match, load_private_key_pem
+from mtls_operator.pki.keys import keys_match, load_private_key_pem, spki_fingerprint
 
 if TYPE_CHECKING:  # the objects pki hands back; cli itself never imports cryptography
     from cryptography.x509 import Certificate
@@ -216,7 +216,11 @@ def describe_chain(chain_pem: bytes, *, roots_pem: bytes | None, now: datetime) 
     problems = _verify_chain(leaf, certs[1:], roots, now) if roots else ["no CA to verify"]
     return {
         "certificate": _facts_doc(
-            facts, certs[0].subject.rfc4514_string(), certs[0].issuer.rfc4514_string(), leaf
+            facts,
+            certs[0].subject.rfc4514_string(),
+            certs[0].issuer.rfc4514_string(),
+            leaf,
+            spki_fingerprint(certs[0].public_key()),
         ),
         "chain": {
             "length": len(certs),
@@ -265,7 +269,9 @@ def name_matches(name: str, dns_names: Sequence[str], ip_addresses: Sequence[str
     return False
 
 
-def _facts_doc(facts: CertFacts, subject: str, issuer: str, leaf: crypto.X509) -> dict[str, Any]:
+def _facts_doc(
+    facts: CertFacts, subject: str, issuer: str, leaf: crypto.X509, public_key_sha256: str
+) -> dict[str, Any]:
     return {
         "subject": subject,
         "issuer": issuer,
@@ -282,7 +288,7 @@ def _facts_doc(facts: CertFacts, subject: str, issuer: str, leaf: crypto.X509) -
         "keyAlgorithm": _key_label(facts),
         "signatureAlgorithm": leaf.get_signature_algorithm().decode(),
         "fingerprintSHA256": facts.fingerprint,
-        "publicKeySHA256": facts.public_key_fingerprint,
+        "publicKeySHA256": public_key_sha256,
         "issuerFingerprintSHA256": facts.issuer_fingerprint,
     }
 

@@ -127,6 +127,7 @@ def compact_status(share: Interner, status: CertificateStatus) -> CertificateSta
         algorithm=share(status.algorithm),
         secret_name=share(status.secret_name),
         issuer_fingerprint=share(status.issuer_fingerprint),
+        key_algorithms=share(status.key_algorithms),
     )
     return status
 
@@ -161,7 +162,10 @@ def compact_certificate(
     """``cert`` as the store keeps it: the same value, with what it has in common with other certificates
     shared (about 1.4 KB less per certificate; see docs/benchmarks.md). An unchanged spec is the
     ``previous`` version's, already compact (most events change only the status)."""
-    share_fields(cert.meta, namespace=share(cert.meta.namespace), name=share(cert.meta.name))
+    meta = cert.meta
+    namespace, name = share(meta.namespace), share(meta.name)
+    key = previous.meta.key if previous is not None else (namespace, name)
+    share_fields(meta, namespace=namespace, name=name, key=key)
     if previous is not None and previous.spec is not None and previous.spec == cert.spec:
         share_fields(cert, spec=previous.spec)
     elif cert.spec is not None:

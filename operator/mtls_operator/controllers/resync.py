@@ -40,6 +40,7 @@ from mtls_operator.k8s.resources import (
     list_metadata,
     secret_collection,
 )
+from mtls_operator.observability.heap import HEAP
 
 logger = logging.getLogger("mtls_operator.resync")
 
@@ -91,6 +92,7 @@ class Resync:
                 raise
             except Exception as exc:  # the loop must outlive a failed list
                 logger.warning("Resync failed: %s; trying again in %ds.", exc, int(interval))
+            HEAP.soon()  # the lists of every object (megabytes at 10k) are garbage now
 
     # ------------------------------------------------------------------ one pass
 

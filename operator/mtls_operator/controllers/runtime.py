@@ -36,13 +36,16 @@ from mtls_operator.controllers.trust_bundles import BundleIndex
 from mtls_operator.controllers.versions import ManagedVersions
 from mtls_operator.controllers.workqueue import WorkQueue
 from mtls_operator.k8s.api import ApiClient
+from mtls_operator.observability.heap import HEAP
 from mtls_operator.observability.metrics import Metrics
 from mtls_operator.policy.budget import BudgetState
 
 logger = logging.getLogger("mtls_operator")
 T = TypeVar("T")
-CERT, ISSUER = "cert", "issuer"
-WorkKey = tuple[str, str, str]  # (kind, namespace, name)
+ISSUER = "issuer"
+# A certificate's work key is its key, the store's own (namespace, name) tuple, so that 10k waiting renewals
+# hold no tuple of their own; an issuer's is ("issuer", namespace, name).
+WorkKey = Key | tuple[str, str, str]
 
 
 class Runtime:
@@ -100,6 +103,7 @@ class Runtime:
         self._background: set[asyncio.Task[None]] = set()
         self._idle_logged = (0, 0.0)
         self._idle_pending = False
+        self._trimmed_at = 0  # queue.processed at the last heap trim
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,23 +131,22 @@ class Runtime:
     # ------------------------------------------------------------------ the queue
 
     def add_certificate(self, key: Key) -> None:
-        self.queue.add((CERT, *key))
+        self.queue.add(key)
 
     def add_issuer(self, key: Key) -> None:
         self.queue.add((ISSUER, *key))
 
     def schedule_certificate(self, key: Key, when: datetime) -> None:
-        self.queue.add_at((CERT, *key), when)
+        self.queue.add_at(key, when)
 
     def schedule_issuer(self, key: Key, when: datetime) -> None:
         self.queue.add_at((ISSUER, *key), when)
 
     async def _process(self, key: WorkKey) -> None:
-        kind, namespace, name = key
-        if kind == CERT:
-            await self.controller.reconcile((namespace, name))
+        if len(key) == 2:
+            await self.controller.reconcile(key)
         else:
-            await self.issuers.reconcile((namespace, name))
+            await self.issuers.reconcile(key[1:])
 
     def _secrets_need_look(self, namespace: str, secrets: Iterable[str]) -> None:
         for secret in secrets:
@@ -151,7 +154,7 @@ class Runtime:
                 self.add_certificate((namespace, name))
 
     def _forget_certificate(self, key: Key) -> None:
-        self.queue.forget((CERT, *key))
+        self.queue.forget(key)
         self.controller.forget(key)
 
     def _forget_issuer(self, key: Key) -> None:
@@ -176,6 +179,9 @@ class Runtime:
     def _log_idle(self) -> None:
         self._idle_pending = False
         self._idle_logged = (self.queue.processed, self.clock.monotonic())
+        if self.queue.processed - self._trimmed_at >= 100:  # after real work, not every small drain
+            self._trimmed_at = self.queue.processed
+            HEAP.now()  # what the work just done freed goes back to the system (observability.heap)
         logger.info(
             "Queue idle: processed=%d writes=%d reads=%d issued=%d waiting=%d",
             self.queue.processed,

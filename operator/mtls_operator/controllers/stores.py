@@ -25,42 +25,47 @@ _K = TypeVar("_K")
 
 class _Index:
     """A reverse index: (namespace, referenced name) -> names of the objects that reference it (one name
-    as itself, more as a set: almost every Secret is named by one certificate)."""
+    as itself, more as a set: almost every Secret is named by one certificate). Kept per namespace, so an
+    entry is the referenced name and nothing more (no (namespace, name) tuple each)."""
 
     def __init__(self) -> None:
-        self._by: dict[Key, str | set[str]] = {}
+        self._by: dict[str, dict[str, str | set[str]]] = {}
 
     def add(self, namespace: str, ref: str | None, name: str) -> None:
         if not ref:
             return
-        key = (namespace, ref)
-        names = self._by.get(key)
+        refs = self._by.get(namespace)
+        if refs is None:
+            refs = self._by[namespace] = {}
+        names = refs.get(ref)
         if names is None or names == name:
-            self._by[key] = name
+            refs[ref] = name
         elif isinstance(names, str):
-            self._by[key] = {names, name}
+            refs[ref] = {names, name}
         else:
             names.add(name)
 
     def discard(self, namespace: str, ref: str | None, name: str) -> None:
         if not ref:
             return
-        key = (namespace, ref)
-        names = self._by.get(key)
-        if names is None:
+        refs = self._by.get(namespace)
+        names = refs.get(ref) if refs is not None else None
+        if refs is None or names is None:
             return
         if isinstance(names, str):
             if names == name:
-                del self._by[key]
-            return
-        names.discard(name)
-        if len(names) == 1:
-            self._by[key] = next(iter(names))
-        elif not names:
-            del self._by[key]
+                del refs[ref]
+        else:
+            names.discard(name)
+            if len(names) == 1:
+                refs[ref] = next(iter(names))
+            elif not names:
+                del refs[ref]
+        if not refs:
+            del self._by[namespace]
 
     def get(self, namespace: str, ref: str) -> frozenset[str]:
-        names = self._by.get((namespace, ref))
+        names = self._by.get(namespace, {}).get(ref)
         if names is None:
             return frozenset()
         return frozenset((names,)) if isinstance(names, str) else frozenset(names)
@@ -84,8 +89,8 @@ class CertificateStore:
 
     def put(self, cert: ParsedCertificate) -> set[str]:
         """Store ``cert``; return the other certificates whose duplicate-secretName verdict may change."""
-        key = cert.key  # one tuple for the store and the issuer index
-        cert = compact_certificate(self._share, cert, self._objects.get(key))
+        cert = compact_certificate(self._share, cert, self._objects.get(cert.key))
+        key = cert.key  # one tuple for the store, the issuer index and every structure keyed by it
         old = self.remove_quietly(key)
         namespace, name = key
         touched = set(self._by_secret.get(namespace, cert.secret_name)) if cert.secret_name else set()

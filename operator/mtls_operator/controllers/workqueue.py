@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
@@ -16,6 +17,7 @@ from mtls_operator.k8s.api import ApiError
 
 K = TypeVar("K", bound=Hashable)
 logger = logging.getLogger(__name__)
+_SMALL_SET = sys.getsizeof(set(range(64)))
 
 
 class WorkQueue(Generic[K]):
@@ -85,15 +87,28 @@ class WorkQueue(Generic[K]):
             return
         due = self._clock.monotonic() + delay
         current = self._due.get(key)
-        if current is not None and current <= due:
-            return
+        if current is not None:
+            if current <= due:
+                return
+            del self._due[key]  # so that the dict and the new heap entry hold one key object
         self._due[key] = due
         self._seq += 1
         heapq.heappush(self._delayed, (due, self._seq, key))
+        self._drop_stale()
         self._wakeup.set()
 
     def forget(self, key: K) -> None:
-        self._due.pop(key, None)
+        if self._due.pop(key, None) is not None:
+            self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        """Heap entries whose key now waits for another time (or none) are skipped when they come due,
+        but a renewal is months away: rebuild the heap once they outnumber the live ones, so that it
+        holds at most 1.25 entries per waiting key instead of one per schedule ever made (each rebuild drops
+        at least a fifth of the heap, so its cost is spread over the schedules that made them)."""
+        if len(self._delayed) > len(self._due) + len(self._due) // 4 + 64:
+            self._delayed = [e for e in self._delayed if self._due.get(e[2]) == e[0]]
+            heapq.heapify(self._delayed)
 
     def due_at(self, key: K) -> float | None:
         """The monotonic time ``key`` is waiting for, if it is waiting."""
@@ -152,5 +167,15 @@ class WorkQueue(Generic[K]):
             if key in self._dirty:
                 self._dirty.discard(key)
                 self.add(key)
-            if self._on_idle is not None and not self._pending and not self._active:
-                self._on_idle()
+            if not self._pending and not self._active:
+                self._shrink()
+                if self._on_idle is not None:
+                    self._on_idle()
+
+    def _shrink(self) -> None:
+        """A set keeps the table its largest size needed (a burst of 10k keys: ~0.5 MB each) after it is
+        emptied: drained, the queue starts again from small ones."""
+        if sys.getsizeof(self._pending) > _SMALL_SET:
+            self._pending = set()
+        if not self._dirty and sys.getsizeof(self._dirty) > _SMALL_SET:
+            self._dirty = set()

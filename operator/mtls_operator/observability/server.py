@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
+from mtls_operator.observability.heap import HEAP
 from mtls_operator.observability.metrics import CONTENT_TYPE, Metrics
 
 logger = logging.getLogger("mtls_operator")
@@ -258,6 +259,7 @@ class MetricsServer:
         self.listening: Listening | None = None
 
     async def _metrics(self, _: web.Request) -> web.Response:
+        HEAP.soon()  # the exposition of 10k certificates is megabytes, freed once the response is sent
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def _healthz(self, _: web.Request) -> web.Response:

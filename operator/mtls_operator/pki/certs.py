@@ -22,7 +22,7 @@ from mtls_operator.api.constants import Reason
 from mtls_operator.api.models import CertificateSpec, Subject, Usage
 from mtls_operator.api.tls import CAError, CertFacts, TLSMaterialError, effective_usages
 from mtls_operator.pki.fingerprints import certificate_fingerprint
-from mtls_operator.pki.keys import PrivateKey, PublicKey, key_algorithm_of, spki_fingerprint
+from mtls_operator.pki.keys import PrivateKey, PublicKey, key_algorithm_of
 
 if TYPE_CHECKING:
     from mtls_operator.pki.ca import CAKeyPair
@@ -321,6 +321,5 @@ def _cert_facts(cert: x509.Certificate, issuer_certs: Sequence[x509.Certificate]
         is_ca=is_ca,
         key_algorithm=algorithm,
         key_size=size,
-        public_key_fingerprint=spki_fingerprint(public_key),
         issuer_fingerprint=issuer_fingerprint,
     )

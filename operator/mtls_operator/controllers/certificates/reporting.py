@@ -30,7 +30,9 @@ class CertificateReporter:
         self.certificates = ctx.certificates
         self.secrets = ctx.secrets
         self.rollouts = rollouts
-        self._content: dict[Key, str] = {}  # the content each certificate's Secret was last seen with
+        # The content each certificate's Secret was last seen with: its leaf's fingerprint and the
+        # fingerprints of its ca.crt (objects the verdict shares, so an entry is one small tuple).
+        self._content: dict[Key, tuple[str, frozenset[str]]] = {}
 
     def forget(self, key: Key) -> None:
         self._content.pop(key, None)
@@ -41,7 +43,7 @@ class CertificateReporter:
         after a start), so the workloads using it are looked at."""
         if view.facts is None:
             return
-        content = f"{view.facts.leaf.fingerprint}/{','.join(sorted(view.facts.ca_bundle_fingerprints))}"
+        content = (view.facts.leaf.fingerprint, view.facts.ca_bundle_fingerprints)
         if self._content.get(cert.key) != content:
             self._content[cert.key] = content
             self.rollouts.secret_changed(cert.meta.namespace, secret_name)
@@ -88,4 +90,5 @@ class CertificateReporter:
             ready=ready is not None and ready.status,
             reason=ready.reason if ready is not None else "",
             keys=key_expirations(held) if held is not None else (),
+            key=current.key,
         )
