@@ -91,14 +91,17 @@ def namespace_body(
 
 def test_a_certificate_event_stores_the_parsed_certificate_and_queues_it() -> None:
     t = Intook()
-    t.intake.certificate_event(
-        "ADDED", cert_body("web", "web-tls", rollout={"targets": [{"kind": "Deployment", "name": "batch"}]})
-    )
+    with t.intake.recording():
+        t.intake.certificate_event(
+            "ADDED",
+            cert_body("web", "web-tls", rollout={"targets": [{"kind": "Deployment", "name": "batch"}]}),
+        )
+        assert t.intake.heard_since("cert", (NS, "web"), t.clock.monotonic())
+    assert not t.intake.heard_since("cert", (NS, "web"), t.clock.monotonic())  # only while recording
     stored = t.ctx.certificates.get((NS, "web"))
     assert stored is not None and stored.spec is not None and stored.meta.uid == "uid-web"
     assert t.work.certificates == [(NS, "web")] and t.work.issuers == []
     assert t.rollouts.explicit[(NS, "Deployment", "batch")] == {("web-tls", "web")}
-    assert t.intake.heard_since("cert", (NS, "web"), t.clock.monotonic())
 
 
 def test_a_certificate_naming_a_secret_already_named_queues_the_other_too() -> None:
@@ -116,12 +119,13 @@ def test_a_deleted_certificate_is_forgotten_and_the_certificates_sharing_its_sec
     )
     t.intake.certificate_event("ADDED", cert_body("b", "shared"))
     t.work.clear()
-    t.intake.certificate_event("DELETED", cert_body("a", "shared"))
+    with t.intake.recording():
+        t.intake.certificate_event("DELETED", cert_body("a", "shared"))
+        assert not t.intake.heard_since("cert", (NS, "a"), t.clock.monotonic())
     assert t.ctx.certificates.get((NS, "a")) is None
     assert t.forgotten == [("cert", (NS, "a"))]
     assert t.work.certificates == [(NS, "b")]
     assert (NS, "Deployment", "batch") not in t.rollouts.explicit
-    assert not t.intake.heard_since("cert", (NS, "a"), t.clock.monotonic())
 
 
 def test_an_issuer_event_stores_the_parsed_issuer_and_queues_it() -> None:

@@ -6,7 +6,8 @@ Events are hints: what to look at again. The reconciles decide from the stores a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from mtls_operator.api.constants import ANN_CERTIFICATE_NAME
@@ -37,18 +38,39 @@ class Intake:
         self.rollouts = rollouts
         self.forget_certificate = forget_certificate
         self.forget_issuer = forget_issuer
-        self.seen: dict[tuple[str, Key], float] = {}  # (kind, key) -> when intake last heard of it
+        # (kind, key) -> when intake last heard of it, kept only while a resync runs: it asks only about
+        # events since its own start, so nothing is kept per object the rest of the time.
+        self._heard: dict[tuple[str, Key], float] | None = None
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Remember which objects intake hears of, for the duration of one resync."""
+        self._heard = {}
+        try:
+            yield
+        finally:
+            self._heard = None
 
     def heard_since(self, kind: str, key: Key, since: float) -> bool:
-        """Whether an event for ``key`` arrived at or after ``since`` (the resync must not forget it)."""
-        return self.seen.get((kind, key), float("-inf")) >= since
+        """Whether an event for ``key`` arrived at or after ``since`` during the current recording (the
+        resync must not forget it)."""
+        heard = self._heard.get((kind, key)) if self._heard is not None else None
+        return heard is not None and heard >= since
+
+    def _hear(self, kind: str, key: Key) -> None:
+        if self._heard is not None:
+            self._heard[(kind, key)] = self.monotonic()
+
+    def _unhear(self, kind: str, key: Key) -> None:
+        if self._heard is not None:
+            self._heard.pop((kind, key), None)
 
     # ------------------------------------------------------------------ our kinds
 
     def certificate_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         cert = parse_certificate(body)
         namespace, name = cert.key
-        self.seen[("cert", cert.key)] = self.monotonic()
+        self._hear("cert", cert.key)
         if event_type == DELETED:
             self.certificate_gone(cert.key)
             return
@@ -66,7 +88,7 @@ class Intake:
             self.work.add_certificate((namespace, other))
 
     def certificate_gone(self, key: Key) -> None:
-        self.seen.pop(("cert", key), None)
+        self._unhear("cert", key)
         _, others = self.certificates.remove(key)
         self.rollouts.set_certificate_targets(key[0], key[1], None, "Auto", [])
         self.forget_certificate(key)
@@ -75,7 +97,7 @@ class Intake:
 
     def issuer_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         issuer = parse_issuer(body)
-        self.seen[("issuer", issuer.key)] = self.monotonic()
+        self._hear("issuer", issuer.key)
         if event_type == DELETED:
             self.issuer_gone(issuer.key)
             return
@@ -83,7 +105,7 @@ class Intake:
         self.work.add_issuer(issuer.key)
 
     def issuer_gone(self, key: Key) -> None:
-        self.seen.pop(("issuer", key), None)
+        self._unhear("issuer", key)
         self.issuers.remove(key)
         self.forget_issuer(key)
         for cert in self.certificates.of_issuer(key):
@@ -98,7 +120,7 @@ class Intake:
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         version = None if event_type == DELETED else str(meta.get("resourceVersion", ""))
         owner = (meta.get("annotations") or {}).get(ANN_CERTIFICATE_NAME)
-        self.seen[("secret", (namespace, name))] = self.monotonic()
+        self._hear("secret", (namespace, name))
         if self.secret_changed(
             (namespace, name), version, owner if isinstance(owner, str) else None, watched=True
         ):

@@ -97,6 +97,10 @@ class Resync:
     # ------------------------------------------------------------------ one pass
 
     async def run(self) -> ResyncReport:
+        with self.intake.recording():
+            return await self._run()
+
+    async def _run(self) -> ResyncReport:
         started = self.clock.monotonic()
         forgotten = refreshed = 0
         kinds: list[tuple[str, str, Any]] = [
