@@ -14,24 +14,32 @@ if TYPE_CHECKING:
     from control_plane import Cluster
 
 
-def issuer_body(name: str, algorithm: str, size: int | None) -> dict[str, Any]:
+def private_key(algorithm: str, size: int | None) -> dict[str, Any]:
+    """The `privateKey` of an issuer's or a certificate's spec (no size: the algorithm's only one)."""
     key: dict[str, Any] = {"algorithm": algorithm}
     if size is not None:
         key["size"] = size
+    return key
+
+
+def issuer_body(name: str, algorithm: str, size: int | None) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "MTLSIssuer",
         "metadata": {"name": name},
-        "spec": {"selfSigned": {"secretName": f"{name}-ca", "commonName": f"{name} root", "privateKey": key}},
+        "spec": {
+            "selfSigned": {
+                "secretName": f"{name}-ca",
+                "commonName": f"{name} root",
+                "privateKey": private_key(algorithm, size),
+            }
+        },
     }
 
 
 def certificate_body(
     name: str, issuer: str, algorithm: str, size: int | None, **spec_extra: Any
 ) -> dict[str, Any]:
-    key: dict[str, Any] = {"algorithm": algorithm}
-    if size is not None:
-        key["size"] = size
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "MTLSCertificate",
@@ -41,7 +49,7 @@ def certificate_body(
             "issuerRef": {"name": issuer},
             "commonName": name,
             "dnsNames": [f"{name}.bench.svc"],
-            "privateKey": key,
+            "privateKey": private_key(algorithm, size),
             **spec_extra,
         },
     }

@@ -10,12 +10,13 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness import summary_line
 from procfs import loadavg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,6 +106,11 @@ def write_result(
     path = RESULTS / f"{variant.result_name(name)}.json"
     path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def print_summary(name: str, n: int, figures: Sequence[tuple[str, str]]) -> None:
+    """A scenario's one line on stdout (`harness.summary_line`)."""
+    print(summary_line(name, n, figures), flush=True)
 
 
 def say(message: str) -> None:

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from control_plane import CERTS, GROUP, VERSION
-from harness import summary_line
 from objects import certificate_body, create_custom, deployment_body
-from reporting import say
+from reporting import print_summary, say
 from scenario_run import Run, wait_until
 from trackers import CertTracker, RolloutTracker
 from watches import watch_custom, watch_deployments
@@ -173,11 +172,8 @@ def bad_input(run: Run) -> None:
             "largest stall from the input until the queue was idle for 3 s.",
         },
     )
-    print(
-        summary_line(
-            scenario,
-            len(steps),
-            [(name, f"{s['max_stall_seconds'] * 1000:.0f}ms") for name, s in steps.items()],
-        ),
-        flush=True,
+    print_summary(
+        scenario,
+        len(steps),
+        [(name, f"{s['max_stall_seconds'] * 1000:.0f}ms") for name, s in steps.items()],
     )

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 from control_plane import CERTS, ApiServerWindow
-from harness import delta, fmt_mb, response_bytes, summary_line
+from harness import delta, fmt_mb, response_bytes
 from measured_operator import Operator
 from objects import certificate_body
 from procfs import CpuSampler, cpu_seconds, current_rss, peak_rss
-from reporting import Variant, say
+from reporting import Variant, print_summary, say
 from scenario_run import OPERATOR_AGENT, Run, env_int, memory_figures
 from trackers import CertTracker
 from watches import watch_custom
@@ -85,21 +85,18 @@ def idle_and_restart(run: Run, wanted: set[str]) -> None:
             "(the floor). malloc_trim: RSS before and after glibc's malloc_trim(0), taken after the rest.",
         },
     )
-    print(
-        summary_line(
-            scenario,
-            n,
-            [
-                ("RSS", fmt_mb(figures["rss_bytes"])),
-                ("peakRSS", fmt_mb(figures["peak_rss_bytes"])),
-                ("floor", fmt_mb(memory["import_floor_rss_bytes"])),
-                ("perCert", f"{memory['bytes_per_certificate_over_floor']:.0f}B"),
-                ("idleCPU", f"{figures['idle_cpu_seconds']:.2f}s/{window}s"),
-                ("pending", str(figures["pending_renewals"])),
-                ("issue rate", f"{issued['certificates_per_second']:.1f}/s"),
-            ],
-        ),
-        flush=True,
+    print_summary(
+        scenario,
+        n,
+        [
+            ("RSS", fmt_mb(figures["rss_bytes"])),
+            ("peakRSS", fmt_mb(figures["peak_rss_bytes"])),
+            ("floor", fmt_mb(memory["import_floor_rss_bytes"])),
+            ("perCert", f"{memory['bytes_per_certificate_over_floor']:.0f}B"),
+            ("idleCPU", f"{figures['idle_cpu_seconds']:.2f}s/{window}s"),
+            ("pending", str(figures["pending_renewals"])),
+            ("issue rate", f"{issued['certificates_per_second']:.1f}/s"),
+        ],
     )
     if "restart-10k" in wanted:
         restart(run, ns, n, settled.waiting)
@@ -186,7 +183,7 @@ def restart(run: Run, ns: str, n: int, pending: int) -> None:
             ("resyncCPU", f"{resync['operator_cpu_seconds']:.2f}s"),
             ("resyncLists", str(resync["list_calls"])),
         ]
-    print(summary_line(scenario, n, line), flush=True)
+    print_summary(scenario, n, line)
 
 
 def measure_resync(run: Run, op: Operator, sampler: CpuSampler, expected_at: float) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from control_plane import CERTS
-from harness import fmt_mb, fmt_ms, fmt_num, percentile, summary_line
+from harness import fmt_mb, fmt_ms, fmt_num, percentile
 from objects import certificate_body, create_custom
 from procfs import peak_rss
+from reporting import print_summary
 from scenario_run import Run, env_int, wait_until
 from trackers import CertTracker, SecretTracker
 from watches import watch_custom, watch_secrets
@@ -105,23 +106,20 @@ def issuance(run: Run, alg: Algorithm) -> None:
             "return -> Secret ADDED on a watch, queue idle between samples.",
         },
     )
-    print(
-        summary_line(
-            alg.scenario,
-            alg.n,
-            [
-                ("rate", f"{figures['certificates_per_second']:.1f}/s"),
-                ("p50", fmt_ms(figures["time_to_ready_p50_s"])),
-                ("p99", fmt_ms(figures["time_to_ready_p99_s"])),
-                ("writes/cert", fmt_num(figures["audited_operator_writes_per_certificate"], 2)),
-                ("peakRSS", fmt_mb(figures["peak_rss_bytes"])),
-                ("single->Secret p50", fmt_ms(figures["single_secret_p50_s"])),
-                ("creates", f"{figures['creates_per_second']:.0f}/s"),
-                (
-                    "cpu operator/apiserver",
-                    f"{figures['operator_cpu_seconds']:.1f}s/{figures['apiserver_cpu_seconds']:.1f}s",
-                ),
-            ],
-        ),
-        flush=True,
+    print_summary(
+        alg.scenario,
+        alg.n,
+        [
+            ("rate", f"{figures['certificates_per_second']:.1f}/s"),
+            ("p50", fmt_ms(figures["time_to_ready_p50_s"])),
+            ("p99", fmt_ms(figures["time_to_ready_p99_s"])),
+            ("writes/cert", fmt_num(figures["audited_operator_writes_per_certificate"], 2)),
+            ("peakRSS", fmt_mb(figures["peak_rss_bytes"])),
+            ("single->Secret p50", fmt_ms(figures["single_secret_p50_s"])),
+            ("creates", f"{figures['creates_per_second']:.0f}/s"),
+            (
+                "cpu operator/apiserver",
+                f"{figures['operator_cpu_seconds']:.1f}s/{figures['apiserver_cpu_seconds']:.1f}s",
+            ),
+        ],
     )

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from control_plane import CERTS, ApiServerWindow
-from harness import fmt_mb, summary_line
+from harness import fmt_mb
 from objects import certificate_body, create_with_retry, deployment_body
 from procfs import CpuSampler, current_rss, peak_rss
-from reporting import say
+from reporting import print_summary, say
 from scenario_run import Run, env_int, memory_figures
 from trackers import CertTracker
 from watches import watch_custom
@@ -138,17 +138,14 @@ def noise(run: Run) -> None:
             "- VmRSS before; CPU from /proc/<pid>/stat sampled every 0.2 s.",
         },
     )
-    print(
-        summary_line(
-            scenario,
-            n,
-            [
-                ("RSSgrowth", fmt_mb(figures["rss_growth_bytes"])),
-                ("peakGrowth", fmt_mb(figures["peak_rss_growth_bytes"])),
-                ("cpu operator/apiserver", f"{op_cpu:.1f}s/{api_cpu:.1f}s"),
-                ("ratio", f"{figures['operator_cpu_percent_of_apiserver']:.1f}%"),
-                ("window", f"{figures['noise_seconds']:.0f}s"),
-            ],
-        ),
-        flush=True,
+    print_summary(
+        scenario,
+        n,
+        [
+            ("RSSgrowth", fmt_mb(figures["rss_growth_bytes"])),
+            ("peakGrowth", fmt_mb(figures["peak_rss_growth_bytes"])),
+            ("cpu operator/apiserver", f"{op_cpu:.1f}s/{api_cpu:.1f}s"),
+            ("ratio", f"{figures['operator_cpu_percent_of_apiserver']:.1f}%"),
+            ("window", f"{figures['noise_seconds']:.0f}s"),
+        ],
     )

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from control_plane import CERTS, ApiServerWindow
-from harness import fmt_mb, fmt_num, summary_line
+from harness import fmt_mb, fmt_num
 from objects import certificate_body, deployment_body
 from procfs import cpu_seconds, peak_rss
-from reporting import RESULTS, Variant, say
+from reporting import RESULTS, Variant, print_summary, say
 from scenario_run import Run, env_int, wait_until
 from trackers import CertTracker, RolloutTracker
 from watches import watch_custom, watch_deployments
@@ -174,18 +174,15 @@ def renewal_storm(run: Run) -> None:
             "queue was quiet and no stamp came for 12 s (rollouts_settled), or BENCH_STORM_SETTLE s at most.",
         },
     )
-    print(
-        summary_line(
-            scenario,
-            n,
-            [
-                ("drain", f"{figures['drain_seconds']:.1f}s"),
-                ("rate", f"{figures['renewals_per_second']:.1f}/s"),
-                ("peakRSS", fmt_mb(figures["peak_rss_bytes"])),
-                ("writes/renewal", fmt_num(figures["audited_writes_per_renewal"], 2)),
-                ("restarts", str(restarts)),
-                ("maxInFlight", str(max_in_flight)),
-            ],
-        ),
-        flush=True,
+    print_summary(
+        scenario,
+        n,
+        [
+            ("drain", f"{figures['drain_seconds']:.1f}s"),
+            ("rate", f"{figures['renewals_per_second']:.1f}/s"),
+            ("peakRSS", fmt_mb(figures["peak_rss_bytes"])),
+            ("writes/renewal", fmt_num(figures["audited_writes_per_renewal"], 2)),
+            ("restarts", str(restarts)),
+            ("maxInFlight", str(max_in_flight)),
+        ],
     )
