@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import RESULTS
+from reporting import RESULTS
 
 MB = 2**20
 Getter = Callable[[Mapping[str, Any]], float | None]
