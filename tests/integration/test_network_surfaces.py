@@ -65,7 +65,7 @@ class Flood:
         return self
 
     async def _run(self) -> None:
-        gate = asyncio.Semaphore(256)  # connects in flight at once (the kernel's accept queue is 128)
+        gate = asyncio.Semaphore(256)  # connects in flight at once
         until = time.monotonic() + self.sustain
 
         async def hold(port: int, mode: str) -> None:
@@ -192,6 +192,7 @@ def test_a_thousand_half_open_connections_per_port_do_not_disturb_issuance(
         files_before = _files(pid)
 
         holder, renewed_before = _lease(cluster, ns)
+        first_overflows = _listen_overflows()
         flood = Flood([metrics_port, revocation_port], PER_PORT).start()
         peak = files_before
         wait_for(lambda: flood.connected() == len(flood.conns), timeout=60, message="the flood connected")
@@ -203,6 +204,8 @@ def test_a_thousand_half_open_connections_per_port_do_not_disturb_issuance(
             peak = max(peak, _files(pid))
             assert time.monotonic() - flooded_at < 180, "the flood or the issuance did not finish"
             time.sleep(0.05)
+
+        first_overflows = _listen_overflows() - first_overflows
 
         # Then a sustained flood: every connection the server closes is opened again, for SUSTAIN seconds,
         # while a kubelet-like probe asks /healthz and a relying party fetches the CRL (1 s timeouts).
@@ -266,11 +269,15 @@ def test_a_thousand_half_open_connections_per_port_do_not_disturb_issuance(
     assert errors == [], "every connection was accepted by the kernel"
     for port in holds:
         assert len(holds[port]) == PER_PORT
-        assert max(holds[port]) <= HEADER_TIMEOUT + SLACK, "a held connection outlived the header timeout"
+        # The server's accept queue (HttpLimits.backlog) holds the whole flood: were one dropped from a full
+        # queue, the client would hold it for 30 s with no server ever seeing it.
+        assert max(holds[port]) <= HEADER_TIMEOUT + SLACK, (
+            f"a held connection outlived the header timeout (accept queue overflows: {first_overflows})"
+        )
     assert peak < FILES_LIMIT - 100, "the caps keep the operator well below its open-files limit"
     assert holder_after == holder and renewed_after > renewed_before, "the Lease was held and renewed"
     normal = max(30.0, 3 * max(baseline))
     assert len(during) == len(later) == CERTIFICATES and max(during) <= normal and max(later) <= normal
-    # At ~3,000 new connections a second some probes find the cap full of connections too young to push
-    # out (40-70% answered in runs here); the unit tests show that held half-open ones never lock it out.
+    # At ~2,000 new connections a second some probes find the cap full of connections too young to push
+    # out (75-100% answered in runs here); the unit tests show that held half-open ones never lock it out.
     assert sum(probes) >= 0.25 * len(probes) and sum(fetches) >= 0.25 * len(fetches)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -290,3 +291,27 @@ def test_the_open_files_soft_limit_is_raised_to_the_hard_one() -> None:
         assert soft == hard == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def test_while_the_loop_is_busy_the_kernel_queues_more_connections_than_one_accept_batch() -> None:
+    """A loop busy for a moment (signing, a resync) accepts nothing: the kernel's queue holds the
+    handshakes meanwhile. With a queue only as long as the accept batch it would drop the rest, and a client
+    would wait on a connection the server never sees (and its timeouts never close)."""
+    limits = replace(FAST, accept_batch=16, backlog=1024, max_connections=512)
+
+    async def test(listening: Listening) -> tuple[int, int]:
+        opened: list[socket.socket] = []
+        try:
+            for _ in range(400):  # the loop runs nothing meanwhile: none of these is accepted yet
+                opened.append(socket.create_connection(("127.0.0.1", listening.port), timeout=0.5))
+        except TimeoutError:
+            pass
+        queued = len(opened)
+        await asyncio.sleep(0.5)  # now the server accepts them, accept_batch a turn
+        for sock in opened:
+            sock.close()
+        return queued, listening.connections
+
+    queued, accepted = _run(test, limits)
+    assert queued == 400, f"the kernel refused handshakes after {queued}: its queue is not the backlog"
+    assert accepted == 400

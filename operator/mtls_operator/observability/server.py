@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,7 +56,14 @@ class HttpLimits:
     max_line_size: int = 4096  # request line, and each header line
     max_headers: int = 32
     max_body: int = 64 * 1024  # request body (Content-Length above it: 413 before the handler runs)
-    backlog: int = 128  # connections the kernel queues before the server accepts them
+    # Connections the kernel queues before the server accepts them (capped by net.core.somaxconn). Queued,
+    # they cost kernel memory and no file; when the queue is full the kernel drops the handshake's last
+    # ACK, and the client believes it connected and waits on a connection that no timeout here can close.
+    # Go's net.Listen asks for the kernel's maximum too.
+    backlog: int = 4096
+    # Connections asyncio accepts in one turn of the loop (it takes its accept batch from the backlog it
+    # is given, so serve() widens the kernel's queue after). Each is a file until the cap closes it.
+    accept_batch: int = 128
 
 
 @dataclass
@@ -218,8 +226,11 @@ async def serve(
     await runner.setup()
     try:
         server = await asyncio.get_running_loop().create_server(
-            listening._protocol, host, port, backlog=limits.backlog, reuse_address=True
+            listening._protocol, host, port, backlog=limits.accept_batch, reuse_address=True
         )
+        for listener in server.sockets:  # listen() again on a listening socket sets its queue's length
+            with socket.fromfd(listener.fileno(), listener.family, listener.type) as same:
+                same.listen(limits.backlog)
     except BaseException:
         await runner.cleanup()
         raise
