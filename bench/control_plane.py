@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -65,6 +67,8 @@ class Cluster:
                 "--audit-log-format=json",
                 "--audit-log-maxbackup=0",
                 "--audit-log-maxsize=0",
+                # BENCH_APISERVER_PROFILE=<seconds>: a CPU profile of kube-apiserver (see profile_apiserver).
+                *(["--profiling=true"] if os.environ.get("BENCH_APISERVER_PROFILE") else []),
             ],
         )
         self.kubeconfig = self.plane.kubeconfig
@@ -86,6 +90,25 @@ class Cluster:
             if c.name == component:
                 return c.pid
         raise KeyError(component)
+
+    def profile_apiserver(self, into: Path) -> threading.Thread | None:
+        """With BENCH_APISERVER_PROFILE=<seconds>: a Go CPU profile of kube-apiserver over the next that many
+        seconds, written to ``into`` (read it with `go tool pprof -top <kube-apiserver binary> <into>`)."""
+        seconds = int(os.environ.get("BENCH_APISERVER_PROFILE") or 0)
+        if not seconds:
+            return None
+
+        def fetch() -> None:
+            request = self.api_client.param_serialize(
+                "GET", f"/debug/pprof/profile?seconds={seconds}", auth_settings=["BearerToken"]
+            )
+            resp = self.api_client.call_api(*request, _request_timeout=seconds + 60)
+            resp.read()
+            into.write_bytes(bytes(resp.data))
+
+        thread = threading.Thread(target=fetch, daemon=True)
+        thread.start()
+        return thread
 
     def metrics_text(self) -> str:
         """The API server's /metrics."""

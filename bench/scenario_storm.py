@@ -88,6 +88,7 @@ def renewal_storm(run: Run) -> None:
     server = ApiServerWindow(run.c).start()
     storm_epoch = time.time()
     op_b = run.operator(scenario, ns)
+    profiling = run.c.profile_apiserver(op_b.log_path.with_suffix(".apiserver.pprof"))
     try:
         wait_until(
             lambda: tracker.count("renewed") >= n,
@@ -116,6 +117,8 @@ def renewal_storm(run: Run) -> None:
                 break
             time.sleep(0.5)
         idle = op_b.idle[-1][1]
+        if profiling is not None:
+            profiling.join()
         apiserver = server.stop()
         time.sleep(1)  # the audit log is written as requests complete: let it catch up
         writes = run.operator_writes(storm_epoch)

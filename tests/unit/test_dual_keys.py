@@ -607,3 +607,13 @@ def test_random_bytes_in_an_additional_slot_give_typed_errors_only(
         assert message.endswith(".") and "-----BEGIN" not in message
         if len(payload) >= 16:
             assert payload[:16].decode("latin-1") not in message
+
+
+def test_freshly_issued_facts_equal_what_a_full_inspection_reads() -> None:
+    """Issuance does not verify the signatures it has just made (each CA's key was matched to its
+    certificate when loaded); the facts it returns are those of judging the Secret cold."""
+    ca = dual_ca()
+    issued = issue_tls_material(DUAL, ca, NOW)
+    assert issued.facts == inspect_tls_secret(issued.data, ca)
+    assert issued.facts.signed_by_current_ca and issued.facts.chain_complete
+    assert [a.signed_by_current_ca for a in issued.facts.additional] == [True]

@@ -9,10 +9,12 @@ import pytest
 from tests.unit.pki_factory import (
     ECDSA_P256,
     MLDSA_65,
+    NOW,
     RSA_2048,
     intermediate_ca,
     issue,
     key_pem,
+    leaf_spec,
     pem,
     self_signed_ca,
     with_changes,
@@ -22,6 +24,7 @@ from mtls_operator.api.constants import Reason
 from mtls_operator.api.tls import TLSMaterialError
 from mtls_operator.pki import certs, material
 from mtls_operator.pki.ca import CAKeyPair
+from mtls_operator.pki.issuance import issue_tls_material
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,24 @@ def test_leaf_facts_name_the_issuing_ca() -> None:
     facts = material.inspect_tls_secret(issue(ca), ca)
     assert facts.leaf.issuer_fingerprint == ca.facts.fingerprint
     assert facts.leaf.dns_names == ("web.default.svc",)
+
+
+@pytest.mark.parametrize("ca", [root, intermediate, lambda: self_signed_ca(MLDSA_65)])
+def test_issuance_facts_equal_a_cold_inspection_without_verifying_again(ca: Callable[[], CAKeyPair]) -> None:
+    """issue_tls_material does not verify the signatures it has just made; what it reports is what
+    judging the written Secret cold reads."""
+    pair = ca()
+    issued = issue_tls_material(leaf_spec(), pair, NOW)
+    assert issued.facts == material.inspect_tls_secret(issued.data, pair)
+    assert issued.facts.leaf.issuer_fingerprint == pair.facts.fingerprint
+
+
+def test_just_signed_takes_the_signer_on_trust_and_a_cold_inspection_does_not() -> None:
+    """What ``just_signed`` skips: a leaf of another CA passes as the CA's only when the caller says it has
+    just signed it (so only issuance may say so)."""
+    data = issue(other_root())
+    assert not material.inspect_tls_secret(data, root()).signed_by_current_ca
+    assert material.inspect_tls_secret(data, root(), just_signed=True).signed_by_current_ca
 
 
 ERRORS: list[object] = [

@@ -260,19 +260,27 @@ def cert_facts(
     issuer_certs: Sequence[x509.Certificate] = (),
     *,
     name: str = "The certificate",
+    signed_by: x509.Certificate | None = None,
 ) -> CertFacts:
     """What ``cert`` says, in comparable form; ``issuer_fingerprint`` is that of the first of
-    ``issuer_certs`` that verifies its signature. Raises :class:`TLSMaterialError` for a certificate
-    whose extensions or key cannot be read or whose key algorithm the operator does not support."""
+    ``issuer_certs`` that verifies its signature, or that of ``signed_by`` when the caller has just signed
+    ``cert`` with that issuer's key (whose match with the issuer's certificate was checked when it was
+    loaded), which is not verified again. Raises :class:`TLSMaterialError` for a certificate whose
+    extensions or key cannot be read or whose key algorithm the operator does not support."""
     try:
-        return _cert_facts(cert, issuer_certs, name)
+        return _cert_facts(cert, issuer_certs, name, signed_by)
     except TLSMaterialError:
         raise
     except READ_ERRORS:
         raise TLSMaterialError(f"{name} has extensions or a public key that cannot be read.") from None
 
 
-def _cert_facts(cert: x509.Certificate, issuer_certs: Sequence[x509.Certificate], name: str) -> CertFacts:
+def _cert_facts(
+    cert: x509.Certificate,
+    issuer_certs: Sequence[x509.Certificate],
+    name: str,
+    signed_by: x509.Certificate | None,
+) -> CertFacts:
     public_key = cert.public_key()
     algorithm, size = key_algorithm_of(public_key, name=f"{name}'s public key")
     extensions = cert.extensions
@@ -303,9 +311,10 @@ def _cert_facts(cert: x509.Certificate, issuer_certs: Sequence[x509.Certificate]
     if common_names:
         raw = common_names[0].value
         common_name = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-    issuer_fingerprint = next(
-        (certificate_fingerprint(i) for i in issuer_certs if issued_by(cert, i)),
-        None,
+    issuer_fingerprint = (
+        certificate_fingerprint(signed_by)
+        if signed_by is not None
+        else next((certificate_fingerprint(i) for i in issuer_certs if issued_by(cert, i)), None)
     )
     return CertFacts(
         serial_number=format(cert.serial_number, "x"),

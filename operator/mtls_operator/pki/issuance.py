@@ -98,7 +98,7 @@ def issue_tls_material(
         )
         data[KEYSTORE_P12] = keystore
         data[TRUSTSTORE_P12] = truststore
-    return IssuedMaterial(data=data, facts=inspect_tls_secret(data, ca))
+    return IssuedMaterial(data=data, facts=inspect_tls_secret(data, ca, just_signed=True))
 
 
 def _signer(ca: CAKeyPair, algorithm: KeyAlgorithm) -> CAKeyPair:

@@ -33,9 +33,13 @@ from mtls_operator.pki.keys import keys_match, load_private_key_pem
 __all__ = ["inspect_tls_secret", "parse_certificate_pem"]
 
 
-def inspect_tls_secret(data: Mapping[str, bytes], ca: CAKeyPair | None) -> SecretFacts:
+def inspect_tls_secret(
+    data: Mapping[str, bytes], ca: CAKeyPair | None, *, just_signed: bool = False
+) -> SecretFacts:
     """The facts about a Secret's decoded ``data`` as judged against ``ca`` (None: issuer unknown, so
-    nothing can be signed by it, match it or complete its chain)."""
+    nothing can be signed by it, match it or complete its chain). ``just_signed``: the caller has just
+    signed the leaves with ``ca`` (and its additional CAs), whose signatures are then not verified again;
+    everything else is read from ``data`` as from any Secret."""
     for key_name, what in ((TLS_CRT, "certificate"), (TLS_KEY, "private key")):
         if not data.get(key_name):
             raise TLSMaterialError(
@@ -48,7 +52,12 @@ def inspect_tls_secret(data: Mapping[str, bytes], ca: CAKeyPair | None) -> Secre
     bundle = parse_certificate_pem(raw_bundle, name=CA_CRT) if raw_bundle else []
 
     issuer_candidates = [*([ca.certificate] if ca is not None else []), *after_leaf]
-    facts = cert_facts(leaf, issuer_candidates, name=f"The certificate in {TLS_CRT}")
+    facts = cert_facts(
+        leaf,
+        issuer_candidates,
+        name=f"The certificate in {TLS_CRT}",
+        signed_by=ca.certificate if just_signed and ca is not None else None,
+    )
     return SecretFacts(
         leaf=facts,
         key_matches=keys_match(key, leaf.public_key()),
@@ -59,7 +68,9 @@ def inspect_tls_secret(data: Mapping[str, bytes], ca: CAKeyPair | None) -> Secre
         has_keystores=bool(data.get(KEYSTORE_P12)) and bool(data.get(TRUSTSTORE_P12)),
         ca_bundle_fingerprints=frozenset(certificate_fingerprint(c) for c in bundle),
         additional=tuple(
-            _additional(data, algorithm, ca) for algorithm in KeyAlgorithm if _holds_pair(data, algorithm)
+            _additional(data, algorithm, ca, just_signed)
+            for algorithm in KeyAlgorithm
+            if _holds_pair(data, algorithm)
         ),
     )
 
@@ -69,7 +80,9 @@ def _holds_pair(data: Mapping[str, bytes], algorithm: KeyAlgorithm) -> bool:
     return bool(data.get(crt_name)) or bool(data.get(key_name))
 
 
-def _additional(data: Mapping[str, bytes], algorithm: KeyAlgorithm, ca: CAKeyPair | None) -> AdditionalFacts:
+def _additional(
+    data: Mapping[str, bytes], algorithm: KeyAlgorithm, ca: CAKeyPair | None, just_signed: bool
+) -> AdditionalFacts:
     crt_name, key_name = additional_secret_keys(algorithm)
     for name, other in ((crt_name, key_name), (key_name, crt_name)):
         if not data.get(name):
@@ -85,7 +98,12 @@ def _additional(data: Mapping[str, bytes], algorithm: KeyAlgorithm, ca: CAKeyPai
     traditional = (
         b"-----BEGIN RSA PRIVATE KEY" in data[key_name] or b"-----BEGIN EC PRIVATE KEY" in data[key_name]
     )
-    facts = cert_facts(leaf, candidates, name=f"The certificate in {crt_name}")
+    facts = cert_facts(
+        leaf,
+        candidates,
+        name=f"The certificate in {crt_name}",
+        signed_by=signer.certificate if just_signed and signer is not None else None,
+    )
     return AdditionalFacts(
         algorithm=algorithm,
         leaf=facts,
