@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -188,3 +192,131 @@ def test_a_cluster_trust_bundle_follows_a_ca_rotation_through_the_overlap(
         lambda: (found := roots()) and len(found) == 1 and found, timeout=60, message="new root only"
     )
     assert not (new & old) and new < both, "after the rotation only the new root is trusted"
+
+
+def _some_root_pem() -> str:
+    """A valid self-signed CA certificate (a ClusterTrustBundle must hold one to reach admission)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probe")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _deny_bundles_of(cluster: Any, signer: str, name: str) -> None:
+    """A ValidatingAdmissionPolicy (and its binding) that denies writing a ClusterTrustBundle of ``signer``:
+    what a platform's admission policy would do. Returns once the API server enforces it."""
+    admission = client.AdmissionregistrationV1Api(cluster.api_client)
+    rule = {
+        "apiGroups": ["certificates.k8s.io"],
+        "apiVersions": ["*"],
+        "operations": ["CREATE", "UPDATE"],
+        "resources": ["clustertrustbundles"],
+    }
+    admission.create_validating_admission_policy(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [rule]},
+                "validations": [
+                    {
+                        "expression": f"object.spec.signerName != '{signer}'",
+                        "message": "bundles of this signer are forbidden by the platform team",
+                    }
+                ],
+            },
+        }
+    )
+    admission.create_validating_admission_policy_binding(
+        {"metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    )
+    probe = {
+        "metadata": {"name": f"{signer.replace('/', ':')}:probe"},
+        "spec": {"signerName": signer, "trustBundle": _some_root_pem()},
+    }
+
+    def denied() -> bool:
+        try:
+            client.CertificatesV1beta1Api(cluster.api_client).create_cluster_trust_bundle(
+                probe, dry_run="All"
+            )
+        except ApiException as error:
+            return "forbidden by the platform team" in str(error.body)
+        return False
+
+    wait_for(denied, timeout=30, message="the admission policy enforced")
+
+
+def test_a_cluster_trust_bundle_the_api_server_refuses_is_a_condition_and_an_event_then_published(
+    operator: Any, cluster: Any, cluster_issuer_name: str
+) -> None:
+    """An admission policy denies the issuer's ClusterTrustBundle: the issuer stays Ready (its CA works)
+    with TrustBundle=False BundlePublishFailed naming the bundle and the API server's answer, and a Warning
+    Event; once the policy is gone the bundle is written on the next try (30 s) and the condition turns."""
+    issuer = cluster_issuer_name
+    signer, policy = f"mtls.dev/{issuer}", f"deny-{issuer}"
+    bundle = f"mtls.dev:{issuer}:anchors"
+    admission = client.AdmissionregistrationV1Api(cluster.api_client)
+    _deny_bundles_of(cluster, signer, policy)
+    try:
+        create_cluster_issuer(
+            cluster,
+            issuer,
+            {
+                "selfSigned": {"secretName": f"{issuer}-ca", "commonName": f"{issuer} root"},
+                "clusterTrustBundle": True,
+            },
+        )
+        wait_cluster_issuer_ready(cluster, issuer)
+        failed = wait_for(
+            lambda: (
+                (found := condition(get_cluster_issuer(cluster, issuer), "TrustBundle"))
+                and found["reason"] == "BundlePublishFailed"
+                and found
+            ),
+            timeout=60,
+            message="TrustBundle=False BundlePublishFailed",
+        )
+        assert failed["status"] == "False"
+        assert f"ClusterTrustBundle {bundle}" in failed["message"]
+        assert "forbidden by the platform team" in failed["message"]
+        warnings = wait_for(
+            lambda: [
+                e
+                for e in cluster.core.list_namespaced_event("default").items
+                if e.involved_object.name == issuer and e.reason == "BundlePublishFailed"
+            ],
+            timeout=30,
+            message="a BundlePublishFailed event",
+        )
+        assert warnings[0].type == "Warning"
+    finally:
+        admission.delete_validating_admission_policy_binding(policy)
+        admission.delete_validating_admission_policy(policy)
+    published = wait_for(
+        lambda: (
+            (found := condition(get_cluster_issuer(cluster, issuer), "TrustBundle"))
+            and found["reason"] == "BundlePublished"
+            and found
+        ),
+        timeout=90,
+        message="TrustBundle=True BundlePublished once the policy is gone",
+    )
+    assert published["status"] == "True" and published["message"] == (
+        f"ClusterTrustBundle {bundle} holds the issuer's trust anchors."
+    )
+    written = client.CertificatesV1beta1Api(cluster.api_client).read_cluster_trust_bundle(bundle)
+    anchors = x509.load_pem_x509_certificates(written.spec.trust_bundle.encode())
+    ca = x509.load_pem_x509_certificate(secret_data(cluster, CLUSTER_RESOURCES, f"{issuer}-ca")["tls.crt"])
+    assert [a.fingerprint(hashes.SHA256()) for a in anchors] == [ca.fingerprint(hashes.SHA256())]

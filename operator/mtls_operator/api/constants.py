@@ -176,6 +176,7 @@ class Reason(StrEnum):
     BUNDLE_PUBLISHED = "BundlePublished"
     BUNDLE_CONFLICT = "BundleConflict"
     BUNDLE_NOT_ACCEPTED = "BundleNotAccepted"
+    BUNDLE_PUBLISH_FAILED = "BundlePublishFailed"
     # Issuer: its revocation list (the <issuer>-revocations ConfigMap).
     REVOCATIONS_CONFLICT = "RevocationsConflict"
     REVOCATIONS_FULL = "RevocationsFull"

@@ -14,6 +14,7 @@ from mtls_operator.api.errors import Violation
 from mtls_operator.api.objects import AdditionalCAStatus, IssuerStatus, ParsedIssuer
 from mtls_operator.controllers.context import Context
 from mtls_operator.controllers.revocation import Revocations
+from mtls_operator.controllers.trust_bundles import bundle_signer, cluster_bundle_name
 from mtls_operator.k8s.api import ApiError
 from mtls_operator.k8s.resources import patch_status, post_event
 from mtls_operator.policy.issuer import IssuerPlan, algorithm_label
@@ -22,7 +23,20 @@ from mtls_operator.policy.status import ready_of, status_patch
 if TYPE_CHECKING:  # issuers.py builds the writer; the state is only read here
     from mtls_operator.controllers.issuers import IssuerState
 
-BUNDLE_REASONS = frozenset({Reason.BUNDLE_CONFLICT, Reason.BUNDLE_NOT_ACCEPTED})
+BUNDLE_REASONS = frozenset({Reason.BUNDLE_CONFLICT, Reason.BUNDLE_NOT_ACCEPTED, Reason.BUNDLE_PUBLISH_FAILED})
+
+
+def _published(issuer: ParsedIssuer) -> str:
+    """What the TrustBundle condition says when every bundle the issuer asks for holds its anchors."""
+    where = [
+        *([f"ConfigMap {issuer.trust_bundle.config_map_name}"] if issuer.trust_bundle is not None else []),
+        *(
+            [f"ClusterTrustBundle {cluster_bundle_name(bundle_signer(issuer))}"]
+            if issuer.cluster_trust_bundle
+            else []
+        ),
+    ]
+    return f"{' and '.join(where)} {'hold' if len(where) > 1 else 'holds'} the issuer's trust anchors."
 
 
 class IssuerStatusWriter:
@@ -49,7 +63,7 @@ class IssuerStatusWriter:
             old.conditions, ConditionType.READY, view.ready, view.reason, view.message, generation, now
         )
         bundle_problem = problem is not None and problem.reason in BUNDLE_REASONS
-        if issuer.trust_bundle is not None and view.ready:
+        if (issuer.trust_bundle is not None or issuer.cluster_trust_bundle) and view.ready:
             if problem is not None and bundle_problem:
                 conditions = cond.put(
                     conditions,
@@ -66,7 +80,7 @@ class IssuerStatusWriter:
                     ConditionType.TRUST_BUNDLE,
                     True,
                     Reason.BUNDLE_PUBLISHED,
-                    f"ConfigMap {issuer.trust_bundle.config_map_name} holds the issuer's trust anchors.",
+                    _published(issuer),
                     generation,
                     now,
                 )

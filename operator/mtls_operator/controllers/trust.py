@@ -71,6 +71,7 @@ OVERLAP_PHASES = frozenset(
 )
 SIGN_WITH_NEW = frozenset({Phase.CONSUMERS_RESTARTED, Phase.LEAVES_REISSUED, Phase.OLD_CA_DROPPED})
 STEP = timedelta(seconds=2)  # how soon a rotation in progress looks again
+PUBLISH_RETRY = timedelta(seconds=30)  # how soon a bundle the API server did not take is written again
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +138,10 @@ class TrustManager:
         base_anchors = _merge(anchors_of(base.roots), inherited)
         if managed is None or (state.phase is Phase.STABLE and not wanted and not staged_seen):
             _, problem = await self.publisher.publish_all(issuer, base_anchors, now)
-            return TrustOutcome(
-                base, base_anchors, issuer.status.rotation, self._due_at(issuer, base), problem
-            )
+            recheck = self._due_at(issuer, base)
+            if problem is not None and problem.reason is Reason.BUNDLE_PUBLISH_FAILED:
+                recheck = min(recheck or now + PUBLISH_RETRY, now + PUBLISH_RETRY)
+            return TrustOutcome(base, base_anchors, issuer.status.rotation, recheck, problem)
 
         staged, staged_problem = await self._load_staged(issuer, now)
         if staged_problem is not None:

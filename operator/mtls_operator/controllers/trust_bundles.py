@@ -98,7 +98,7 @@ class BundlePublisher:
             accepted, refused = await self._target_namespaces(issuer, spec)
             self.bundles.targets[issuer.key] = (spec.config_map_name, accepted)
         conflicts: list[str] = []
-        done = True
+        failed: list[str] = []  # what the API server refused or failed to write, and its answer
         for namespace in accepted:
             assert spec is not None
             try:
@@ -106,18 +106,19 @@ class BundlePublisher:
                     conflicts.append(namespace)
             except ApiError as exc:
                 logger.warning("Cannot publish trust bundle %s/%s: %s", namespace, spec.config_map_name, exc)
-                done = False
+                failed.append(f"ConfigMap {spec.config_map_name} in {namespace} ({_answer(exc)})")
         if issuer.cluster_trust_bundle:
+            name = cluster_bundle_name(bundle_signer(issuer))
             try:
                 if not await self._publish_cluster_bundle(issuer, anchors):
                     return False, Violation(
                         Reason.BUNDLE_CONFLICT,
-                        f"ClusterTrustBundle {cluster_bundle_name(self._signer(issuer))} was not written by "
-                        "mtls-operator for this issuer; it is left unchanged.",
+                        f"ClusterTrustBundle {name} was not written by mtls-operator for this issuer; it is "
+                        "left unchanged.",
                     )
             except ApiError as exc:
                 logger.warning("Cannot publish the ClusterTrustBundle of %s: %s", issuer.meta.name, exc)
-                done = False
+                failed.append(f"ClusterTrustBundle {name} ({_answer(exc)})")
         if conflicts and spec is not None:
             return False, Violation(
                 Reason.BUNDLE_CONFLICT,
@@ -125,14 +126,20 @@ class BundlePublisher:
                 "mtls-operator for this issuer; it is left unchanged. Delete it or choose another "
                 "configMapName.",
             )
+        if failed:
+            shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+            return False, Violation(
+                Reason.BUNDLE_PUBLISH_FAILED,
+                f"The trust anchors could not be written to {shown}. The operator tries again.",
+            )
         if refused:
-            return done, Violation(
+            return True, Violation(
                 Reason.BUNDLE_NOT_ACCEPTED,
                 f"The trust bundle is not published to {', '.join(refused)}: those namespaces do not accept "
                 f"bundles from {issuer.meta.namespace}/{issuer.meta.name} (their admin sets the annotation "
                 "mtls.dev/accept-trust-bundles-from).",
             )
-        return done, None
+        return True, None
 
     async def _target_namespaces(
         self, issuer: ParsedIssuer, spec: TrustBundleSpec
@@ -220,7 +227,7 @@ class BundlePublisher:
         """The issuer's anchors as a ClusterTrustBundle of its signer name, which pods mount with a
         clusterTrustBundle projected volume (by signer name and the label mtls.dev/issuer). False when a
         ClusterTrustBundle of that name is someone else's."""
-        signer = self._signer(issuer)
+        signer = bundle_signer(issuer)
         name = cluster_bundle_name(signer)
         current = await read_cluster_trust_bundle(self.api, name)
         pem = anchors.pem.decode()
@@ -253,10 +260,6 @@ class BundlePublisher:
         logger.info("Published ClusterTrustBundle %s (%d anchors).", name, len(anchors.fingerprints))
         return True
 
-    @staticmethod
-    def _signer(issuer: ParsedIssuer) -> str:
-        return issuer.pod_signer or signer_name(issuer.meta)
-
     def _remember(self, namespace: str, name: str, annotations: Mapping[str, str], want: str) -> None:
         updated = (
             cond.parse_rfc3339(annotations.get(ANN_BUNDLE_UPDATED)) or datetime.fromtimestamp(0).astimezone()
@@ -274,6 +277,18 @@ class BundlePublisher:
 def _selector_text(selector: LabelSelector) -> str:
     """The selector as a labelSelector query parameter (empty: everything)."""
     return "" if not (selector.match_labels or selector.match_expressions) else str(selector)
+
+
+def bundle_signer(issuer: ParsedIssuer) -> str:
+    """The signer name the issuer's ClusterTrustBundle is published under."""
+    return issuer.pod_signer or signer_name(issuer.meta)
+
+
+def _answer(exc: ApiError) -> str:
+    """The API server's answer, short enough for a condition message (its end says why: an admission
+    policy's message, say, comes last)."""
+    text = str(exc)
+    return text if len(text) <= 400 else f"{text[:100]}...{text[-297:]}"
 
 
 def cluster_bundle_name(signer: str) -> str:
