@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from helpers import wait_for
-from mtls_objects import condition, create_certificate, get, secret_data, wait_ready
+from mtls_objects import admin_ca_pem, condition, create_certificate, get, secret_data, wait_ready
 
 GROUP, VERSION, PLURAL = "mtls.dev", "v1alpha1", "mtlsclusterissuers"
 CLUSTER_RESOURCES = "t-cluster-resources"  # the shared operator's --cluster-resource-namespace
@@ -72,6 +69,14 @@ def team_namespaces(cluster: Any) -> Iterator[list[str]]:
     yield names
     for name in names:
         cluster.core.delete_namespace(name)
+
+
+def _with_cluster_bundle(issuer: str) -> dict[str, Any]:
+    """A self-signed cluster issuer that publishes its root as a ClusterTrustBundle."""
+    return {
+        "selfSigned": {"secretName": f"{issuer}-ca", "commonName": f"{issuer} root"},
+        "clusterTrustBundle": True,
+    }
 
 
 def _cert(name: str, issuer: str) -> dict[str, Any]:
@@ -133,14 +138,7 @@ def test_a_cluster_trust_bundle_follows_a_ca_rotation_through_the_overlap(
     """A one-minute certificate under the issuer keeps the overlap open for at least a minute (the old
     root stays trusted until the longest leaf lifetime has passed)."""
     issuer = cluster_issuer_name
-    create_cluster_issuer(
-        cluster,
-        issuer,
-        {
-            "selfSigned": {"secretName": f"{issuer}-ca", "commonName": f"{issuer} root"},
-            "clusterTrustBundle": True,
-        },
-    )
+    create_cluster_issuer(cluster, issuer, _with_cluster_bundle(issuer))
     wait_cluster_issuer_ready(cluster, issuer)
     certificates = client.CertificatesV1beta1Api(cluster.api_client)
     name = f"mtls.dev:{issuer}:anchors"
@@ -194,25 +192,6 @@ def test_a_cluster_trust_bundle_follows_a_ca_rotation_through_the_overlap(
     assert not (new & old) and new < both, "after the rotation only the new root is trusted"
 
 
-def _some_root_pem() -> str:
-    """A valid self-signed CA certificate (a ClusterTrustBundle must hold one to reach admission)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probe")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def _deny_bundles_of(cluster: Any, signer: str, name: str) -> None:
     """A ValidatingAdmissionPolicy (and its binding) that denies writing a ClusterTrustBundle of ``signer``:
     what a platform's admission policy would do. Returns once the API server enforces it."""
@@ -243,7 +222,7 @@ def _deny_bundles_of(cluster: Any, signer: str, name: str) -> None:
     )
     probe = {
         "metadata": {"name": f"{signer.replace('/', ':')}:probe"},
-        "spec": {"signerName": signer, "trustBundle": _some_root_pem()},
+        "spec": {"signerName": signer, "trustBundle": admin_ca_pem()[0].decode()},
     }
 
     def denied() -> bool:
@@ -270,14 +249,7 @@ def test_a_cluster_trust_bundle_the_api_server_refuses_is_a_condition_and_an_eve
     admission = client.AdmissionregistrationV1Api(cluster.api_client)
     _deny_bundles_of(cluster, signer, policy)
     try:
-        create_cluster_issuer(
-            cluster,
-            issuer,
-            {
-                "selfSigned": {"secretName": f"{issuer}-ca", "commonName": f"{issuer} root"},
-                "clusterTrustBundle": True,
-            },
-        )
+        create_cluster_issuer(cluster, issuer, _with_cluster_bundle(issuer))
         wait_cluster_issuer_ready(cluster, issuer)
         failed = wait_for(
             lambda: (

@@ -6,7 +6,6 @@ object is byte-for-byte unchanged (resourceVersion, data, labels, annotations)."
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import time
 import uuid
@@ -20,6 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from helpers import wait_for
 from mtls_objects import (
+    admin_ca_pem,
     byo_ca_metadata,
     condition,
     create_certificate,
@@ -30,36 +30,6 @@ from mtls_objects import (
 )
 from operator_process import OperatorProcess
 from tenancy import snapshot, tenant
-
-
-def _ca_pem(path_length: int | None = None) -> tuple[bytes, bytes]:
-    """A CA key pair an administrator made (not the operator)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "platform root")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def _events(cluster: Any, namespace: str, name: str, reason: str) -> list[Any]:
@@ -177,7 +147,7 @@ def _exists_config_map(cluster: Any, namespace: str, name: str) -> bool:
 def test_a_tenant_cannot_sign_with_or_rotate_over_an_admins_ca_secret(
     operator: Any, cluster: Any, namespace: str
 ) -> None:
-    crt, key = _ca_pem()
+    crt, key = admin_ca_pem()
     data = {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode()}
     # The admin's CA, opted in for the admin's own issuer only.
     platform = cluster.core.create_namespaced_secret(
@@ -216,8 +186,8 @@ def test_a_damaged_ca_secret_a_tenant_names_for_an_intermediate_is_never_signed_
     """The operator re-signs a damaged intermediate CA Secret only when it is its own for that issuer. A
     tenant's intermediate naming an admin's damaged Secret (not opted in), or one the admin opted in for it,
     is reported, and neither Secret is written."""
-    crt, _ = _ca_pem()
-    _, other_key = _ca_pem()  # a key that is not the certificate's: the Secret is damaged
+    crt, _ = admin_ca_pem()
+    _, other_key = admin_ca_pem()  # a key that is not the certificate's: the Secret is damaged
     data = {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(other_key).decode()}
     victims = {
         name: cluster.core.create_namespaced_secret(
@@ -243,7 +213,7 @@ def test_a_damaged_ca_secret_a_tenant_names_for_an_intermediate_is_never_signed_
 def test_a_staged_next_ca_the_operator_did_not_create_is_never_used(
     operator: Any, cluster: Any, namespace: str
 ) -> None:
-    crt, key = _ca_pem()
+    crt, key = admin_ca_pem()
     squatter = cluster.core.create_namespaced_secret(
         namespace,
         client.V1Secret(
@@ -469,7 +439,7 @@ def test_rollout_targets_restart_only_workloads_that_agreed(
 def test_an_intermediate_under_a_parent_that_may_not_sign_cas_reports_it(
     operator: Any, cluster: Any, namespace: str
 ) -> None:
-    crt, key = _ca_pem(path_length=0)
+    crt, key = admin_ca_pem(path_length=0)
     cluster.core.create_namespaced_secret(
         namespace,
         client.V1Secret(
