@@ -192,6 +192,20 @@ def test_a_cluster_trust_bundle_follows_a_ca_rotation_through_the_overlap(
     assert not (new & old) and new < both, "after the rotation only the new root is trusted"
 
 
+def _trust_bundle_condition(cluster: Any, issuer: str, reason: str, timeout: float) -> dict[str, Any]:
+    """The cluster issuer's TrustBundle condition, once it has ``reason``."""
+    found: dict[str, Any] = wait_for(
+        lambda: (
+            (got := condition(get_cluster_issuer(cluster, issuer), "TrustBundle"))
+            and got["reason"] == reason
+            and got
+        ),
+        timeout=timeout,
+        message=f"TrustBundle {reason}",
+    )
+    return found
+
+
 def _deny_bundles_of(cluster: Any, signer: str, name: str) -> None:
     """A ValidatingAdmissionPolicy (and its binding) that denies writing a ClusterTrustBundle of ``signer``:
     what a platform's admission policy would do. Returns once the API server enforces it."""
@@ -251,15 +265,7 @@ def test_a_cluster_trust_bundle_the_api_server_refuses_is_a_condition_and_an_eve
     try:
         create_cluster_issuer(cluster, issuer, _with_cluster_bundle(issuer))
         wait_cluster_issuer_ready(cluster, issuer)
-        failed = wait_for(
-            lambda: (
-                (found := condition(get_cluster_issuer(cluster, issuer), "TrustBundle"))
-                and found["reason"] == "BundlePublishFailed"
-                and found
-            ),
-            timeout=60,
-            message="TrustBundle=False BundlePublishFailed",
-        )
+        failed = _trust_bundle_condition(cluster, issuer, "BundlePublishFailed", timeout=60)
         assert failed["status"] == "False"
         assert f"ClusterTrustBundle {bundle}" in failed["message"]
         assert "forbidden by the platform team" in failed["message"]
@@ -276,15 +282,7 @@ def test_a_cluster_trust_bundle_the_api_server_refuses_is_a_condition_and_an_eve
     finally:
         admission.delete_validating_admission_policy_binding(policy)
         admission.delete_validating_admission_policy(policy)
-    published = wait_for(
-        lambda: (
-            (found := condition(get_cluster_issuer(cluster, issuer), "TrustBundle"))
-            and found["reason"] == "BundlePublished"
-            and found
-        ),
-        timeout=90,
-        message="TrustBundle=True BundlePublished once the policy is gone",
-    )
+    published = _trust_bundle_condition(cluster, issuer, "BundlePublished", timeout=90)  # the next try
     assert published["status"] == "True" and published["message"] == (
         f"ClusterTrustBundle {bundle} holds the issuer's trust anchors."
     )
