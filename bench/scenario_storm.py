@@ -20,6 +20,8 @@ from scenario_run import Run, env_int, wait_until
 from trackers import CertTracker, RolloutTracker
 from watches import watch_custom, watch_deployments
 
+STORM_RATE_FLOOR = 40.0  # renewals a second; the gap is sized so that a storm this slow renews each once
+
 
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -42,9 +44,11 @@ def renewal_storm(run: Run) -> None:
     ns = run.c.namespace("bench-storm")
     # Renewal is due (duration - renewBefore) after issuance. The brief's 4m/3m gives 1 minute, but the
     # storm must not start before every certificate is issued, so the gap grows with the issuance time
-    # expected from the rate measured at 10k (idle scenario), with a margin.
+    # expected from the rate measured at 10k (idle scenario), with a margin; and a certificate renewed at
+    # the storm's start must not come due again before its end, so the gap also outlasts a storm drained
+    # at 40/s (the slowest seen here).
     rate = issue_rate_hint or 40.0
-    gap = max(60, math.ceil((n / rate * 1.5 + 30) / 10) * 10)
+    gap = max(60, math.ceil((max(n / rate * 1.5, n / STORM_RATE_FLOOR) + 30) / 10) * 10)
     duration, renew_before = f"{gap + 180}s", "3m"
     say(f"{scenario}: duration {duration}, renewBefore {renew_before} (renewal due {gap}s after issuance)")
     tracker = CertTracker(renewed_revision=2)
@@ -98,6 +102,7 @@ def renewal_storm(run: Run) -> None:
         )
         with tracker.lock:
             times = sorted(tracker.renewed.values())
+            renewals = sum(max(0, r - 1) for r in tracker.revisions.values())
         # Then let the restarts settle: the queue quiet and no new stamp for longer than the coalesce
         # window (10 s), or BENCH_STORM_SETTLE seconds at most (MinInterval pacing can go on for minutes).
         settle_deadline = time.monotonic() + env_int("BENCH_STORM_SETTLE", 120)
@@ -140,6 +145,8 @@ def renewal_storm(run: Run) -> None:
             # The same, counted by the API server (audit log, user agent mtls-operator), by kind of write.
             "audited_operator_writes": writes,
             "audited_writes_per_renewal": sum(writes.values()) / n,
+            # Revisions past the first, as the watch last saw them: N unless some came due again in the storm.
+            "renewals": renewals,
             "audited_writes_per_renewal_without_restarts": (sum(writes.values()) - restart_patches) / n,
             "kopf_writes": run.kopf_writes(storm_epoch),
             "apiserver": apiserver,
@@ -185,6 +192,7 @@ def renewal_storm(run: Run) -> None:
             ("rate", f"{figures['renewals_per_second']:.1f}/s"),
             ("peakRSS", fmt_mb(figures["peak_rss_bytes"])),
             ("writes/renewal", fmt_num(figures["audited_writes_per_renewal"], 2)),
+            ("renewals", str(figures["renewals"])),
             ("restarts", str(restarts)),
             ("maxInFlight", str(max_in_flight)),
         ],
