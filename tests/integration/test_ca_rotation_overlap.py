@@ -250,6 +250,13 @@ def test_ca_rotation_with_zero_failed_handshakes(
             timeout=60,
             message="the old root gone from the leaves' ca.crt too",
         )
+        # The last restarts (the bundle without the old root) come after the rotation's end, one workload at
+        # a time (one rollout in flight, each given up on after 2 s here, where no kubelet runs pods).
+        wait_for(
+            lambda: a.restarts >= 3 and b.restarts >= 3,
+            timeout=60,
+            message=f"restarts for the overlap, the new leaf and the end (a {a.restarts}, b {b.restarts})",
+        )
         stop.set()
         for t in threads:
             t.join(timeout=10)

@@ -451,11 +451,31 @@ def test_settled_is_true_only_once_every_user_of_a_secret_runs_what_it_holds() -
         assert not w.manager.settled(NS, "web-tls")  # and it is due
         await w.after(10)
         assert w.patched() == ["web"]
-        assert w.manager.settled(NS, "web-tls")  # stamped: the pods roll to what the Secret holds
+        assert not w.manager.settled(NS, "web-tls")  # stamped, but the old pods still serve
+        w.workload("web", ["web-tls"], stamp=stamp_for([version]), complete=False, event="MODIFIED")
+        assert not w.manager.settled(NS, "web-tls")  # rolling
+        w.workload("web", ["web-tls"], stamp=stamp_for([version]), event="MODIFIED")
+        assert w.manager.settled(NS, "web-tls")  # rolled: the pods run what the Secret holds
         w.versions.held[(NS, "web-tls")] = UNKNOWN
         assert not w.manager.settled(NS, "web-tls")  # not judged: cannot say
         w.versions.held[(NS, "web-tls")] = version
         assert w.manager.settled(NS, "nobody-uses-this")
+
+    run(scenario())
+
+
+def test_a_rollout_that_never_completes_counts_as_settled_after_the_timeout() -> None:
+    """A CA rotation waits for its consumers' rollouts, but not forever for one that never completes."""
+
+    async def scenario() -> None:
+        w = World(Pacing(max_in_flight=1, coalesce=timedelta(seconds=10), timeout=timedelta(minutes=10)))
+        w.workload("web", ["web-tls"])
+        await w.step()
+        await w.renewed("web-tls", "fp2")
+        assert w.patched() == ["web"]
+        assert not w.manager.settled(NS, "web-tls")
+        await w.after(600)
+        assert w.manager.settled(NS, "web-tls")
 
     run(scenario())
 

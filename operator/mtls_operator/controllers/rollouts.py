@@ -260,13 +260,15 @@ class RolloutManager:
 
     def settled(self, namespace: str, ref: str) -> bool:
         """Whether every workload using ``ref`` runs what it should (or cannot be restarted: opted out,
-        loop guard): the "consumers restarted" observation of a CA rotation."""
+        loop guard): the "consumers restarted" observation of a CA rotation. A workload stamped but whose
+        rollout has not completed is not settled: its old pods still serve with what they loaded (until
+        the rollout completes, or the rollout timeout gives up on it)."""
         now = self.clock.now()
         for key in self.by_secret.get((namespace, ref), ()):
             workload = self.workloads.get(key)
             if workload is None or workload.opted_out:
                 continue
-            if key in self.due:
+            if key in self.due or key in self.in_flight:
                 return False
             versions = self._versions(key, workload)
             if versions is None:
